@@ -1,0 +1,129 @@
+//! The trait a storage backend implements to become a SCSI disk.
+
+use std::fmt;
+
+/// What went wrong in a backend call; the SCSI layer turns it into sense data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockError {
+    /// The request lies (partly) beyond the end of the device.
+    OutOfRange,
+    /// The medium could not be read or written (unrecovered error).
+    Medium,
+    /// A transient condition: the initiator should retry later.
+    Busy,
+    /// The device is write protected.
+    ReadOnly,
+    /// The backend has no space left to store the data.
+    NoSpace,
+    /// An operating-system error, with its errno.
+    Io(i32),
+}
+
+impl fmt::Display for BlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlockError::OutOfRange => f.write_str("request beyond the end of the device"),
+            BlockError::Medium => f.write_str("medium error"),
+            BlockError::Busy => f.write_str("device busy, retry later"),
+            BlockError::ReadOnly => f.write_str("device is read-only"),
+            BlockError::NoSpace => f.write_str("no space left on the backing store"),
+            BlockError::Io(errno) => write!(f, "I/O error (errno {errno})"),
+        }
+    }
+}
+
+impl std::error::Error for BlockError {}
+
+impl From<std::io::Error> for BlockError {
+    fn from(e: std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(28) => BlockError::NoSpace, // ENOSPC
+            Some(errno) => BlockError::Io(errno),
+            None => BlockError::Medium,
+        }
+    }
+}
+
+/// A block device: fixed-size blocks addressed by LBA.
+///
+/// Only the geometry, `read` and `write` are required; everything else has a
+/// default. Buffers passed to `read` and `write` are always a whole number
+/// of blocks and lie inside the device (the SCSI layer checks the range
+/// before calling).
+///
+/// The methods take `&self` and the trait requires `Send + Sync`: the
+/// server may call them from several threads at once, also for overlapping
+/// ranges, exactly as an initiator may issue overlapping commands. A device
+/// that needs mutual exclusion provides it inside.
+pub trait BlockDevice: Send + Sync {
+    /// Size of one logical block in bytes (512, 1024, 2048 or 4096).
+    fn block_size(&self) -> u32;
+
+    /// Number of logical blocks.
+    fn num_blocks(&self) -> u64;
+
+    /// Fill `buf` with the blocks starting at `lba`.
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError>;
+
+    /// Store `buf` at the blocks starting at `lba`.
+    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError>;
+
+    /// Store `buf` and make it durable before returning (SCSI FUA).
+    /// The default writes, then flushes.
+    fn write_fua(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.write(lba, buf)?;
+        self.flush()
+    }
+
+    /// Make every completed write durable. The default has nothing to do
+    /// (a device without a volatile cache).
+    fn flush(&self) -> Result<(), BlockError> {
+        Ok(())
+    }
+
+    /// Whether the device has a volatile write cache that `flush` empties;
+    /// reported as WCE in the caching mode page.
+    fn write_cache(&self) -> bool {
+        false
+    }
+
+    /// Whether the device refuses writes.
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    /// A short product name for INQUIRY (at most 16 ASCII characters are used).
+    fn product_name(&self) -> &str {
+        "block device"
+    }
+}
+
+impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
+    fn block_size(&self) -> u32 {
+        (**self).block_size()
+    }
+    fn num_blocks(&self) -> u64 {
+        (**self).num_blocks()
+    }
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        (**self).read(lba, buf)
+    }
+    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        (**self).write(lba, buf)
+    }
+    fn write_fua(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        (**self).write_fua(lba, buf)
+    }
+    fn flush(&self) -> Result<(), BlockError> {
+        (**self).flush()
+    }
+    fn write_cache(&self) -> bool {
+        (**self).write_cache()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
+    fn product_name(&self) -> &str {
+        (**self).product_name()
+    }
+}

@@ -1,0 +1,66 @@
+//! Fixed-format sense data (SPC-5 4.4.3).
+
+use crate::Sense;
+
+/// Length of the fixed-format sense data this crate builds.
+pub const FIXED_SENSE_LEN: usize = 18;
+
+/// Response code of fixed-format sense data for a current error.
+const RESPONSE_CODE_CURRENT_FIXED: u8 = 0x70;
+/// The VALID bit: the INFORMATION field is meaningful.
+const VALID: u8 = 0x80;
+
+/// Fixed-format sense data bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedSense(pub [u8; FIXED_SENSE_LEN]);
+
+impl FixedSense {
+    /// Encode `sense`.
+    pub fn new(sense: &Sense) -> Self {
+        let mut b = [0u8; FIXED_SENSE_LEN];
+        b[0] = RESPONSE_CODE_CURRENT_FIXED;
+        b[2] = sense.key as u8;
+        if let Some(info) = sense.information {
+            b[0] |= VALID;
+            b[3..7].copy_from_slice(&info.to_be_bytes());
+        }
+        // ADDITIONAL SENSE LENGTH: bytes after byte 7.
+        b[7] = (FIXED_SENSE_LEN - 8) as u8;
+        b[12] = sense.code.asc;
+        b[13] = sense.code.ascq;
+        FixedSense(b)
+    }
+
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{AdditionalSense, Sense, SenseKey};
+
+    #[test]
+    fn encodes_key_asc_and_ascq() {
+        let s = Sense::illegal_request(AdditionalSense::INVALID_FIELD_IN_CDB).to_fixed();
+        let b = s.as_bytes();
+        assert_eq!(b.len(), 18);
+        assert_eq!(b[0], 0x70);
+        assert_eq!(b[2], 0x05);
+        assert_eq!(b[7], 10);
+        assert_eq!((b[12], b[13]), (0x24, 0x00));
+        assert_eq!(&b[3..7], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn information_sets_valid_bit() {
+        let s = Sense::new(SenseKey::Miscompare, AdditionalSense::MISCOMPARE_DURING_VERIFY)
+            .with_information(0x01020304)
+            .to_fixed();
+        let b = s.as_bytes();
+        assert_eq!(b[0], 0xF0);
+        assert_eq!(&b[3..7], &[1, 2, 3, 4]);
+        assert_eq!(b[2], 0x0E);
+    }
+}

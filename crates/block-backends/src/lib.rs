@@ -1,14 +1,23 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Storage backends for the SCSI emulation: implementations of
+//! [`scsi_emu::BlockDevice`].
+//!
+//! - [`MemoryDevice`]: a sparse RAM disk whose unwritten blocks read as
+//!   zeros and take no memory.
+//!
+//! ```
+//! use block_backends::MemoryDevice;
+//! use scsi_emu::BlockDevice;
+//!
+//! let disk = MemoryDevice::new(4096, 256)?; // 1 MiB
+//! disk.write(3, &[0x5a; 4096])?;
+//! let mut block = [0u8; 4096];
+//! disk.read(3, &mut block)?;
+//! assert!(block.iter().all(|&b| b == 0x5a));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#![forbid(unsafe_code)]
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod memory;
+
+pub use memory::{CHUNK_SIZE, MemoryDevice, MemoryDeviceError};

@@ -55,9 +55,12 @@ mod tests {
 
     #[test]
     fn information_sets_valid_bit() {
-        let s = Sense::new(SenseKey::Miscompare, AdditionalSense::MISCOMPARE_DURING_VERIFY)
-            .with_information(0x01020304)
-            .to_fixed();
+        let s = Sense::new(
+            SenseKey::Miscompare,
+            AdditionalSense::MISCOMPARE_DURING_VERIFY,
+        )
+        .with_information(0x01020304)
+        .to_fixed();
         let b = s.as_bytes();
         assert_eq!(b[0], 0xF0);
         assert_eq!(&b[3..7], &[1, 2, 3, 4]);

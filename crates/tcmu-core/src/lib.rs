@@ -1,14 +1,24 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! TCMU ring mechanics and device lifecycle.
+//!
+//! - [`Ring`] walks the command ring of a mapped TCMU device, hands out
+//!   [`Command`]s and writes their completions (also out of order).
+//! - [`uio`] finds and maps the UIO device of a backstore and waits for and
+//!   sends its notifications.
+//! - [`configfs`] creates, enables, exports and removes backstores.
+//! - [`server`] runs the loop that ties a ring to a [`CommandHandler`].
+//! - `sim` (feature `test-utils`) is an in-process simulated kernel.
+//!
+//! All unsafe code of this crate lives in [`mem`].
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod configfs;
+mod layout;
+pub mod mem;
+pub mod ring;
+pub mod server;
+#[cfg(feature = "test-utils")]
+pub mod sim;
+pub mod uio;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use mem::{DataSegments, Region, SharedMap};
+pub use ring::{Command, Reply, Ring, RingEntry, RingError, TaskManagement};
+pub use server::{CommandHandler, serve};

@@ -99,6 +99,10 @@ pub const fn tcmu_hdr_set_op(len_op: u32, op: u8) -> u32 {
 
 /// `len_op` with its length replaced (`tcmu_hdr_set_len`); `len` must be a
 /// multiple of [`TCMU_OP_ALIGN_SIZE`].
+///
+/// For such lengths the result equals the C helper's. For other lengths the
+/// C helper ORs the low bits into the opcode; this one drops them so the
+/// opcode survives. The length read back by [`tcmu_hdr_get_len`] is the same.
 pub const fn tcmu_hdr_set_len(len_op: u32, len: u32) -> u32 {
     (len_op & TCMU_OP_MASK) | (len & !TCMU_OP_MASK)
 }
@@ -231,7 +235,8 @@ mod tests {
         let v = tcmu_hdr_set_op(v, TCMU_OP_PAD);
         assert_eq!(tcmu_hdr_get_op(v), TCMU_OP_PAD);
         assert_eq!(tcmu_hdr_get_len(v), 160);
-        // A length that is not 8-aligned loses its low bits, as in C.
+        // A length that is not 8-aligned loses its low bits (C would OR
+        // them into the opcode instead).
         assert_eq!(tcmu_hdr_get_len(tcmu_hdr_set_len(0, 13)), 8);
     }
 }

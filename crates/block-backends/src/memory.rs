@@ -1,0 +1,625 @@
+//! A sparse RAM disk.
+//!
+//! The device is divided into [`CHUNK_SIZE`] chunks. A chunk gets memory on
+//! the first write of non-zero data to it; chunks never written read as
+//! zeros. Chunks live in several independently locked shards, chosen by
+//! chunk index, so that requests to different parts of the disk rarely
+//! wait for each other.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use scsi_emu::{BlockDevice, BlockError};
+
+/// Granularity of allocation in bytes. A multiple of every supported block
+/// size, so a block never straddles two chunks.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// Number of lock shards. Consecutive chunks fall into different shards,
+/// so a large sequential request and its neighbours spread over all of them.
+const SHARDS: usize = 64;
+
+type Shard = RwLock<HashMap<u64, Box<[u8]>>>;
+
+/// Why a [`MemoryDevice`] could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryDeviceError {
+    /// The block size is not a power of two between 512 and 4096.
+    InvalidBlockSize(u32),
+    /// The device would have no blocks.
+    NoBlocks,
+    /// The size in bytes does not fit in a `u64`.
+    TooLarge {
+        /// The requested block size.
+        block_size: u32,
+        /// The requested number of blocks.
+        num_blocks: u64,
+    },
+}
+
+impl fmt::Display for MemoryDeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryDeviceError::InvalidBlockSize(size) => write!(
+                f,
+                "invalid block size {size}: must be 512, 1024, 2048 or 4096"
+            ),
+            MemoryDeviceError::NoBlocks => f.write_str("a device needs at least one block"),
+            MemoryDeviceError::TooLarge {
+                block_size,
+                num_blocks,
+            } => write!(
+                f,
+                "{num_blocks} blocks of {block_size} bytes exceed the largest possible device"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MemoryDeviceError {}
+
+/// A sparse, thread-safe RAM disk.
+///
+/// Unwritten blocks read as zeros and cost no memory, so a device may be
+/// far larger than the machine's RAM as long as little of it is written.
+/// Writing zeros to a chunk that holds no data allocates nothing, and
+/// writing zeros over a whole chunk releases it.
+///
+/// Requests may come from several threads at once. Each chunk is updated
+/// under its shard's lock, so a request that spans several chunks is not
+/// atomic as a whole: a read racing an overlapping write may see part of
+/// it, as with a real disk and overlapping commands.
+///
+/// ```
+/// use block_backends::MemoryDevice;
+/// use scsi_emu::BlockDevice;
+///
+/// let disk = MemoryDevice::new(512, 2048)?; // 1 MiB
+/// disk.write(10, &[0xab; 512])?;
+///
+/// let mut buf = [0xffu8; 1024];
+/// disk.read(10, &mut buf)?;
+/// assert_eq!(buf[..512], [0xab; 512]);
+/// assert_eq!(buf[512..], [0; 512]); // never written
+/// assert_eq!(disk.allocated_bytes(), block_backends::CHUNK_SIZE as u64);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct MemoryDevice {
+    block_size: u32,
+    num_blocks: u64,
+    len: u64,
+    shards: Box<[Shard]>,
+    allocated: AtomicU64,
+}
+
+impl MemoryDevice {
+    /// Creates an empty (all-zero) device of `num_blocks` blocks of
+    /// `block_size` bytes. No memory is allocated for the data yet.
+    ///
+    /// ```
+    /// use block_backends::{MemoryDevice, MemoryDeviceError};
+    ///
+    /// assert!(MemoryDevice::new(4096, 1 << 40).is_ok()); // 4 PiB, sparse
+    /// assert_eq!(
+    ///     MemoryDevice::new(1000, 8).unwrap_err(),
+    ///     MemoryDeviceError::InvalidBlockSize(1000)
+    /// );
+    /// ```
+    pub fn new(block_size: u32, num_blocks: u64) -> Result<MemoryDevice, MemoryDeviceError> {
+        if !block_size.is_power_of_two() || !(512..=4096).contains(&block_size) {
+            return Err(MemoryDeviceError::InvalidBlockSize(block_size));
+        }
+        if num_blocks == 0 {
+            return Err(MemoryDeviceError::NoBlocks);
+        }
+        let len =
+            u64::from(block_size)
+                .checked_mul(num_blocks)
+                .ok_or(MemoryDeviceError::TooLarge {
+                    block_size,
+                    num_blocks,
+                })?;
+        Ok(MemoryDevice {
+            block_size,
+            num_blocks,
+            len,
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            allocated: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes of memory currently holding data (whole chunks; the last
+    /// chunk of the device may be shorter than [`CHUNK_SIZE`]).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// Size of the device in bytes.
+    pub fn len_bytes(&self) -> u64 {
+        self.len
+    }
+
+    /// Byte range of a request, or `OutOfRange` if it is not a whole number
+    /// of blocks inside the device.
+    fn byte_range(&self, lba: u64, buf_len: usize) -> Result<Range<u64>, BlockError> {
+        let block_size = u64::from(self.block_size);
+        let buf_len = buf_len as u64;
+        if buf_len % block_size != 0 {
+            return Err(BlockError::OutOfRange);
+        }
+        match lba.checked_add(buf_len / block_size) {
+            // Cannot overflow: the end lies within the device, whose size fits u64.
+            Some(end) if end <= self.num_blocks => Ok(lba * block_size..end * block_size),
+            _ => Err(BlockError::OutOfRange),
+        }
+    }
+
+    /// Length of chunk `index`; only the last one can be short.
+    fn chunk_len(&self, index: u64) -> usize {
+        let start = index * CHUNK_SIZE as u64;
+        (self.len - start).min(CHUNK_SIZE as u64) as usize
+    }
+
+    fn shard(&self, index: u64) -> &Shard {
+        &self.shards[(index % SHARDS as u64) as usize]
+    }
+
+    // The maps hold plain bytes: a panic in another thread cannot leave
+    // them inconsistent, so a poisoned lock is still safe to use.
+    fn read_shard(&self, index: u64) -> RwLockReadGuard<'_, HashMap<u64, Box<[u8]>>> {
+        self.shard(index)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_shard(&self, index: u64) -> RwLockWriteGuard<'_, HashMap<u64, Box<[u8]>>> {
+        self.shard(index)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_segment(&self, seg: &Segment, data: &[u8]) -> Result<(), BlockError> {
+        let chunk_len = self.chunk_len(seg.chunk);
+        let mut map = self.write_shard(seg.chunk);
+        match map.entry(seg.chunk) {
+            Entry::Occupied(mut entry) => {
+                if data.len() == chunk_len && is_zero(data) {
+                    entry.remove();
+                    self.allocated
+                        .fetch_sub(chunk_len as u64, Ordering::Relaxed);
+                } else {
+                    entry.get_mut()[seg.within..seg.within + data.len()].copy_from_slice(data);
+                }
+            }
+            Entry::Vacant(entry) => {
+                if is_zero(data) {
+                    return Ok(());
+                }
+                // Report exhaustion to the initiator rather than aborting the process.
+                let mut chunk = Vec::new();
+                chunk
+                    .try_reserve_exact(chunk_len)
+                    .map_err(|_| BlockError::NoSpace)?;
+                chunk.resize(chunk_len, 0);
+                chunk[seg.within..seg.within + data.len()].copy_from_slice(data);
+                entry.insert(chunk.into_boxed_slice());
+                self.allocated
+                    .fetch_add(chunk_len as u64, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The part of a request that falls into one chunk.
+struct Segment {
+    chunk: u64,
+    /// Offset inside the chunk.
+    within: usize,
+    /// Range of the caller's buffer.
+    buf: Range<usize>,
+}
+
+/// Splits the byte range `range` at chunk boundaries.
+fn segments(range: Range<u64>) -> impl Iterator<Item = Segment> {
+    let start = range.start;
+    let total = (range.end - range.start) as usize;
+    let mut done = 0usize;
+    std::iter::from_fn(move || {
+        if done == total {
+            return None;
+        }
+        let pos = start + done as u64;
+        let within = (pos % CHUNK_SIZE as u64) as usize;
+        let n = (CHUNK_SIZE - within).min(total - done);
+        let seg = Segment {
+            chunk: pos / CHUNK_SIZE as u64,
+            within,
+            buf: done..done + n,
+        };
+        done += n;
+        Some(seg)
+    })
+}
+
+fn is_zero(data: &[u8]) -> bool {
+    // Word-wise comparison; much faster than byte-wise on large zero buffers.
+    let mut words = data.chunks_exact(16);
+    words.all(|w| <[u8; 16]>::try_from(w).is_ok_and(|w| u128::from_ne_bytes(w) == 0))
+        && words.remainder().iter().all(|&b| b == 0)
+}
+
+impl BlockDevice for MemoryDevice {
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    fn num_blocks(&self) -> u64 {
+        self.num_blocks
+    }
+
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        for seg in segments(self.byte_range(lba, buf.len())?) {
+            let out = &mut buf[seg.buf];
+            match self.read_shard(seg.chunk).get(&seg.chunk) {
+                Some(chunk) => out.copy_from_slice(&chunk[seg.within..seg.within + out.len()]),
+                None => out.fill(0),
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        for seg in segments(self.byte_range(lba, buf.len())?) {
+            self.write_segment(&seg, &buf[seg.buf.clone()])?;
+        }
+        Ok(())
+    }
+
+    // Data is in its final place as soon as `write` returns: no cache to
+    // flush, so the defaults of `flush` and `write_cache` apply.
+
+    fn product_name(&self) -> &str {
+        "RAM disk"
+    }
+}
+
+impl fmt::Debug for MemoryDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryDevice")
+            .field("block_size", &self.block_size)
+            .field("num_blocks", &self.num_blocks)
+            .field("allocated_bytes", &self.allocated_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CHUNK: u64 = CHUNK_SIZE as u64;
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+            .collect()
+    }
+
+    fn read_vec(dev: &MemoryDevice, lba: u64, blocks: usize) -> Vec<u8> {
+        let mut buf = vec![0xee; blocks * dev.block_size() as usize];
+        dev.read(lba, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn new_validates_geometry() {
+        for bs in [512, 1024, 2048, 4096] {
+            let dev = MemoryDevice::new(bs, 7).unwrap();
+            assert_eq!(dev.block_size(), bs);
+            assert_eq!(dev.num_blocks(), 7);
+            assert_eq!(dev.len_bytes(), u64::from(bs) * 7);
+            assert_eq!(dev.allocated_bytes(), 0);
+        }
+        for bs in [0, 1, 256, 513, 768, 3072, 8192, u32::MAX] {
+            assert_eq!(
+                MemoryDevice::new(bs, 8).unwrap_err(),
+                MemoryDeviceError::InvalidBlockSize(bs)
+            );
+        }
+        assert_eq!(
+            MemoryDevice::new(512, 0).unwrap_err(),
+            MemoryDeviceError::NoBlocks
+        );
+        assert_eq!(
+            MemoryDevice::new(4096, u64::MAX / 4096 + 1).unwrap_err(),
+            MemoryDeviceError::TooLarge {
+                block_size: 4096,
+                num_blocks: u64::MAX / 4096 + 1
+            }
+        );
+        assert!(MemoryDevice::new(4096, u64::MAX / 4096).is_ok());
+        assert!(
+            MemoryDeviceError::InvalidBlockSize(100)
+                .to_string()
+                .contains("100")
+        );
+    }
+
+    #[test]
+    fn is_zero_checks_every_byte() {
+        assert!(is_zero(&[]));
+        for len in [1, 15, 16, 17, 33, 4096] {
+            assert!(is_zero(&vec![0; len]), "len {len}");
+            for pos in [0, len / 2, len - 1] {
+                let mut data = vec![0; len];
+                data[pos] = 0x80;
+                assert!(!is_zero(&data), "len {len}, non-zero at {pos}");
+            }
+        }
+    }
+
+    #[test]
+    fn device_properties() {
+        let dev = MemoryDevice::new(512, 16).unwrap();
+        assert_eq!(dev.product_name(), "RAM disk");
+        assert!(dev.product_name().len() <= 16);
+        assert!(!dev.write_cache());
+        assert!(!dev.read_only());
+        assert_eq!(dev.flush(), Ok(()));
+        dev.write_fua(2, &[9; 512]).unwrap();
+        assert_eq!(read_vec(&dev, 2, 1), vec![9; 512]);
+    }
+
+    #[test]
+    fn unwritten_blocks_read_as_zeros() {
+        let dev = MemoryDevice::new(512, 1024).unwrap();
+        assert_eq!(read_vec(&dev, 0, 1024), vec![0; 512 * 1024]);
+        dev.write(5, &[1; 512]).unwrap();
+        // Neighbours of a written block, inside the same chunk, stay zero.
+        assert_eq!(read_vec(&dev, 4, 1), vec![0; 512]);
+        assert_eq!(read_vec(&dev, 6, 1), vec![0; 512]);
+    }
+
+    #[test]
+    fn read_after_write_across_chunk_boundaries() {
+        let dev = MemoryDevice::new(512, 1024).unwrap(); // 8 chunks
+        // Starts 3 blocks before the end of chunk 0 and ends inside chunk 3.
+        let lba = CHUNK / 512 - 3;
+        let data = pattern(3 * CHUNK_SIZE, 7);
+        dev.write(lba, &data).unwrap();
+        assert_eq!(read_vec(&dev, lba, data.len() / 512), data);
+        assert_eq!(dev.allocated_bytes(), 4 * CHUNK);
+
+        // A read that is offset from the write sees the right slice of it,
+        // with zeros where it extends past the written range.
+        let got = read_vec(&dev, lba + 200, 3 * CHUNK_SIZE / 512);
+        assert_eq!(got[..data.len() - 200 * 512], data[200 * 512..]);
+        assert!(got[data.len() - 200 * 512..].iter().all(|&b| b == 0));
+        assert_eq!(read_vec(&dev, lba - 1, 1), vec![0; 512]);
+
+        // Overwriting part of it changes only that part.
+        dev.write(lba + 1, &[0xcc; 1024]).unwrap();
+        let got = read_vec(&dev, lba, data.len() / 512);
+        assert_eq!(got[..512], data[..512]);
+        assert_eq!(got[512..1536], [0xcc; 1024]);
+        assert_eq!(got[1536..], data[1536..]);
+    }
+
+    #[test]
+    fn zero_writes_allocate_nothing() {
+        let dev = MemoryDevice::new(4096, 64).unwrap();
+        dev.write(0, &vec![0; 64 * 4096]).unwrap();
+        assert_eq!(dev.allocated_bytes(), 0);
+        // A single non-zero byte at the very end is not mistaken for zeros.
+        let mut data = vec![0; 4096];
+        data[4095] = 1;
+        dev.write(20, &data).unwrap();
+        assert_eq!(dev.allocated_bytes(), CHUNK);
+        assert_eq!(read_vec(&dev, 20, 1), data);
+    }
+
+    #[test]
+    fn allocated_bytes_grows_only_with_written_chunks() {
+        let dev = MemoryDevice::new(512, 4096).unwrap(); // 32 chunks
+        let per_chunk = CHUNK / 512;
+        dev.write(0, &[1; 512]).unwrap();
+        assert_eq!(dev.allocated_bytes(), CHUNK);
+        dev.write(1, &[2; 512]).unwrap(); // same chunk
+        dev.write(per_chunk - 1, &[3; 512]).unwrap(); // still the same chunk
+        assert_eq!(dev.allocated_bytes(), CHUNK);
+        dev.write(per_chunk, &[4; 512]).unwrap();
+        assert_eq!(dev.allocated_bytes(), 2 * CHUNK);
+        dev.write(31 * per_chunk, &[5; 512]).unwrap();
+        assert_eq!(dev.allocated_bytes(), 3 * CHUNK);
+        // Zeros into part of an allocated chunk keep it.
+        dev.write(0, &[0; 512]).unwrap();
+        assert_eq!(dev.allocated_bytes(), 3 * CHUNK);
+        // Zeros over a whole chunk release it.
+        dev.write(per_chunk, &[0; CHUNK_SIZE]).unwrap();
+        assert_eq!(dev.allocated_bytes(), 2 * CHUNK);
+        assert_eq!(read_vec(&dev, per_chunk, 1), vec![0; 512]);
+        assert_eq!(read_vec(&dev, 1, 1), vec![2; 512]);
+    }
+
+    #[test]
+    fn short_last_chunk_is_allocated_at_its_size() {
+        // One full chunk plus two blocks.
+        let blocks = CHUNK / 512 + 2;
+        let dev = MemoryDevice::new(512, blocks).unwrap();
+        dev.write(blocks - 1, &[8; 512]).unwrap();
+        assert_eq!(dev.allocated_bytes(), 1024);
+        assert_eq!(read_vec(&dev, blocks - 2, 2)[512..], [8; 512]);
+    }
+
+    #[test]
+    fn huge_sparse_device_works_at_both_ends() {
+        let blocks = u64::MAX / 4096;
+        let dev = MemoryDevice::new(4096, blocks).unwrap();
+        dev.write(blocks - 1, &[0x42; 4096]).unwrap();
+        dev.write(0, &[0x24; 4096]).unwrap();
+        assert_eq!(read_vec(&dev, blocks - 1, 1), vec![0x42; 4096]);
+        assert_eq!(read_vec(&dev, 0, 1), vec![0x24; 4096]);
+        assert!(dev.allocated_bytes() <= 2 * CHUNK);
+        assert_eq!(dev.write(blocks, &[1; 4096]), Err(BlockError::OutOfRange));
+    }
+
+    #[test]
+    fn out_of_range_requests_are_rejected() {
+        let dev = MemoryDevice::new(512, 100).unwrap();
+        for (lba, len) in [
+            (100, 512),             // starts at the end
+            (99, 1024),             // runs past the end
+            (0, 101 * 512),         // larger than the device
+            (u64::MAX, 512),        // lba + blocks overflows
+            (u64::MAX / 512, 1024), // lba * block size would overflow
+            (0, 511),               // not a whole block
+            (0, 513),
+            (101, 0), // empty, but starts beyond the end
+        ] {
+            assert_eq!(
+                dev.read(lba, &mut vec![0; len]),
+                Err(BlockError::OutOfRange),
+                "read lba {lba} len {len}"
+            );
+            assert_eq!(
+                dev.write(lba, &vec![1; len]),
+                Err(BlockError::OutOfRange),
+                "write lba {lba} len {len}"
+            );
+        }
+        // Rejected writes leave nothing behind.
+        assert_eq!(dev.allocated_bytes(), 0);
+        assert_eq!(read_vec(&dev, 0, 100), vec![0; 100 * 512]);
+        // The edges themselves are fine.
+        assert_eq!(dev.read(100, &mut []), Ok(()));
+        assert_eq!(dev.write(99, &[7; 512]), Ok(()));
+        assert_eq!(read_vec(&dev, 99, 1), vec![7; 512]);
+    }
+
+    #[test]
+    fn concurrent_writers_on_disjoint_ranges() {
+        const THREADS: usize = 8;
+        // Not a divisor of the chunk size: neighbouring threads share chunks.
+        const BLOCKS_PER_THREAD: u64 = 300;
+        let dev = MemoryDevice::new(512, THREADS as u64 * BLOCKS_PER_THREAD).unwrap();
+
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let dev = &dev;
+                s.spawn(move || {
+                    let base = t as u64 * BLOCKS_PER_THREAD;
+                    for round in 0..50u64 {
+                        let seed = (t as u8) << 4 | (round as u8 & 0xf);
+                        let blocks = 1 + (round * 37 + t as u64) % BLOCKS_PER_THREAD;
+                        let lba = base + (round * 53) % (BLOCKS_PER_THREAD - blocks + 1);
+                        let data = pattern(blocks as usize * 512, seed);
+                        dev.write(lba, &data).unwrap();
+                        assert_eq!(read_vec(dev, lba, blocks as usize), data);
+                    }
+                    // Leave a known final state in the whole range.
+                    let last = pattern(BLOCKS_PER_THREAD as usize * 512, t as u8);
+                    dev.write(base, &last).unwrap();
+                });
+            }
+        });
+
+        for t in 0..THREADS {
+            let base = t as u64 * BLOCKS_PER_THREAD;
+            assert_eq!(
+                read_vec(&dev, base, BLOCKS_PER_THREAD as usize),
+                pattern(BLOCKS_PER_THREAD as usize * 512, t as u8),
+                "range of thread {t}"
+            );
+        }
+        let total = THREADS as u64 * BLOCKS_PER_THREAD * 512;
+        assert_eq!(dev.allocated_bytes(), total);
+    }
+
+    #[test]
+    fn usable_as_shared_trait_object() {
+        let dev: std::sync::Arc<dyn BlockDevice> =
+            std::sync::Arc::new(MemoryDevice::new(512, 8).unwrap());
+        dev.write(1, &[3; 512]).unwrap();
+        let mut buf = [0; 512];
+        dev.read(1, &mut buf).unwrap();
+        assert_eq!(buf, [3; 512]);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write { lba: u64, blocks: usize, seed: u8 },
+        Zero { lba: u64, blocks: usize },
+        Read { lba: u64, blocks: usize },
+    }
+
+    const MODEL_BLOCK: usize = 512;
+    // Two full chunks and a short third one.
+    const MODEL_BLOCKS: u64 = 300;
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Ranges reach a little past the end so rejections are exercised too.
+        let lba = 0..MODEL_BLOCKS + 4;
+        let blocks = 0usize..=160;
+        prop_oneof![
+            3 => (lba.clone(), blocks.clone(), any::<u8>())
+                .prop_map(|(lba, blocks, seed)| Op::Write { lba, blocks, seed }),
+            1 => (lba.clone(), blocks.clone()).prop_map(|(lba, blocks)| Op::Zero { lba, blocks }),
+            2 => (lba, blocks).prop_map(|(lba, blocks)| Op::Read { lba, blocks }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_like_a_flat_buffer(ops in prop::collection::vec(op(), 1..40)) {
+            let dev = MemoryDevice::new(MODEL_BLOCK as u32, MODEL_BLOCKS).unwrap();
+            let mut model = vec![0u8; MODEL_BLOCKS as usize * MODEL_BLOCK];
+            let in_range = |lba: u64, blocks: usize| lba + blocks as u64 <= MODEL_BLOCKS;
+
+            for op in ops {
+                match op {
+                    Op::Write { lba, blocks, .. } | Op::Zero { lba, blocks } => {
+                        let data = match op {
+                            Op::Write { seed, .. } => pattern(blocks * MODEL_BLOCK, seed),
+                            _ => vec![0; blocks * MODEL_BLOCK],
+                        };
+                        let result = dev.write(lba, &data);
+                        if in_range(lba, blocks) {
+                            prop_assert_eq!(result, Ok(()));
+                            let start = lba as usize * MODEL_BLOCK;
+                            model[start..start + data.len()].copy_from_slice(&data);
+                        } else {
+                            prop_assert_eq!(result, Err(BlockError::OutOfRange));
+                        }
+                    }
+                    Op::Read { lba, blocks } => {
+                        let mut buf = vec![0xee; blocks * MODEL_BLOCK];
+                        let result = dev.read(lba, &mut buf);
+                        if in_range(lba, blocks) {
+                            prop_assert_eq!(result, Ok(()));
+                            let start = lba as usize * MODEL_BLOCK;
+                            prop_assert_eq!(&buf[..], &model[start..start + buf.len()]);
+                        } else {
+                            prop_assert_eq!(result, Err(BlockError::OutOfRange));
+                        }
+                    }
+                }
+            }
+
+            prop_assert_eq!(read_vec(&dev, 0, MODEL_BLOCKS as usize), model.clone());
+            // Every chunk holding data is allocated; nothing beyond the device is.
+            let needed: u64 = model
+                .chunks(CHUNK_SIZE)
+                .filter(|c| c.iter().any(|&b| b != 0))
+                .map(|c| c.len() as u64)
+                .sum();
+            prop_assert!(dev.allocated_bytes() >= needed);
+            prop_assert!(dev.allocated_bytes() <= dev.len_bytes());
+        }
+    }
+}

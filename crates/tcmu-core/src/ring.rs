@@ -1,0 +1,587 @@
+//! The command ring: walk the entries the kernel publishes, hand out
+//! commands, write completions (also out of order) and move `cmd_tail`.
+//!
+//! Nothing read from the shared area is trusted. Values are copied out, then
+//! validated. A command entry whose CDB or data buffer is malformed is
+//! completed at once with CHECK CONDITION and never reaches the handler. An
+//! entry whose *length* is malformed leaves no way to find the next entry:
+//! the ring reports [`RingError::Corrupt`] and stops, and every later call
+//! returns the same error (the device must be reset from configfs).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
+use tcmu_sys::{
+    TCMU_MAILBOX_FLAG_CAP_OOOC, TCMU_MAILBOX_FLAG_CAP_READ_LEN, TCMU_MAILBOX_VERSION, TCMU_OP_CMD,
+    TCMU_OP_PAD, TCMU_OP_TMR, TCMU_SENSE_BUFFERSIZE, TCMU_UFLAG_READ_LEN, TCMU_UFLAG_UNKNOWN_OP,
+    tcmu_hdr_get_len, tcmu_hdr_get_op,
+};
+
+use crate::layout::*;
+use crate::mem::{DataSegments, OutOfBounds, Region, SharedMap};
+
+/// Why the ring cannot be used any more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    #[error("unsupported mailbox version {0} (expected {TCMU_MAILBOX_VERSION})")]
+    Version(u16),
+    #[error("invalid ring geometry: {0}")]
+    Geometry(String),
+    #[error("the command ring is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    OutOfBounds(#[from] OutOfBounds),
+}
+
+/// SCSI status CHECK CONDITION.
+const CHECK_CONDITION: u8 = 0x02;
+
+/// The outcome of a command, written into the ring on completion.
+#[derive(Clone)]
+pub struct Reply {
+    /// SCSI status byte.
+    pub status: u8,
+    /// Number of data-in bytes produced, when fewer than the buffer holds
+    /// (reported as a residual; the rest of the buffer is never leaked).
+    pub data_in_len: Option<usize>,
+    sense: [u8; TCMU_SENSE_BUFFERSIZE],
+    sense_len: u8,
+}
+
+impl Reply {
+    /// Status GOOD, the whole data buffer valid.
+    pub fn good() -> Self {
+        Reply::status(0)
+    }
+
+    /// Any status without sense data.
+    pub fn status(status: u8) -> Self {
+        Reply {
+            status,
+            data_in_len: None,
+            sense: [0; TCMU_SENSE_BUFFERSIZE],
+            sense_len: 0,
+        }
+    }
+
+    /// A status with sense data (truncated to the ring's 96-byte buffer).
+    pub fn with_sense(status: u8, sense: &[u8]) -> Self {
+        let mut r = Reply::status(status);
+        let n = sense.len().min(TCMU_SENSE_BUFFERSIZE);
+        r.sense[..n].copy_from_slice(&sense[..n]);
+        r.sense_len = n as u8;
+        r
+    }
+
+    /// CHECK CONDITION with fixed-format sense for `sense`.
+    pub fn check_condition(sense: &Sense) -> Self {
+        Reply::with_sense(CHECK_CONDITION, sense.to_fixed().as_bytes())
+    }
+
+    /// The sense bytes.
+    pub fn sense(&self) -> &[u8] {
+        &self.sense[..self.sense_len as usize]
+    }
+}
+
+/// A SCSI command taken from the ring. Complete it exactly once with
+/// [`Ring::complete`]; its data buffer stays valid until then.
+pub struct Command {
+    id: u16,
+    cdb: [u8; MAX_CDB_LEN],
+    cdb_len: usize,
+    data: DataSegments,
+    bidi_in: DataSegments,
+}
+
+impl Command {
+    /// The kernel's command id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// The CDB bytes.
+    pub fn cdb(&self) -> &[u8] {
+        &self.cdb[..self.cdb_len]
+    }
+
+    /// The data buffer (data-out for writes, to be filled for reads).
+    pub fn data(&self) -> &DataSegments {
+        &self.data
+    }
+
+    /// The CDB and the writable data buffer at once.
+    pub fn cdb_and_data(&mut self) -> (&[u8], &mut DataSegments) {
+        (&self.cdb[..self.cdb_len], &mut self.data)
+    }
+
+    /// The data-in part of a bidirectional command (empty otherwise).
+    pub fn bidi_in(&mut self) -> &mut DataSegments {
+        &mut self.bidi_in
+    }
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Command")
+            .field("id", &self.id)
+            .field("cdb", &self.cdb())
+            .field("data_len", &self.data.total_len())
+            .finish()
+    }
+}
+
+/// A task-management notification (only with `attrib/tmr_notification`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskManagement {
+    /// One of the `TCMU_TMR_*` types.
+    pub kind: u8,
+    /// The in-flight commands it affects (they must still be completed).
+    pub cmd_ids: Vec<u16>,
+}
+
+/// What the ring hands out.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // boxing the command would allocate per command
+pub enum RingEntry {
+    Command(Command),
+    TaskManagement(TaskManagement),
+}
+
+/// A parsed entry that `cmd_tail` has not passed yet.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// PAD, TMR or unknown: passed as soon as it reaches the tail.
+    Skip { len: u32 },
+    /// A command entry; `done` once its response is written (in-order mode).
+    Cmd {
+        off: u32,
+        len: u32,
+        id: u16,
+        done: bool,
+    },
+}
+
+/// A fixed-size bit set.
+struct BitSet(Vec<u64>);
+
+impl BitSet {
+    fn new(bits: usize) -> Self {
+        BitSet(vec![0; bits.div_ceil(64)])
+    }
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+    fn set(&mut self, i: usize, on: bool) {
+        if on {
+            self.0[i / 64] |= 1 << (i % 64);
+        } else {
+            self.0[i / 64] &= !(1 << (i % 64));
+        }
+    }
+}
+
+/// The command ring of one TCMU device.
+pub struct Ring {
+    map: Arc<SharedMap>,
+    cmdr_off: u64,
+    cmdr_size: u32,
+    data_start: u64,
+    flags: u16,
+    /// Where the next unparsed entry starts (ring offset).
+    next: u32,
+    /// Our `cmd_tail` (ring offset).
+    tail: u32,
+    slots: VecDeque<Slot>,
+    in_flight: BitSet,
+    /// Data pages owned by in-flight commands.
+    owned_pages: BitSet,
+    notify: bool,
+    broken: Option<RingError>,
+    /// Scratch list of page indices, reused to avoid allocating per command.
+    page_scratch: Vec<usize>,
+}
+
+impl Ring {
+    /// Attach to the shared area: check the mailbox and start at its
+    /// `cmd_tail` (a fresh or freshly reset ring has head = tail = 0).
+    pub fn new(map: Arc<SharedMap>) -> Result<Ring, RingError> {
+        let version = map.read_u16(MB_VERSION)?;
+        if version != TCMU_MAILBOX_VERSION {
+            return Err(RingError::Version(version));
+        }
+        let flags = map.read_u16(MB_FLAGS)?;
+        let cmdr_off = map.read_u32(MB_CMDR_OFF)? as u64;
+        let cmdr_size = map.read_u32(MB_CMDR_SIZE)?;
+        let map_len = map.len() as u64;
+        let geometry = |what: &str| {
+            Err(RingError::Geometry(format!(
+                "{what} (cmdr_off {cmdr_off:#x}, cmdr_size {cmdr_size:#x}, map {map_len:#x})"
+            )))
+        };
+        if cmdr_off < MAILBOX_SIZE || cmdr_off % 8 != 0 {
+            return geometry("the ring overlaps the mailbox or is misaligned");
+        }
+        if (cmdr_size as u64) < CMD_ENTRY_SIZE || cmdr_size % 8 != 0 {
+            return geometry("the ring is too small or its size is not a multiple of 8");
+        }
+        let data_start = cmdr_off + cmdr_size as u64;
+        if data_start > map_len {
+            return geometry("the ring extends past the end of the map");
+        }
+        let tail = map.load_u32_acquire(MB_CMD_TAIL)?;
+        if tail % 8 != 0 || tail >= cmdr_size {
+            return geometry("cmd_tail is outside the ring or misaligned");
+        }
+        let pages = (map_len.div_ceil(DATA_PAGE) - data_start / DATA_PAGE) as usize;
+        Ok(Ring {
+            map,
+            cmdr_off,
+            cmdr_size,
+            data_start,
+            flags,
+            next: tail,
+            tail,
+            slots: VecDeque::new(),
+            in_flight: BitSet::new(1 << 16),
+            owned_pages: BitSet::new(pages),
+            notify: false,
+            broken: None,
+            page_scratch: Vec::new(),
+        })
+    }
+
+    /// The mailbox capability flags (`TCMU_MAILBOX_FLAG_CAP_*`).
+    pub fn flags(&self) -> u16 {
+        self.flags
+    }
+
+    /// The shared area this ring lives in.
+    pub fn map(&self) -> &Arc<SharedMap> {
+        &self.map
+    }
+
+    /// Number of commands handed out and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Cmd { done: false, .. }))
+            .count()
+    }
+
+    /// Whether `cmd_tail` moved since the last call: the caller then tells
+    /// the kernel once for the whole batch.
+    pub fn take_notify(&mut self) -> bool {
+        std::mem::take(&mut self.notify)
+    }
+
+    fn corrupt(&mut self, reason: String) -> RingError {
+        let e = RingError::Corrupt(reason);
+        self.broken = Some(e.clone());
+        e
+    }
+
+    /// The next entry the kernel has published, or `None` when the ring is
+    /// empty. Malformed commands are failed here and skipped.
+    pub fn next_entry(&mut self) -> Result<Option<RingEntry>, RingError> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        loop {
+            let head = self.map.load_u32_acquire(MB_CMD_HEAD)?;
+            if head % 8 != 0 || head >= self.cmdr_size {
+                return Err(self.corrupt(format!("cmd_head {head:#x} is outside the ring")));
+            }
+            if self.next == head {
+                return Ok(None);
+            }
+            let off = self.next;
+            let abs = self.cmdr_off + off as u64;
+            let len_op = self.map.read_u32(abs + HDR_LEN_OP)?;
+            let (len, op) = (tcmu_hdr_get_len(len_op), tcmu_hdr_get_op(len_op));
+            let published = (head + self.cmdr_size - off) % self.cmdr_size;
+            if len == 0 || len > published || off as u64 + len as u64 > self.cmdr_size as u64 {
+                return Err(self.corrupt(format!(
+                    "entry at {off:#x} has length {len:#x} ({published:#x} bytes published)"
+                )));
+            }
+            self.next = (off + len) % self.cmdr_size;
+            match op {
+                TCMU_OP_CMD => {
+                    if (len as u64) < CMD_ENTRY_SIZE {
+                        return Err(self.corrupt(format!(
+                            "command entry at {off:#x} is {len} bytes, shorter than a response"
+                        )));
+                    }
+                    let id = self.map.read_u16(abs + HDR_CMD_ID)?;
+                    if self.in_flight.get(id as usize) {
+                        return Err(self.corrupt(format!("command id {id} is already in flight")));
+                    }
+                    self.in_flight.set(id as usize, true);
+                    self.slots.push_back(Slot::Cmd {
+                        off,
+                        len,
+                        id,
+                        done: false,
+                    });
+                    match self.parse_command(id, abs, len) {
+                        Ok(cmd) => return Ok(Some(RingEntry::Command(cmd))),
+                        Err(reason) => {
+                            log::warn!("failing malformed command {id}: {reason}");
+                            let sense = Sense::new(
+                                SenseKey::HardwareError,
+                                AdditionalSense::INTERNAL_TARGET_FAILURE,
+                            );
+                            self.finish(id, &Reply::check_condition(&sense))?;
+                        }
+                    }
+                }
+                TCMU_OP_TMR => {
+                    let tmr = self.parse_tmr(abs, len)?;
+                    self.slots.push_back(Slot::Skip { len });
+                    self.pass_completed()?;
+                    return Ok(Some(RingEntry::TaskManagement(tmr)));
+                }
+                TCMU_OP_PAD => {
+                    self.slots.push_back(Slot::Skip { len });
+                    self.pass_completed()?;
+                }
+                _ => {
+                    let uflags = self.map.read_u8(abs + HDR_UFLAGS)?;
+                    self.map
+                        .write_u8(abs + HDR_UFLAGS, uflags | TCMU_UFLAG_UNKNOWN_OP)?;
+                    self.slots.push_back(Slot::Skip { len });
+                    self.pass_completed()?;
+                }
+            }
+        }
+    }
+
+    /// Copy a command entry out and validate it; `Err` names the problem.
+    fn parse_command(&mut self, id: u16, abs: u64, len: u32) -> Result<Command, String> {
+        let rd = |e: OutOfBounds| e.to_string();
+        let iov_cnt = self.map.read_u32(abs + REQ_IOV_CNT).map_err(rd)? as u64;
+        let bidi_cnt = self.map.read_u32(abs + REQ_IOV_BIDI_CNT).map_err(rd)? as u64;
+        let dif_cnt = self.map.read_u32(abs + REQ_IOV_DIF_CNT).map_err(rd)? as u64;
+        let cdb_off = self.map.read_u64(abs + REQ_CDB_OFF).map_err(rd)?;
+        let total = iov_cnt + bidi_cnt + dif_cnt;
+        if REQ_IOV + total * IOV_SIZE > len as u64 {
+            return Err(format!("{total} iovecs do not fit in a {len}-byte entry"));
+        }
+        let read_regions = |first: u64, count: u64| -> Result<Vec<Region>, String> {
+            (first..first + count)
+                .map(|i| {
+                    let at = abs + REQ_IOV + i * IOV_SIZE;
+                    Ok(Region {
+                        offset: self.map.read_u64(at + IOV_BASE).map_err(rd)?,
+                        len: self.map.read_u64(at + IOV_LEN).map_err(rd)?,
+                    })
+                })
+                .collect()
+        };
+        let data = read_regions(0, iov_cnt)?;
+        let bidi = read_regions(iov_cnt, bidi_cnt)?;
+
+        // The CDB must lie inside the ring; its length follows from its opcode.
+        let ring_end = self.cmdr_off + self.cmdr_size as u64;
+        let in_ring = |off: u64, n: u64| {
+            off >= self.cmdr_off && off.checked_add(n).is_some_and(|e| e <= ring_end)
+        };
+        if !in_ring(cdb_off, 1) {
+            return Err(format!("CDB offset {cdb_off:#x} is outside the ring"));
+        }
+        let opcode = self.map.read_u8(cdb_off).map_err(rd)?;
+        let byte7 = if in_ring(cdb_off, 8) {
+            self.map.read_u8(cdb_off + 7).map_err(rd)?
+        } else {
+            0
+        };
+        let cdb_len = cdb_len(opcode, byte7);
+        if !in_ring(cdb_off, cdb_len as u64) {
+            return Err(format!(
+                "{cdb_len}-byte CDB at {cdb_off:#x} runs past the ring"
+            ));
+        }
+        let mut cdb = [0u8; MAX_CDB_LEN];
+        self.map
+            .read_bytes(cdb_off, &mut cdb[..cdb_len])
+            .map_err(rd)?;
+
+        let data_seg = DataSegments::new(self.map.clone(), data, self.data_start)
+            .ok_or("data iovecs are outside the data area or overlap")?;
+        let bidi_seg = DataSegments::new(self.map.clone(), bidi, self.data_start)
+            .ok_or("bidi iovecs are outside the data area or overlap")?;
+        self.claim_pages(&data_seg, &bidi_seg)?;
+        Ok(Command {
+            id,
+            cdb,
+            cdb_len,
+            data: data_seg,
+            bidi_in: bidi_seg,
+        })
+    }
+
+    fn page_range(&self, r: &Region) -> std::ops::Range<usize> {
+        if r.len == 0 {
+            return 0..0;
+        }
+        // Absolute page numbers, relative to the first page of the data area.
+        let base = self.data_start / DATA_PAGE;
+        let first = r.offset / DATA_PAGE - base;
+        let last = (r.offset + r.len - 1) / DATA_PAGE - base;
+        first as usize..last as usize + 1
+    }
+
+    /// Take ownership of every data page of a command; refuse pages that
+    /// another in-flight command owns (the kernel never shares them).
+    fn claim_pages(&mut self, a: &DataSegments, b: &DataSegments) -> Result<(), String> {
+        let mut pages = std::mem::take(&mut self.page_scratch);
+        pages.clear();
+        for r in a.regions().iter().chain(b.regions()) {
+            pages.extend(self.page_range(r));
+        }
+        pages.sort_unstable();
+        pages.dedup();
+        let clash = pages.iter().any(|&p| self.owned_pages.get(p));
+        if !clash {
+            for &p in &pages {
+                self.owned_pages.set(p, true);
+            }
+        }
+        self.page_scratch = pages;
+        if clash {
+            Err("data buffer shares pages with another in-flight command".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn release_pages(&mut self, segs: &DataSegments) {
+        for r in segs.regions() {
+            for p in self.page_range(r) {
+                self.owned_pages.set(p, false);
+            }
+        }
+    }
+
+    fn parse_tmr(&mut self, abs: u64, len: u32) -> Result<TaskManagement, RingError> {
+        let kind = self.map.read_u8(abs + TMR_TYPE)?;
+        let count = self.map.read_u32(abs + TMR_CMD_CNT)? as u64;
+        // Only the ids that fit in the entry are believed.
+        let room = (len as u64).saturating_sub(TMR_CMD_IDS) / 2;
+        let cmd_ids = (0..count.min(room))
+            .map(|i| self.map.read_u16(abs + TMR_CMD_IDS + 2 * i))
+            .collect::<Result<_, _>>()?;
+        Ok(TaskManagement { kind, cmd_ids })
+    }
+
+    /// Complete a command: write its reply into the ring and move the tail
+    /// as far as possible. The data buffer is released.
+    pub fn complete(&mut self, cmd: Command, reply: &Reply) -> Result<(), RingError> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        let Command {
+            id, data, bidi_in, ..
+        } = cmd;
+        self.release_pages(&data);
+        self.release_pages(&bidi_in);
+        let mut reply_len = reply.data_in_len;
+        if let Some(n) = reply_len {
+            let total = data.total_len();
+            if n as u64 >= total {
+                reply_len = None;
+            } else if self.flags & TCMU_MAILBOX_FLAG_CAP_READ_LEN == 0 {
+                // The kernel would copy the whole buffer: do not leak old data.
+                zero_tail(&self.map, data.regions(), n as u64)?;
+                reply_len = None;
+            }
+        }
+        drop((data, bidi_in));
+        let reply = Reply {
+            data_in_len: reply_len,
+            ..reply.clone()
+        };
+        self.finish(id, &reply)
+    }
+
+    /// Write the reply for command `id` and pass every completed entry.
+    fn finish(&mut self, id: u16, reply: &Reply) -> Result<(), RingError> {
+        if !self.in_flight.get(id as usize) {
+            return Err(self.corrupt(format!(
+                "completion for command {id}, which is not in flight"
+            )));
+        }
+        self.in_flight.set(id as usize, false);
+        let ooo = self.flags & TCMU_MAILBOX_FLAG_CAP_OOOC != 0;
+        // Out of order: the reply goes into the oldest command slot, which
+        // then carries this id. In order: into the command's own slot.
+        let slot = self.slots.iter_mut().find(|s| match s {
+            Slot::Cmd {
+                done: false,
+                id: sid,
+                ..
+            } => ooo || *sid == id,
+            _ => false,
+        });
+        let Some(Slot::Cmd { off, done, .. }) = slot else {
+            return Err(self.corrupt(format!("no ring slot for command {id}")));
+        };
+        *done = true;
+        let abs = self.cmdr_off + *off as u64;
+        self.write_reply(abs, id, reply)?;
+        self.pass_completed()
+    }
+
+    fn write_reply(&self, abs: u64, id: u16, reply: &Reply) -> Result<(), RingError> {
+        let m = &self.map;
+        m.write_u16(abs + HDR_CMD_ID, id)?;
+        let mut uflags = 0;
+        let mut read_len = 0;
+        if let Some(n) = reply.data_in_len {
+            uflags |= TCMU_UFLAG_READ_LEN;
+            read_len = n as u32;
+        }
+        m.write_u8(abs + HDR_UFLAGS, uflags)?;
+        m.write_u8(abs + RSP_SCSI_STATUS, reply.status)?;
+        m.write_u32(abs + RSP_READ_LEN, read_len)?;
+        m.write_bytes(abs + RSP_SENSE, &reply.sense)?;
+        Ok(())
+    }
+
+    /// Move the tail over the leading slots that are done or skippable.
+    fn pass_completed(&mut self) -> Result<(), RingError> {
+        let start = self.tail;
+        while let Some(slot) = self.slots.front() {
+            let len = match *slot {
+                Slot::Skip { len } => len,
+                Slot::Cmd {
+                    len, done: true, ..
+                } => len,
+                Slot::Cmd { done: false, .. } => break,
+            };
+            self.tail = (self.tail + len) % self.cmdr_size;
+            self.slots.pop_front();
+        }
+        if self.tail != start {
+            self.map.store_u32_release(MB_CMD_TAIL, self.tail)?;
+            self.notify = true;
+        }
+        Ok(())
+    }
+}
+
+/// Zero the bytes of `regions` past the first `keep` bytes.
+fn zero_tail(map: &SharedMap, regions: &[Region], keep: u64) -> Result<(), OutOfBounds> {
+    let mut pos = 0u64;
+    for r in regions {
+        let end = pos + r.len;
+        if end > keep {
+            let skip = keep.saturating_sub(pos);
+            map.zero(r.offset + skip, r.len - skip)?;
+        }
+        pos = end;
+    }
+    Ok(())
+}

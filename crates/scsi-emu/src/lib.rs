@@ -1,9 +1,78 @@
-//! SCSI block-device emulation (SPC/SBC) on top of a [`BlockDevice`].
+//! SCSI block-device emulation (SPC-5/SBC-4) on top of a [`BlockDevice`].
+//!
+//! Implement [`BlockDevice`] (block size, block count, read, write), wrap it
+//! in an [`Emulator`], and feed it CDBs: it answers like a direct-access
+//! SCSI disk that Linux's sd driver, `mkfs` and `fio` accept. The transport
+//! (for example a TCMU command ring) hands each command's data buffer over
+//! as a [`DataBuffer`] and sends back the [`ScsiResponse`]'s status, sense
+//! data and data-in length.
+//!
+//! Supported commands: TEST UNIT READY, REQUEST SENSE, INQUIRY (standard
+//! data; VPD pages 00h, 80h, 83h), MODE SENSE(6/10) (caching and control
+//! pages), READ CAPACITY(10/16), READ and WRITE (6/10/12/16, with FUA) and
+//! SYNCHRONIZE CACHE(10/16). Anything else ends in CHECK CONDITION,
+//! ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE.
+//!
+//! ```
+//! use scsi_emu::{BlockDevice, BlockError, Emulator, LunIdentity, status};
+//! use std::sync::Mutex;
+//!
+//! /// A 64 KiB RAM disk.
+//! struct Tiny(Mutex<Vec<u8>>);
+//!
+//! impl BlockDevice for Tiny {
+//!     fn block_size(&self) -> u32 { 512 }
+//!     fn num_blocks(&self) -> u64 { 128 }
+//!     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+//!         let at = lba as usize * 512;
+//!         buf.copy_from_slice(&self.0.lock().unwrap()[at..at + buf.len()]);
+//!         Ok(())
+//!     }
+//!     fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+//!         let at = lba as usize * 512;
+//!         self.0.lock().unwrap()[at..at + buf.len()].copy_from_slice(buf);
+//!         Ok(())
+//!     }
+//!     fn product_name(&self) -> &str { "tiny disk" }
+//! }
+//!
+//! let disk = Tiny(Mutex::new(vec![0; 128 * 512]));
+//! let identity = LunIdentity::new("0001", disk.product_name());
+//! let lun = Emulator::new(disk, identity);
+//!
+//! // INQUIRY, allocation length 36.
+//! let mut data = vec![0u8; 36];
+//! let resp = lun.execute(&[0x12, 0, 0, 0, 36, 0], &mut data);
+//! assert_eq!(resp.status, status::GOOD);
+//! assert_eq!(resp.data_in_len, Some(36));
+//! assert_eq!(data[0], 0x00); // direct-access block device
+//! assert_eq!(&data[8..16], b"TCMU-RS ");
+//! assert_eq!(&data[16..32], b"tiny disk       ");
+//! ```
 
 #![forbid(unsafe_code)]
 
 pub mod block_device;
+mod cdb;
+mod command;
 pub mod data_buffer;
+mod emulator;
+mod identity;
+mod inquiry;
+mod misc;
+mod mode_sense;
+mod read_capacity;
+mod read_write;
+mod response;
+pub mod status;
+// The TCMU ring glue: DataBuffer for ring segments, CommandHandler for
+// the emulator (trait impls only, so the module stays private).
+mod tcmu;
+#[cfg(test)]
+mod testutil;
 
 pub use block_device::{BlockDevice, BlockError};
 pub use data_buffer::DataBuffer;
+pub use emulator::Emulator;
+pub use identity::{DEFAULT_VENDOR, LunIdentity, MAX_SERIAL_LEN};
+pub use response::ScsiResponse;

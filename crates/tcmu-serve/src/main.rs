@@ -1,3 +1,360 @@
-fn main() {
-    println!("Hello, world!");
+//! `tcmu-serve`: serve a block device to the Linux kernel as a SCSI disk
+//! through TCMU, exported locally with tcm_loop.
+//!
+//! Prints exactly one line `ready: /dev/sdX` (or, with `--export none`,
+//! `ready: <configfs backstore dir>`) on stdout once the disk can be used,
+//! serves until SIGINT or SIGTERM, then removes everything it created.
+//! Errors are one line on stderr and a non-zero exit status.
+
+mod backend;
+mod size;
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::ExitCode;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use scsi_emu::{Emulator, LunIdentity};
+use tcmu_core::configfs::{self, Backstore, BackstoreConfig, LoopbackExport};
+use tcmu_core::server::ServeError;
+use tcmu_core::uio::UioDevice;
+use tcmu_core::{Ring, serve};
+
+use backend::BackendSpec;
+
+/// How the LUN is made visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Export {
+    /// A local SCSI disk through tcm_loop.
+    Loop,
+    /// No export: only the configfs backstore.
+    None,
+}
+
+/// Serve a block device to the Linux kernel as a SCSI disk (TCMU).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The storage: `mem` (a sparse RAM disk).
+    #[arg(long, value_name = "SPEC")]
+    backend: String,
+    /// Size of the disk, e.g. 512MiB, 2GiB, 1048576.
+    #[arg(long)]
+    size: Option<String>,
+    /// Logical block size in bytes: 512, 1024, 2048 or 4096.
+    #[arg(long, default_value_t = 512)]
+    block_size: u32,
+    /// Backstore name in configfs (default: tcmurs-<pid>).
+    #[arg(long)]
+    name: Option<String>,
+    /// Export the LUN through tcm_loop (`loop`) or not at all (`none`).
+    #[arg(long, value_enum, default_value_t = Export::Loop)]
+    export: Export,
+    /// Largest command in bytes the kernel may send (hw_max_sectors).
+    #[arg(long, default_value = "1MiB")]
+    max_io: String,
+}
+
+/// Everything checked before touching the system.
+#[derive(Debug)]
+struct Plan {
+    backend: BackendSpec,
+    size: u64,
+    block_size: u32,
+    name: String,
+    export: Export,
+    max_sectors: u32,
+}
+
+fn plan(args: Args) -> Result<Plan, String> {
+    let backend = BackendSpec::parse(&args.backend)?;
+    let block_size = args.block_size;
+    if !block_size.is_power_of_two() || !(512..=4096).contains(&block_size) {
+        return Err(format!(
+            "invalid block size {block_size}: use 512, 1024, 2048 or 4096"
+        ));
+    }
+    let size = match (&args.size, backend.needs_size()) {
+        (Some(s), _) => size::parse_size(s)?,
+        (None, true) => return Err("--size is required for this backend".into()),
+        (None, false) => 0,
+    };
+    if size == 0 {
+        return Err("invalid size: the disk must not be empty".into());
+    }
+    if size % block_size as u64 != 0 {
+        return Err(format!(
+            "invalid size {size}: not a multiple of the block size {block_size}"
+        ));
+    }
+    let max_io = size::parse_size(&args.max_io)?;
+    if max_io < block_size as u64 || max_io % 512 != 0 || max_io > 64 << 20 {
+        return Err(format!(
+            "invalid --max-io {max_io}: use a multiple of 512 between the block size and 64MiB"
+        ));
+    }
+    let name = args
+        .name
+        .unwrap_or_else(|| format!("tcmurs-{}", std::process::id()));
+    if !configfs::valid_name(&name) {
+        return Err(format!(
+            "invalid name {name:?}: use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(Plan {
+        backend,
+        size,
+        block_size,
+        name,
+        export: args.export,
+        max_sectors: (max_io / 512) as u32,
+    })
+}
+
+/// A unit serial number: a random UUID from the kernel.
+fn new_serial() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| format!("tcmurs-{}", std::process::id()))
+}
+
+/// A tcm_loop WWN (`naa.5` + 15 hex digits) derived from the serial.
+fn loop_wwn(serial: &str, salt: u8) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in serial.bytes().chain([salt]) {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("naa.5{:015x}", h & 0x0fff_ffff_ffff_ffff)
+}
+
+/// The ring-serving thread; stopping it (or dropping it) joins it.
+struct RingThread {
+    stop: UnixStream,
+    handle: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl RingThread {
+    fn spawn(
+        uio: UioDevice,
+        mut ring: Ring,
+        emulator: Emulator<std::sync::Arc<dyn scsi_emu::BlockDevice>>,
+    ) -> Result<RingThread, String> {
+        let (stop, stop_rx) =
+            UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
+        let handle = std::thread::Builder::new()
+            .name("tcmu-ring".into())
+            .spawn(move || serve(&uio, &mut ring, &emulator, stop_rx.as_fd()))
+            .map_err(|e| format!("cannot start the ring thread: {e}"))?;
+        Ok(RingThread {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    fn finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    fn stop(mut self) -> Result<(), String> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), String> {
+        let Some(handle) = self.handle.take() else {
+            return Ok(());
+        };
+        let _ = self.stop.write_all(&[1]);
+        match handle.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("serving stopped: {e}")),
+            Err(_) => Err("the ring thread panicked".into()),
+        }
+    }
+}
+
+impl Drop for RingThread {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_inner() {
+            log::error!("{e}");
+        }
+    }
+}
+
+/// Wait until a signal arrives or the ring thread ends on its own.
+fn wait_for_stop(signals: &mut UnixStream, ring: &RingThread) {
+    loop {
+        if ring.finished() {
+            return;
+        }
+        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if let Ok(n) = poll(&mut fds, PollTimeout::from(200u16))
+            && n > 0
+        {
+            let mut b = [0u8; 16];
+            let _ = signals.read(&mut b);
+            return;
+        }
+    }
+}
+
+fn run(plan: Plan) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("must run as root: configuring the kernel target (configfs) needs it".into());
+    }
+    // Signals are caught from here on, so a stop during setup still tears down.
+    let (mut signals, signal_tx) = UnixStream::pair().map_err(|e| e.to_string())?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let tx = signal_tx.try_clone().map_err(|e| e.to_string())?;
+        signal_hook::low_level::pipe::register(sig, tx)
+            .map_err(|e| format!("cannot catch signal {sig}: {e}"))?;
+    }
+    signals.set_nonblocking(true).map_err(|e| e.to_string())?;
+
+    let mut modules = vec!["configfs", "target_core_mod", "target_core_user"];
+    if plan.export == Export::Loop {
+        // No udev may be running: load the disk drivers ourselves.
+        modules.extend(["tcm_loop", "sd_mod", "sg"]);
+    }
+    configfs::load_modules(&modules).map_err(|e| e.to_string())?;
+    let root = Path::new(configfs::TARGET_ROOT);
+    configfs::ensure_target_root(root).map_err(|e| e.to_string())?;
+
+    let device = plan.backend.open(plan.size, plan.block_size)?;
+    let serial = new_serial();
+    let config = BackstoreConfig {
+        name: plan.name.clone(),
+        hba: 0,
+        dev_size: plan.size,
+        block_size: plan.block_size,
+        dev_config: plan.backend.dev_config(),
+        max_sectors: Some(plan.max_sectors),
+        max_data_area_mb: None,
+        serial: serial.clone(),
+    };
+    // Declaration order is teardown order in reverse: on any early return
+    // the export goes first (while the ring still serves the disk's last
+    // commands), then the ring thread, then the backstore.
+    let backstore = Backstore::create(root, &config).map_err(|e| e.to_string())?;
+    let uio = UioDevice::open(backstore.uio_name(), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let ring = Ring::new(uio.map()).map_err(|e| e.to_string())?;
+    let identity = LunIdentity::new(serial.clone(), device.product_name());
+    let emulator = Emulator::new(device, identity);
+    let ring_thread = RingThread::spawn(uio, ring, emulator)?;
+
+    let export = match plan.export {
+        Export::Loop => {
+            let export = LoopbackExport::create(
+                root,
+                backstore.dir(),
+                &loop_wwn(&serial, 0),
+                &loop_wwn(&serial, 1),
+            )
+            .map_err(|e| e.to_string())?;
+            let disk = export
+                .wait_for_disk(Duration::from_secs(30))
+                .map_err(|e| e.to_string())?;
+            println!("ready: {}", disk.display());
+            Some(export)
+        }
+        Export::None => {
+            println!("ready: {}", backstore.dir().display());
+            None
+        }
+    };
+    let _ = std::io::stdout().flush();
+    log::info!(
+        "serving {} ({} bytes, {}-byte blocks)",
+        plan.name,
+        plan.size,
+        plan.block_size
+    );
+
+    wait_for_stop(&mut signals, &ring_thread);
+    log::info!("shutting down");
+    if let Some(export) = export {
+        export.remove().map_err(|e| e.to_string())?;
+    }
+    let served = ring_thread.stop();
+    backstore.remove().map_err(|e| e.to_string())?;
+    served
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
+    let args = Args::parse();
+    match plan(args).and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcmu-serve: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Plan, String> {
+        let mut v = vec!["tcmu-serve", "--backend", "mem"];
+        v.extend_from_slice(extra);
+        plan(Args::try_parse_from(v).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn valid_arguments_make_a_plan() {
+        let p = args(&["--size", "512MiB", "--name", "d1"]).unwrap();
+        assert_eq!(
+            (p.size, p.block_size, p.name.as_str()),
+            (512 << 20, 512, "d1")
+        );
+        assert_eq!(p.max_sectors, 2048);
+        assert_eq!(p.export, Export::Loop);
+    }
+
+    #[test]
+    fn bad_geometry_is_refused_with_a_reason() {
+        assert!(
+            args(&["--size", "0"])
+                .unwrap_err()
+                .contains("must not be empty")
+        );
+        assert!(
+            args(&["--size", "12345"])
+                .unwrap_err()
+                .contains("not a multiple of the block size")
+        );
+        assert!(
+            args(&["--size", "1MiB", "--block-size", "777"])
+                .unwrap_err()
+                .contains("invalid block size")
+        );
+        assert!(
+            args(&["--size", "banana"])
+                .unwrap_err()
+                .contains("invalid size")
+        );
+        assert!(args(&[]).unwrap_err().contains("--size is required"));
+        assert!(
+            args(&["--size", "1M", "--name", "a/b"])
+                .unwrap_err()
+                .contains("invalid name")
+        );
+    }
+
+    #[test]
+    fn wwns_are_well_formed_and_distinct() {
+        let a = loop_wwn("serial", 0);
+        let b = loop_wwn("serial", 1);
+        assert_ne!(a, b);
+        assert!(a.starts_with("naa.5") && a.len() == 20, "{a}");
+    }
 }

@@ -1,0 +1,366 @@
+//! MODE SENSE(6) and MODE SENSE(10) (SPC-5 6.14, 6.15) with the caching
+//! and control mode pages (SBC-4 6.5.5, SPC-5 7.5.8).
+//!
+//! MODE SELECT is not supported, so nothing is changeable and the default
+//! values are the current ones.
+
+use byteorder::{BigEndian, ByteOrder};
+use scsi_sense_codes::{AdditionalSense, Sense};
+
+use crate::block_device::BlockDevice;
+use crate::cdb::{Cdb, invalid_field};
+use crate::command::opcode;
+use crate::data_buffer::DataBuffer;
+use crate::response::{ScsiResponse, send_data_in};
+
+/// Device-specific parameter: WP, the medium is write protected.
+const DSP_WP: u8 = 0x80;
+/// Device-specific parameter: DPOFUA, DPO and FUA are supported (FUA
+/// reaches `write_fua`; DPO is a hint we may ignore).
+const DSP_DPOFUA: u8 = 0x10;
+/// MODE SENSE(10) header byte 4: LONGLBA, the block descriptor is long.
+const LONGLBA: u8 = 0x01;
+const SHORT_DESCRIPTOR_LEN: usize = 8;
+const LONG_DESCRIPTOR_LEN: usize = 16;
+
+/// PAGE CONTROL field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PageControl {
+    Current,
+    /// A mask of the changeable fields: all zero here.
+    Changeable,
+    Default,
+}
+
+/// A supported mode page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModePage {
+    Caching,
+    Control,
+}
+
+impl ModePage {
+    /// Every supported page in ascending page-code order, as page 3Fh
+    /// returns them.
+    const ALL: [ModePage; 2] = [ModePage::Caching, ModePage::Control];
+    /// The "return all pages" page code.
+    const ALL_PAGES_CODE: u8 = 0x3F;
+    /// With page 3Fh: all pages and all subpages.
+    const ALL_SUBPAGES: u8 = 0xFF;
+
+    fn code(self) -> u8 {
+        match self {
+            ModePage::Caching => 0x08,
+            ModePage::Control => 0x0A,
+        }
+    }
+
+    /// The PAGE LENGTH field: bytes after the 2-byte page header.
+    fn page_length(self) -> u8 {
+        match self {
+            ModePage::Caching => 0x12,
+            ModePage::Control => 0x0A,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.code() == code)
+    }
+
+    /// The page with its header. Parameters are filled in only for the
+    /// current and default values; the changeable mask stays zero.
+    fn encode<D: BlockDevice + ?Sized>(self, pc: PageControl, device: &D) -> Vec<u8> {
+        let mut p = vec![0u8; 2 + usize::from(self.page_length())];
+        p[0] = self.code(); // PS 0 (not savable), SPF 0 (page_0 format)
+        p[1] = self.page_length();
+        if pc == PageControl::Changeable {
+            return p;
+        }
+        match self {
+            ModePage::Caching => {
+                const WCE: u8 = 0x04;
+                if device.write_cache() {
+                    p[2] |= WCE;
+                }
+            }
+            ModePage::Control => {
+                // QUEUE ALGORITHM MODIFIER 1 (unrestricted reordering):
+                // commands run concurrently and overlapping ones are not
+                // ordered, so claiming restricted ordering would be false.
+                // TST 0, D_SENSE 0 (fixed-format sense), QERR 0, and
+                // every other field zero.
+                const QAM_UNRESTRICTED: u8 = 0x10;
+                p[3] = QAM_UNRESTRICTED;
+            }
+        }
+        p
+    }
+}
+
+/// A decoded MODE SENSE(6) or MODE SENSE(10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ModeSense {
+    /// The 10-byte form (8-byte header, 16-bit lengths).
+    ten: bool,
+    /// DBD: no block descriptor.
+    dbd: bool,
+    /// LLBAA: a long LBA block descriptor may be returned (10-byte form).
+    llbaa: bool,
+    pc: PageControl,
+    pages: Vec<ModePage>,
+    allocation_length: usize,
+}
+
+impl ModeSense {
+    const DBD: u8 = 0x08;
+    const LLBAA: u8 = 0x10;
+
+    pub(crate) fn decode(cdb: &Cdb<'_>) -> Result<Self, Sense> {
+        let ten = cdb.opcode() == opcode::MODE_SENSE_10;
+        let pc = match cdb.byte(2) >> 6 {
+            0 => PageControl::Current,
+            1 => PageControl::Changeable,
+            2 => PageControl::Default,
+            _ => {
+                return Err(Sense::illegal_request(
+                    AdditionalSense::SAVING_PARAMETERS_NOT_SUPPORTED,
+                ));
+            }
+        };
+        let page_code = cdb.byte(2) & 0x3F;
+        let subpage = cdb.byte(3);
+        let pages = match (page_code, subpage) {
+            (ModePage::ALL_PAGES_CODE, 0 | ModePage::ALL_SUBPAGES) => ModePage::ALL.to_vec(),
+            // No page has subpages.
+            (code, 0) => vec![ModePage::from_code(code).ok_or_else(invalid_field)?],
+            _ => return Err(invalid_field()),
+        };
+        Ok(ModeSense {
+            ten,
+            dbd: cdb.byte(1) & Self::DBD != 0,
+            llbaa: ten && cdb.byte(1) & Self::LLBAA != 0,
+            pc,
+            pages,
+            allocation_length: if ten {
+                usize::from(cdb.be16(7))
+            } else {
+                usize::from(cdb.byte(4))
+            },
+        })
+    }
+}
+
+pub(crate) fn mode_sense<D: BlockDevice + ?Sized>(
+    device: &D,
+    cmd: &ModeSense,
+    data: &mut dyn DataBuffer,
+) -> ScsiResponse {
+    let header_len = if cmd.ten { 8 } else { 4 };
+    let mut b = vec![0u8; header_len];
+    let descriptor = if cmd.dbd {
+        Vec::new()
+    } else {
+        block_descriptor(device, cmd.llbaa)
+    };
+    b.extend_from_slice(&descriptor);
+    for page in &cmd.pages {
+        b.extend_from_slice(&page.encode(cmd.pc, device));
+    }
+
+    let mut dsp = DSP_DPOFUA;
+    if device.read_only() {
+        dsp |= DSP_WP;
+    }
+    // MODE DATA LENGTH counts the bytes after itself, for the full data
+    // even when the allocation length cuts it. MEDIUM TYPE stays 0.
+    // The data is at most 8 + 16 + 20 + 12 bytes, so the casts are exact.
+    let total = b.len();
+    if cmd.ten {
+        BigEndian::write_u16(&mut b[0..2], (total - 2) as u16);
+        b[3] = dsp;
+        if descriptor.len() == LONG_DESCRIPTOR_LEN {
+            b[4] = LONGLBA;
+        }
+        BigEndian::write_u16(&mut b[6..8], descriptor.len() as u16);
+    } else {
+        b[0] = (total - 1) as u8;
+        b[2] = dsp;
+        b[3] = descriptor.len() as u8;
+    }
+    send_data_in(data, &b, cmd.allocation_length)
+}
+
+/// The LBA mode parameter block descriptor (SBC-4 6.5.2): short unless the
+/// initiator accepts a long one, in which case a long one is returned so
+/// that devices beyond 2^32 blocks report their real size.
+fn block_descriptor<D: BlockDevice + ?Sized>(device: &D, long: bool) -> Vec<u8> {
+    let blocks = device.num_blocks();
+    let block_size = device.block_size();
+    if long {
+        let mut d = vec![0u8; LONG_DESCRIPTOR_LEN];
+        BigEndian::write_u64(&mut d[0..8], blocks);
+        BigEndian::write_u32(&mut d[12..16], block_size);
+        d
+    } else {
+        let mut d = vec![0u8; SHORT_DESCRIPTOR_LEN];
+        // Too many blocks for the field: FFFF_FFFFh, as SBC-4 requires.
+        BigEndian::write_u32(&mut d[0..4], u32::try_from(blocks).unwrap_or(u32::MAX));
+        BigEndian::write_u24(&mut d[5..8], block_size.min(0xFF_FFFF));
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Emulator;
+    use crate::testutil::*;
+
+    fn ms6(dbd: bool, pc: u8, page: u8, subpage: u8, alloc: u8) -> Vec<u8> {
+        vec![
+            0x1A,
+            if dbd { 0x08 } else { 0 },
+            pc << 6 | page,
+            subpage,
+            alloc,
+            0,
+        ]
+    }
+
+    fn ms10(dbd: bool, llbaa: bool, pc: u8, page: u8, subpage: u8, alloc: u16) -> Vec<u8> {
+        let a = alloc.to_be_bytes();
+        let byte1 = if dbd { 0x08 } else { 0 } | if llbaa { 0x10 } else { 0 };
+        vec![0x5A, byte1, pc << 6 | page, subpage, 0, 0, 0, a[0], a[1], 0]
+    }
+
+    fn run(emu: &Emulator<VecDevice>, cdb: &[u8]) -> (ScsiResponse, Vec<u8>) {
+        let mut buf = vec![0xEEu8; 512];
+        let resp = emu.execute(cdb, &mut buf);
+        buf.truncate(resp.data_in_len.unwrap_or(0));
+        (resp, buf)
+    }
+
+    #[test]
+    fn mode_sense_6_all_pages_with_descriptor() {
+        let emu = emulator(VecDevice::new(512, 1000));
+        let (resp, b) = run(&emu, &ms6(false, 0, 0x3F, 0, 255));
+        assert_eq!(resp, ScsiResponse::data_in(4 + 8 + 20 + 12));
+        assert_eq!(usize::from(b[0]), b.len() - 1);
+        assert_eq!(b[1], 0, "medium type");
+        assert_eq!(b[2], 0x10, "DPOFUA, not write protected");
+        assert_eq!(b[3], 8);
+        assert_eq!(&b[4..12], &[0, 0, 0x03, 0xE8, 0, 0, 0x02, 0x00]);
+        assert_eq!(&b[12..14], &[0x08, 0x12]);
+        assert_eq!(b[14] & 0x04, 0, "no write cache");
+        assert_eq!(&b[32..34], &[0x0A, 0x0A]);
+        assert_eq!(b[34] & 0x04, 0, "D_SENSE");
+        assert_eq!(b[34] >> 5, 0, "TST");
+        assert_eq!(b[35] & 0x06, 0, "QERR");
+    }
+
+    #[test]
+    fn mode_sense_6_dbd_omits_descriptor() {
+        let emu = emulator(VecDevice::new(512, 1000));
+        let (resp, b) = run(&emu, &ms6(true, 0, 0x3F, 0, 255));
+        assert_eq!(resp, ScsiResponse::data_in(4 + 20 + 12));
+        assert_eq!(b[0], 35);
+        assert_eq!(b[3], 0);
+        assert_eq!(b[4], 0x08);
+    }
+
+    #[test]
+    fn mode_sense_10_lengths() {
+        let emu = emulator(VecDevice::new(4096, 1000));
+        let (resp, b) = run(&emu, &ms10(false, false, 0, 0x08, 0, 512));
+        assert_eq!(resp, ScsiResponse::data_in(8 + 8 + 20));
+        assert_eq!(&b[..8], &[0, 34, 0, 0x10, 0, 0, 0, 8]);
+        assert_eq!(&b[8..16], &[0, 0, 0x03, 0xE8, 0, 0, 0x10, 0]);
+        assert_eq!(b[16], 0x08);
+
+        let (resp, b) = run(&emu, &ms10(true, false, 0, 0x0A, 0, 512));
+        assert_eq!(resp, ScsiResponse::data_in(8 + 12));
+        assert_eq!(&b[..8], &[0, 18, 0, 0x10, 0, 0, 0, 0]);
+        assert_eq!(&b[8..10], &[0x0A, 0x0A]);
+    }
+
+    #[test]
+    fn mode_sense_10_long_descriptor() {
+        let emu = emulator(VecDevice::geometry(512, 0x1_0000_0005));
+        let (resp, b) = run(&emu, &ms10(false, true, 0, 0x08, 0, 512));
+        assert_eq!(resp, ScsiResponse::data_in(8 + 16 + 20));
+        assert_eq!(b[4], 0x01, "LONGLBA");
+        assert_eq!(&b[6..8], &[0, 16]);
+        assert_eq!(&b[8..16], &0x1_0000_0005u64.to_be_bytes());
+        assert_eq!(&b[20..24], &512u32.to_be_bytes());
+        // Without LLBAA the short descriptor caps the block count.
+        let (_, b) = run(&emu, &ms10(false, false, 0, 0x08, 0, 512));
+        assert_eq!(b[4], 0);
+        assert_eq!(&b[8..12], &[0xFF; 4]);
+    }
+
+    #[test]
+    fn write_protect_and_write_cache_bits() {
+        let emu = emulator(VecDevice::new(512, 8).read_only().with_write_cache());
+        let (_, b) = run(&emu, &ms6(true, 0, 0x08, 0, 255));
+        assert_eq!(b[2], 0x90, "WP and DPOFUA");
+        assert_eq!(b[6] & 0x04, 0x04, "WCE");
+        let (_, b) = run(&emu, &ms10(true, false, 0, 0x08, 0, 255));
+        assert_eq!(b[3], 0x90);
+    }
+
+    #[test]
+    fn changeable_values_are_all_zero_and_default_is_current() {
+        let emu = emulator(VecDevice::new(512, 8).with_write_cache());
+        let (_, cur) = run(&emu, &ms6(true, 0, 0x3F, 0, 255));
+        let (_, def) = run(&emu, &ms6(true, 2, 0x3F, 0, 255));
+        assert_eq!(cur, def);
+        let (_, chg) = run(&emu, &ms6(true, 1, 0x3F, 0, 255));
+        assert_eq!(chg.len(), cur.len());
+        assert_eq!(&chg[4..6], &[0x08, 0x12]);
+        assert!(chg[6..24].iter().all(|&b| b == 0));
+        assert_eq!(&chg[24..26], &[0x0A, 0x0A]);
+        assert!(chg[26..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn saved_values_are_not_supported() {
+        let emu = emulator(VecDevice::new(512, 8));
+        let (resp, _) = run(&emu, &ms6(false, 3, 0x3F, 0, 255));
+        assert_illegal(&resp, AdditionalSense::SAVING_PARAMETERS_NOT_SUPPORTED);
+        let (resp, _) = run(&emu, &ms10(false, false, 3, 0x08, 0, 255));
+        assert_illegal(&resp, AdditionalSense::SAVING_PARAMETERS_NOT_SUPPORTED);
+    }
+
+    #[test]
+    fn unsupported_pages_and_subpages_are_invalid() {
+        let emu = emulator(VecDevice::new(512, 8));
+        for (page, subpage) in [
+            (0x00, 0),
+            (0x01, 0),
+            (0x1C, 0),
+            (0x08, 1),
+            (0x08, 0xFF),
+            (0x3F, 1),
+        ] {
+            let (resp, _) = run(&emu, &ms6(false, 0, page, subpage, 255));
+            assert_invalid_field(&resp);
+            let (resp, _) = run(&emu, &ms10(false, false, 0, page, subpage, 255));
+            assert_invalid_field(&resp);
+        }
+        let (resp, _) = run(&emu, &ms6(false, 0, 0x3F, 0xFF, 255));
+        assert_eq!(resp, ScsiResponse::data_in(44));
+    }
+
+    #[test]
+    fn truncation_keeps_full_lengths() {
+        let emu = emulator(VecDevice::new(512, 8));
+        let (resp, b) = run(&emu, &ms6(false, 0, 0x3F, 0, 4));
+        assert_eq!(resp, ScsiResponse::data_in(4));
+        assert_eq!(b, [43, 0, 0x10, 8]);
+        let (resp, b) = run(&emu, &ms10(false, false, 0, 0x3F, 0, 2));
+        assert_eq!(resp, ScsiResponse::data_in(2));
+        assert_eq!(b, [0, 46]);
+        let (resp, _) = run(&emu, &ms10(false, false, 0, 0x3F, 0, 0));
+        assert_eq!(resp, ScsiResponse::data_in(0));
+    }
+}

@@ -1,0 +1,34 @@
+//! Serving the emulator on a TCMU ring: the glue between `tcmu-core` and
+//! this crate.
+
+use tcmu_core::{CommandHandler, DataSegments, Reply};
+
+use crate::{BlockDevice, DataBuffer, Emulator};
+
+/// A ring command's data buffer is a list of shared-memory segments.
+impl DataBuffer for DataSegments {
+    fn segment_count(&self) -> usize {
+        self.count()
+    }
+    fn segment(&self, index: usize) -> &[u8] {
+        DataSegments::segment(self, index)
+    }
+    fn segment_mut(&mut self, index: usize) -> &mut [u8] {
+        DataSegments::segment_mut(self, index)
+    }
+    fn len(&self) -> usize {
+        self.total_len() as usize
+    }
+}
+
+impl<D: BlockDevice> CommandHandler for Emulator<D> {
+    fn handle(&self, cdb: &[u8], data: &mut DataSegments) -> Reply {
+        let response = self.execute(cdb, data);
+        let mut reply = match &response.sense {
+            Some(sense) => Reply::with_sense(response.status, sense.to_fixed().as_bytes()),
+            None => Reply::status(response.status),
+        };
+        reply.data_in_len = response.data_in_len;
+        reply
+    }
+}

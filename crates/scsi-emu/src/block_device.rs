@@ -17,6 +17,8 @@ pub enum BlockError {
     NoSpace,
     /// An operating-system error, with its errno.
     Io(i32),
+    /// The device does not implement this operation.
+    Unsupported,
 }
 
 impl fmt::Display for BlockError {
@@ -28,6 +30,7 @@ impl fmt::Display for BlockError {
             BlockError::ReadOnly => f.write_str("device is read-only"),
             BlockError::NoSpace => f.write_str("no space left on the backing store"),
             BlockError::Io(errno) => write!(f, "I/O error (errno {errno})"),
+            BlockError::Unsupported => f.write_str("operation not supported by the device"),
         }
     }
 }
@@ -96,6 +99,47 @@ pub trait BlockDevice: Send + Sync {
     fn product_name(&self) -> &str {
         "block device"
     }
+
+    /// Whether [`unmap`](Self::unmap) is implemented (thin provisioning).
+    fn can_unmap(&self) -> bool {
+        false
+    }
+
+    /// Whether blocks read as zeros after [`unmap`](Self::unmap) (LBPRZ).
+    fn unmap_reads_zeroes(&self) -> bool {
+        false
+    }
+
+    /// Deallocate `blocks` blocks starting at `lba`; called only when
+    /// [`can_unmap`](Self::can_unmap) says so.
+    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let _ = (lba, blocks);
+        Err(BlockError::Unsupported)
+    }
+
+    /// Whether [`write_zeroes`](Self::write_zeroes) is implemented natively
+    /// (cheaper than writing zero buffers).
+    fn can_write_zeroes(&self) -> bool {
+        false
+    }
+
+    /// Set `blocks` blocks starting at `lba` to zeros. The default writes
+    /// zero buffers of up to 1 MiB.
+    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let bs = self.block_size() as u64;
+        if bs == 0 {
+            return Err(BlockError::Unsupported);
+        }
+        let per_call = ((1 << 20) / bs).max(1);
+        let zeros = vec![0u8; (per_call.min(blocks) * bs) as usize];
+        let mut done = 0;
+        while done < blocks {
+            let n = per_call.min(blocks - done);
+            self.write(lba + done, &zeros[..(n * bs) as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
@@ -125,5 +169,20 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn product_name(&self) -> &str {
         (**self).product_name()
+    }
+    fn can_unmap(&self) -> bool {
+        (**self).can_unmap()
+    }
+    fn unmap_reads_zeroes(&self) -> bool {
+        (**self).unmap_reads_zeroes()
+    }
+    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        (**self).unmap(lba, blocks)
+    }
+    fn can_write_zeroes(&self) -> bool {
+        (**self).can_write_zeroes()
+    }
+    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        (**self).write_zeroes(lba, blocks)
     }
 }

@@ -117,6 +117,9 @@ pub(crate) fn backend_failure(err: &BlockError, lba: u64, direction: Direction) 
             },
         ),
         BlockError::Busy => return ScsiResponse::busy(),
+        BlockError::Unsupported => {
+            Sense::illegal_request(AdditionalSense::INVALID_COMMAND_OPERATION_CODE)
+        }
         BlockError::ReadOnly => write_protected(),
         BlockError::NoSpace => Sense::new(
             SenseKey::DataProtect,

@@ -28,6 +28,9 @@ impl FixedSense {
         b[7] = (FIXED_SENSE_LEN - 8) as u8;
         b[12] = sense.code.asc;
         b[13] = sense.code.ascq;
+        if let Some(fp) = sense.field_pointer {
+            b[15..18].copy_from_slice(&fp.to_bytes());
+        }
         FixedSense(b)
     }
 
@@ -51,6 +54,18 @@ mod tests {
         assert_eq!(b[7], 10);
         assert_eq!((b[12], b[13]), (0x24, 0x00));
         assert_eq!(&b[3..7], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn field_pointer_fills_the_sense_key_specific_bytes() {
+        let s = Sense::illegal_request(AdditionalSense::INVALID_FIELD_IN_CDB)
+            .with_cdb_field(2, Some(5))
+            .to_fixed();
+        assert_eq!(&s.as_bytes()[15..18], &[0x80 | 0x40 | 0x08 | 5, 0, 2]);
+        let s = Sense::illegal_request(AdditionalSense::INVALID_FIELD_IN_PARAMETER_LIST)
+            .with_parameter_field(0x104, None)
+            .to_fixed();
+        assert_eq!(&s.as_bytes()[15..18], &[0x80, 1, 4]);
     }
 
     #[test]

@@ -1,0 +1,88 @@
+# shellcheck shell=bash
+# Settings and helpers shared by the host-side VM scripts (sourced, not run).
+#
+# Everything large (kernel package, unpacked kernel, initramfs, run dirs) lives
+# in $VM_WORK, by default target/vm in the repository: git-ignored, and wiped
+# by `cargo clean` like any other build output.
+
+VM_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$VM_DIR/.." && pwd)"
+VM_WORK="${VM_WORK:-$REPO_ROOT/target/vm}"
+# shellcheck disable=SC2034 # used by the scripts that source this file
+VM_INITRD="$VM_WORK/initramfs.cpio.gz"
+
+# Host packages. The guest's userland is the host's root filesystem (shared
+# read-only over virtio-9p), so the guest-side tools are installed here too.
+VM_HOST_PKGS=(qemu-system-x86 busybox-static kmod cpio xz-utils gzip
+  sg3-utils fio e2fsprogs util-linux coreutils procps python3)
+
+log() { printf '[vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Run apt-get update at most once per process tree.
+apt_update_once() {
+  [[ -n "${VM_APT_UPDATED:-}" ]] && return 0
+  log "apt-get update"
+  apt-get update -qq >&2 || die "apt-get update failed"
+  export VM_APT_UPDATED=1
+}
+
+# vm_ensure_pkgs [PKG...]: install the harness packages plus PKG... when any is
+# missing. Costs one dpkg-query when everything is already there.
+vm_ensure_pkgs() {
+  local missing=() p
+  for p in "${VM_HOST_PKGS[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  ((EUID == 0)) || die "missing packages (${missing[*]}) and not root: install them first"
+  apt_update_once
+  log "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 \
+    "${missing[@]}" < /dev/null >&2 || die "apt-get install failed"
+}
+
+# The kernel release to boot: $VM_KVER, else whatever linux-image-amd64 of the
+# host's Debian release depends on (e.g. 6.1.0-26-amd64).
+kernel_release() {
+  if [[ -n "${VM_KVER:-}" ]]; then
+    echo "$VM_KVER"
+    return
+  fi
+  local v
+  v=$(apt-cache depends linux-image-amd64 2>/dev/null |
+    awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { sub("linux-image-", "", $2); print $2; exit }')
+  if [[ -z "$v" ]]; then
+    # Bare machines have no package lists yet.
+    apt_update_once
+    v=$(apt-cache depends linux-image-amd64 2>/dev/null |
+      awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { sub("linux-image-", "", $2); print $2; exit }')
+  fi
+  [[ -n "$v" ]] || die "cannot tell which kernel linux-image-amd64 depends on"
+  echo "$v"
+}
+
+# Where one kernel release is unpacked (dpkg -x) and its vmlinuz.
+kernel_dir() { echo "$VM_WORK/kernel/$1"; }
+kernel_image() { echo "$VM_WORK/kernel/$1/boot/vmlinuz-$1"; }
+
+# build_tcmu_serve: set TCMU_SERVE to the binary under test. A TCMU_SERVE
+# already set is used as is; otherwise `cargo build --release -p tcmu-serve`.
+# The guest runs it by its host path (not under /run or /dev/shm). On failure
+# BUILD_ERROR says why.
+BUILD_ERROR=""
+# shellcheck disable=SC2034 # BUILD_ERROR is for the callers
+build_tcmu_serve() {
+  if [[ -z "${TCMU_SERVE:-}" ]]; then
+    vm_ensure_pkgs gcc libc6-dev # rustc links with cc
+    # rustup installs into ~/.cargo/bin, which a non-login shell may lack.
+    command -v cargo > /dev/null || PATH=$HOME/.cargo/bin:$PATH
+    command -v cargo > /dev/null || { BUILD_ERROR="cargo not found"; return 1; }
+    log "cargo build --release -p tcmu-serve"
+    (cd "$REPO_ROOT" && cargo build --release -p tcmu-serve >&2) ||
+      { BUILD_ERROR="cargo build --release -p tcmu-serve failed"; return 1; }
+    TCMU_SERVE=$REPO_ROOT/target/release/tcmu-serve
+  fi
+  TCMU_SERVE=$(readlink -f "$TCMU_SERVE")
+  [[ -x "$TCMU_SERVE" ]] || { BUILD_ERROR="no executable $TCMU_SERVE"; return 1; }
+}

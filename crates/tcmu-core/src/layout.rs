@@ -14,6 +14,7 @@ pub const MAILBOX_SIZE: u64 = size_of::<tcmu_mailbox>() as u64;
 const HDR: u64 = offset_of!(tcmu_cmd_entry, hdr) as u64;
 pub const HDR_LEN_OP: u64 = HDR + offset_of!(tcmu_cmd_entry_hdr, len_op) as u64;
 pub const HDR_CMD_ID: u64 = HDR + offset_of!(tcmu_cmd_entry_hdr, cmd_id) as u64;
+#[allow(dead_code)] // written by the simulated kernel only
 pub const HDR_KFLAGS: u64 = HDR + offset_of!(tcmu_cmd_entry_hdr, kflags) as u64;
 pub const HDR_UFLAGS: u64 = HDR + offset_of!(tcmu_cmd_entry_hdr, uflags) as u64;
 

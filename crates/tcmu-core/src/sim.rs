@@ -400,3 +400,75 @@ impl SimKernel {
         self.data_start
     }
 }
+
+/// The simulated kernel's side of the notification channel: [`kick`]
+/// plays the UIO event the kernel raises after publishing entries, and
+/// the notifications user space sends are counted.
+///
+/// [`kick`]: SimDoorbell::kick
+pub struct SimDoorbell {
+    event_rx: std::os::unix::net::UnixStream,
+    event_tx: std::os::unix::net::UnixStream,
+    notified: std::sync::atomic::AtomicU64,
+}
+
+impl SimDoorbell {
+    /// A doorbell with no pending event.
+    pub fn new() -> std::io::Result<SimDoorbell> {
+        let (event_rx, event_tx) = std::os::unix::net::UnixStream::pair()?;
+        event_rx.set_nonblocking(true)?;
+        Ok(SimDoorbell {
+            event_rx,
+            event_tx,
+            notified: Default::default(),
+        })
+    }
+
+    /// Raise the "entries published" event.
+    pub fn kick(&self) {
+        use std::io::Write;
+        let _ = (&self.event_tx).write(&[1]);
+    }
+
+    /// How many times user space notified the kernel.
+    pub fn notifications(&self) -> u64 {
+        self.notified.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl crate::server::Doorbell for SimDoorbell {
+    fn wait(
+        &self,
+        others: &[std::os::fd::BorrowedFd<'_>],
+        timeout: Option<std::time::Duration>,
+    ) -> std::io::Result<crate::uio::Wake> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let mut fds = vec![PollFd::new(self.event_rx.as_fd(), PollFlags::POLLIN)];
+        fds.extend(others.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+        let timeout = timeout.map_or(PollTimeout::NONE, |t| {
+            PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX)
+        });
+        if poll(&mut fds, timeout).map_err(std::io::Error::from)? == 0 {
+            return Ok(crate::uio::Wake::Timeout);
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        if ready(&fds[0]) {
+            let mut sink = [0u8; 64];
+            while matches!((&self.event_rx).read(&mut sink), Ok(n) if n > 0) {}
+            return Ok(crate::uio::Wake::Kernel);
+        }
+        Ok(match fds[1..].iter().position(ready) {
+            Some(i) => crate::uio::Wake::Other(i),
+            None => crate::uio::Wake::Timeout,
+        })
+    }
+
+    fn notify(&self) -> std::io::Result<()> {
+        self.notified
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -66,8 +66,8 @@ pub fn parse_sysfs_number(text: &str) -> Option<u64> {
 pub enum Wake {
     /// The kernel published entries (the event was consumed).
     Kernel,
-    /// The other descriptor became readable (e.g. a stop request).
-    Other,
+    /// The other descriptor with this index became readable.
+    Other(usize),
     /// The timeout passed.
     Timeout,
 }
@@ -142,19 +142,14 @@ impl UioDevice {
         &self.path
     }
 
-    /// Block until the kernel signals new entries, `other` becomes readable,
-    /// or `timeout` passes (`None`: no timeout). A kernel event is consumed
-    /// (its 4-byte counter read) before returning, so no wakeup is lost:
-    /// entries published after that read raise a new event.
-    pub fn wait(
-        &self,
-        other: Option<BorrowedFd<'_>>,
-        timeout: Option<Duration>,
-    ) -> io::Result<Wake> {
-        let mut fds = vec![PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
-        if let Some(fd) = other {
-            fds.push(PollFd::new(fd, PollFlags::POLLIN));
-        }
+    /// Block until the kernel signals new entries, one of `others` becomes
+    /// readable, or `timeout` passes (`None`: no timeout). A kernel event is
+    /// consumed (its 4-byte counter read) before returning, so no wakeup is
+    /// lost: entries published after that read raise a new event.
+    pub fn wait(&self, others: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Wake> {
+        let mut fds = Vec::with_capacity(1 + others.len());
+        fds.push(PollFd::new(self.file.as_fd(), PollFlags::POLLIN));
+        fds.extend(others.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
         let timeout = match timeout {
             None => PollTimeout::NONE,
             Some(t) => PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
@@ -174,10 +169,9 @@ impl UioDevice {
             (&self.file).read_exact(&mut count)?;
             return Ok(Wake::Kernel);
         }
-        Ok(if fds.len() > 1 && ready(&fds[1]) {
-            Wake::Other
-        } else {
-            Wake::Timeout
+        Ok(match fds[1..].iter().position(ready) {
+            Some(i) => Wake::Other(i),
+            None => Wake::Timeout,
         })
     }
 

@@ -1,0 +1,163 @@
+//! The serving loop, with and without workers, against the simulated kernel.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tcmu_core::server::{CommandHandler, ServeOptions, serve_with};
+use tcmu_core::sim::{SimCompletion, SimConfig, SimDoorbell, SimKernel};
+use tcmu_core::{DataSegments, Reply, Ring};
+
+/// Answers GOOD, after sleeping when the CDB's byte 1 asks for it, and
+/// puts its call number in the status byte's place in the log.
+struct SlowOnRequest {
+    calls: AtomicUsize,
+}
+
+impl CommandHandler for SlowOnRequest {
+    fn handle(&self, cdb: &[u8], _data: &mut DataSegments) -> Reply {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if cdb[1] == 1 {
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        Reply::good()
+    }
+}
+
+fn wait_for(kernel: &mut SimKernel, n: usize, within: Duration) -> Vec<SimCompletion> {
+    let start = Instant::now();
+    let mut done = Vec::new();
+    while done.len() < n && start.elapsed() < within {
+        done.extend(kernel.reap());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    done
+}
+
+#[test]
+fn a_slow_command_does_not_hold_up_the_others() {
+    let mut kernel = SimKernel::new(SimConfig::default());
+    let mut ring = Ring::new(kernel.map()).unwrap();
+    let bell = SimDoorbell::new().unwrap();
+    let handler = SlowOnRequest {
+        calls: AtomicUsize::new(0),
+    };
+    let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
+    let options = ServeOptions {
+        workers: 4,
+        drain_timeout: Duration::from_secs(5),
+    };
+    std::thread::scope(|s| {
+        let server = s.spawn(|| serve_with(&bell, &mut ring, &handler, stop_rx.as_fd(), options));
+        let slow = kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap();
+        let fast: Vec<u16> = (0..20)
+            .map(|_| kernel.submit(&[0, 0, 0, 0, 0, 0], &[], 0).unwrap())
+            .collect();
+        bell.kick();
+        let early = wait_for(&mut kernel, 20, Duration::from_secs(10));
+        let ids: Vec<u16> = early.iter().map(|c| c.id).collect();
+        assert!(
+            !ids.contains(&slow),
+            "the slow command finished among the first 20"
+        );
+        for id in &fast {
+            assert!(ids.contains(id), "fast command {id} is missing");
+        }
+        let late = wait_for(&mut kernel, 1, Duration::from_secs(10));
+        assert_eq!(late.iter().map(|c| c.id).collect::<Vec<_>>(), vec![slow]);
+        assert!(kernel.broken().is_none(), "{:?}", kernel.broken());
+        assert!(bell.notifications() >= 2);
+        stop_tx.write_all(&[1]).unwrap();
+        server.join().unwrap().unwrap();
+    });
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 21);
+}
+
+#[test]
+fn stopping_waits_for_commands_in_flight() {
+    for workers in [0, 3] {
+        let mut kernel = SimKernel::new(SimConfig::default());
+        let mut ring = Ring::new(kernel.map()).unwrap();
+        let bell = SimDoorbell::new().unwrap();
+        let handler = SlowOnRequest {
+            calls: AtomicUsize::new(0),
+        };
+        let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
+        let options = ServeOptions {
+            workers,
+            drain_timeout: Duration::from_secs(5),
+        };
+        std::thread::scope(|s| {
+            let server =
+                s.spawn(|| serve_with(&bell, &mut ring, &handler, stop_rx.as_fd(), options));
+            let slow = kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap();
+            bell.kick();
+            while handler.calls.load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            stop_tx.write_all(&[1]).unwrap();
+            server.join().unwrap().unwrap();
+            let done = kernel.reap();
+            assert_eq!(
+                done.iter().map(|c| c.id).collect::<Vec<_>>(),
+                vec![slow],
+                "workers: {workers}"
+            );
+        });
+    }
+}
+
+#[test]
+fn many_commands_with_data_complete_exactly_once() {
+    struct Echo;
+    impl CommandHandler for Echo {
+        fn handle(&self, cdb: &[u8], data: &mut DataSegments) -> Reply {
+            // Fill data-in with the CDB's tag byte.
+            for i in 0..data.count() {
+                data.segment_mut(i).fill(cdb[5]);
+            }
+            Reply::good()
+        }
+    }
+    let mut kernel = SimKernel::new(SimConfig::default());
+    let mut ring = Ring::new(kernel.map()).unwrap();
+    let bell = SimDoorbell::new().unwrap();
+    let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
+    let options = ServeOptions {
+        workers: 4,
+        drain_timeout: Duration::from_secs(5),
+    };
+    std::thread::scope(|s| {
+        let server = s.spawn(|| serve_with(&bell, &mut ring, &Echo, stop_rx.as_fd(), options));
+        let mut expected = std::collections::HashMap::new();
+        let mut got = Vec::new();
+        for round in 0..2000u32 {
+            let tag = (round % 251) as u8;
+            match kernel.submit(&[0x08, 0, 0, 0, 8, tag], &[], 8192) {
+                Ok(id) => {
+                    expected.insert(id, tag);
+                    bell.kick();
+                }
+                Err(_) => got.extend(wait_for(&mut kernel, 1, Duration::from_secs(10))),
+            }
+        }
+        while got.len() < expected.len() {
+            let before = got.len();
+            got.extend(wait_for(&mut kernel, 1, Duration::from_secs(10)));
+            assert!(got.len() > before, "completions stopped arriving");
+        }
+        assert!(kernel.broken().is_none(), "{:?}", kernel.broken());
+        for c in &got {
+            let tag = expected[&c.id];
+            assert!(
+                c.data_in.iter().all(|&b| b == tag),
+                "command {} got another's data",
+                c.id
+            );
+        }
+        stop_tx.write_all(&[1]).unwrap();
+        server.join().unwrap().unwrap();
+    });
+}

@@ -315,8 +315,20 @@ impl SimKernel {
     /// from the last cleaned entry to `cmd_tail` as the kernel does.
     pub fn reap(&mut self) -> Vec<SimCompletion> {
         let mut done = Vec::new();
+        self.reap_into(Some(&mut done));
+        done
+    }
+
+    /// Like [`reap`](Self::reap), checking the completions the same way but
+    /// only counting them (benchmarks).
+    pub fn reap_count(&mut self) -> usize {
+        self.reap_into(None)
+    }
+
+    fn reap_into(&mut self, mut out: Option<&mut Vec<SimCompletion>>) -> usize {
+        let mut done = 0;
         if self.broken.is_some() {
-            return done;
+            return 0;
         }
         let Ok(tail) = self.map.load_u32_acquire(MB_CMD_TAIL) else {
             self.broken = Some("cmd_tail unreadable".into());
@@ -343,6 +355,12 @@ impl SimKernel {
                     ));
                     return done;
                 };
+                done += 1;
+                let Some(out) = out.as_deref_mut() else {
+                    self.free_segments(&cmd.segments);
+                    self.cleaned = (self.cleaned + len) % self.cmdr_size;
+                    continue;
+                };
                 let uflags = m.read_u8(abs + HDR_UFLAGS).unwrap_or(0);
                 let mut status = m.read_u8(abs + RSP_SCSI_STATUS).unwrap_or(0);
                 if uflags & TCMU_UFLAG_UNKNOWN_OP != 0 {
@@ -364,7 +382,7 @@ impl SimKernel {
                     }
                 }
                 self.free_segments(&cmd.segments);
-                done.push(SimCompletion {
+                out.push(SimCompletion {
                     id,
                     status,
                     sense,

@@ -121,23 +121,25 @@ impl SharedMap {
     /// Copy bytes out of the area into `dst`.
     pub fn read_bytes(&self, offset: u64, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         let off = self.check(offset, dst.len() as u64)?;
-        for (i, byte) in dst.iter_mut().enumerate() {
-            // SAFETY: off + i is inside the mapping (checked above); a
-            // volatile byte read tolerates concurrent writes by the kernel.
-            *byte = unsafe { self.ptr.as_ptr().add(off + i).read_volatile() };
-        }
+        // SAFETY: the source range is inside the mapping (checked above) and
+        // cannot overlap `dst`, which is ordinary memory. The kernel may
+        // change the source concurrently; the bytes are then arbitrary, and
+        // every caller validates what it copied out.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
+        };
         Ok(())
     }
 
     /// Copy `src` into the area.
     pub fn write_bytes(&self, offset: u64, src: &[u8]) -> Result<(), OutOfBounds> {
         let off = self.check(offset, src.len() as u64)?;
-        for (i, byte) in src.iter().enumerate() {
-            // SAFETY: off + i is inside the mapping (checked above); no Rust
-            // reference to these bytes exists outside data segments, which
-            // the ring never writes through this method while in flight.
-            unsafe { self.ptr.as_ptr().add(off + i).write_volatile(*byte) };
-        }
+        // SAFETY: the destination is inside the mapping (checked above) and
+        // cannot overlap `src`; no Rust reference covers it (data segments
+        // are never written through this method while in flight).
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
+        };
         Ok(())
     }
 
@@ -151,54 +153,85 @@ impl SharedMap {
         Ok(())
     }
 
-    /// Read a native-endian `u8`.
+    /// Read a `u8`.
     pub fn read_u8(&self, offset: u64) -> Result<u8, OutOfBounds> {
-        let mut b = [0u8; 1];
-        self.read_bytes(offset, &mut b)?;
-        Ok(b[0])
+        self.read_scalar(offset)
     }
 
     /// Read a native-endian `u16`.
     pub fn read_u16(&self, offset: u64) -> Result<u16, OutOfBounds> {
-        let mut b = [0u8; 2];
-        self.read_bytes(offset, &mut b)?;
-        Ok(u16::from_ne_bytes(b))
+        self.read_scalar(offset)
     }
 
     /// Read a native-endian `u32`.
     pub fn read_u32(&self, offset: u64) -> Result<u32, OutOfBounds> {
-        let mut b = [0u8; 4];
-        self.read_bytes(offset, &mut b)?;
-        Ok(u32::from_ne_bytes(b))
+        self.read_scalar(offset)
     }
 
     /// Read a native-endian `u64`.
     pub fn read_u64(&self, offset: u64) -> Result<u64, OutOfBounds> {
-        let mut b = [0u8; 8];
-        self.read_bytes(offset, &mut b)?;
-        Ok(u64::from_ne_bytes(b))
+        self.read_scalar(offset)
     }
 
     /// Write a `u8`.
     pub fn write_u8(&self, offset: u64, value: u8) -> Result<(), OutOfBounds> {
-        self.write_bytes(offset, &[value])
+        self.write_scalar(offset, value)
     }
 
     /// Write a native-endian `u16`.
     pub fn write_u16(&self, offset: u64, value: u16) -> Result<(), OutOfBounds> {
-        self.write_bytes(offset, &value.to_ne_bytes())
+        self.write_scalar(offset, value)
     }
 
     /// Write a native-endian `u32`.
     pub fn write_u32(&self, offset: u64, value: u32) -> Result<(), OutOfBounds> {
-        self.write_bytes(offset, &value.to_ne_bytes())
+        self.write_scalar(offset, value)
     }
 
     /// Write a native-endian `u64`.
     pub fn write_u64(&self, offset: u64, value: u64) -> Result<(), OutOfBounds> {
-        self.write_bytes(offset, &value.to_ne_bytes())
+        self.write_scalar(offset, value)
+    }
+
+    /// One volatile load of an aligned integer, or a byte copy when the
+    /// offset is misaligned (only a corrupt ring produces those).
+    fn read_scalar<T: Scalar>(&self, offset: u64) -> Result<T, OutOfBounds> {
+        let off = self.check(offset, size_of::<T>() as u64)?;
+        // SAFETY: the bytes are inside the mapping (checked above); the
+        // pointer is aligned for T when off is (the mapping is page-aligned);
+        // any bit pattern is a valid integer.
+        Ok(unsafe {
+            let p = self.ptr.as_ptr().add(off);
+            if off % align_of::<T>() == 0 {
+                p.cast::<T>().read_volatile()
+            } else {
+                p.cast::<T>().read_unaligned()
+            }
+        })
+    }
+
+    /// The store counterpart of [`read_scalar`](Self::read_scalar).
+    fn write_scalar<T: Scalar>(&self, offset: u64, value: T) -> Result<(), OutOfBounds> {
+        let off = self.check(offset, size_of::<T>() as u64)?;
+        // SAFETY: as in read_scalar; no Rust reference covers these bytes.
+        unsafe {
+            let p = self.ptr.as_ptr().add(off);
+            if off % align_of::<T>() == 0 {
+                p.cast::<T>().write_volatile(value)
+            } else {
+                p.cast::<T>().write_unaligned(value)
+            }
+        }
+        Ok(())
     }
 }
+
+/// Plain integers: every bit pattern is a valid value.
+trait Scalar: Copy {}
+impl Scalar for u8 {}
+impl Scalar for u16 {}
+impl Scalar for u32 {}
+impl Scalar for u64 {}
 
 /// One contiguous piece of a command's data buffer: `len` bytes at `offset`
 /// from the start of the shared area.
@@ -233,13 +266,22 @@ impl DataSegments {
                 return None;
             }
         }
-        let mut sorted: Vec<Region> = regions.iter().copied().filter(|r| r.len > 0).collect();
-        sorted.sort_unstable_by_key(|r| r.offset);
-        if sorted
-            .windows(2)
-            .any(|w| w[0].offset + w[0].len > w[1].offset)
-        {
-            return None;
+        let overlap = |a: &Region, b: &Region| {
+            a.len > 0 && b.len > 0 && a.offset < b.offset + b.len && b.offset < a.offset + a.len
+        };
+        if regions.len() <= 8 {
+            // The usual case: a handful of segments, no allocation.
+            for (i, a) in regions.iter().enumerate() {
+                if regions[i + 1..].iter().any(|b| overlap(a, b)) {
+                    return None;
+                }
+            }
+        } else {
+            let mut sorted: Vec<Region> = regions.iter().copied().filter(|r| r.len > 0).collect();
+            sorted.sort_unstable_by_key(|r| r.offset);
+            if sorted.windows(2).any(|w| overlap(&w[0], &w[1])) {
+                return None;
+            }
         }
         Some(DataSegments { map, regions })
     }

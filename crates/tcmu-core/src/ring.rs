@@ -546,7 +546,10 @@ impl Ring {
         m.write_u8(abs + HDR_UFLAGS, uflags)?;
         m.write_u8(abs + RSP_SCSI_STATUS, reply.status)?;
         m.write_u32(abs + RSP_READ_LEN, read_len)?;
-        m.write_bytes(abs + RSP_SENSE, &reply.sense)?;
+        // The kernel reads the sense buffer only with CHECK CONDITION.
+        if reply.sense_len > 0 {
+            m.write_bytes(abs + RSP_SENSE, &reply.sense)?;
+        }
         Ok(())
     }
 

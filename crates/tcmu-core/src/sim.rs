@@ -4,7 +4,6 @@
 //! the way the kernel does (an unknown or repeated command id breaks the
 //! ring). Tests, fuzzing and benchmarks drive a [`Ring`](crate::Ring) with it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tcmu_sys::{
@@ -79,7 +78,9 @@ pub struct SimKernel {
     head: u32,
     /// Where the kernel's own walk of completed entries stands.
     cleaned: u32,
-    in_flight: HashMap<u16, InFlight>,
+    /// Commands in flight, indexed by id.
+    in_flight: Vec<Option<InFlight>>,
+    in_flight_count: usize,
     next_id: u16,
     free_pages: Vec<bool>,
     broken: Option<String>,
@@ -109,7 +110,8 @@ impl SimKernel {
             data_start,
             head: 0,
             cleaned: 0,
-            in_flight: HashMap::new(),
+            in_flight: (0..=u16::MAX).map(|_| None).collect(),
+            in_flight_count: 0,
             next_id: 1,
             free_pages: vec![true; (config.data_size / DATA_PAGE) as usize],
             broken: None,
@@ -129,7 +131,7 @@ impl SimKernel {
 
     /// Number of commands published and not completed.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight_count
     }
 
     fn ring_free(&self) -> u32 {
@@ -184,7 +186,7 @@ impl SimKernel {
         for _ in 0..=u16::MAX {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1).max(1);
-            if !self.in_flight.contains_key(&id) {
+            if self.in_flight[id as usize].is_none() {
                 return Ok(id);
             }
         }
@@ -272,7 +274,8 @@ impl SimKernel {
             m.write_bytes(cdb_off, cdb)
         };
         write().expect("entry lies in the simulated map");
-        self.in_flight.insert(id, InFlight { segments, data_in });
+        self.in_flight[id as usize] = Some(InFlight { segments, data_in });
+        self.in_flight_count += 1;
         self.publish(off, entry_len as u32);
         Ok(id)
     }
@@ -349,13 +352,14 @@ impl SimKernel {
             }
             if tcmu_hdr_get_op(len_op) == TCMU_OP_CMD {
                 let id = m.read_u16(abs + HDR_CMD_ID).unwrap_or(0);
-                let Some(cmd) = self.in_flight.remove(&id) else {
+                let Some(cmd) = self.in_flight[id as usize].take() else {
                     self.broken = Some(format!(
                         "completion of command {id}, which is not in flight"
                     ));
                     return done;
                 };
                 done += 1;
+                self.in_flight_count -= 1;
                 let Some(out) = out.as_deref_mut() else {
                     self.free_segments(&cmd.segments);
                     self.cleaned = (self.cleaned + len) % self.cmdr_size;

@@ -89,10 +89,28 @@ impl Reply {
 /// [`Ring::complete`]; its data buffer stays valid until then.
 pub struct Command {
     id: u16,
-    cdb: [u8; MAX_CDB_LEN],
-    cdb_len: usize,
+    cdb: Cdb,
     data: DataSegments,
-    bidi_in: DataSegments,
+    /// Only bidirectional commands have a separate data-in buffer.
+    bidi_in: Option<DataSegments>,
+}
+
+/// CDB bytes: inline up to 32 bytes (every fixed-length CDB), on the heap
+/// beyond (variable-length CDBs, which are rare).
+enum Cdb {
+    Inline { bytes: [u8; INLINE_CDB], len: u8 },
+    Long(Box<[u8]>),
+}
+
+const INLINE_CDB: usize = 32;
+
+impl Cdb {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Cdb::Inline { bytes, len } => &bytes[..*len as usize],
+            Cdb::Long(b) => b,
+        }
+    }
 }
 
 impl Command {
@@ -103,7 +121,7 @@ impl Command {
 
     /// The CDB bytes.
     pub fn cdb(&self) -> &[u8] {
-        &self.cdb[..self.cdb_len]
+        self.cdb.as_slice()
     }
 
     /// The data buffer (data-out for writes, to be filled for reads).
@@ -113,12 +131,12 @@ impl Command {
 
     /// The CDB and the writable data buffer at once.
     pub fn cdb_and_data(&mut self) -> (&[u8], &mut DataSegments) {
-        (&self.cdb[..self.cdb_len], &mut self.data)
+        (self.cdb.as_slice(), &mut self.data)
     }
 
-    /// The data-in part of a bidirectional command (empty otherwise).
-    pub fn bidi_in(&mut self) -> &mut DataSegments {
-        &mut self.bidi_in
+    /// The data-in part of a bidirectional command.
+    pub fn bidi_in(&mut self) -> Option<&mut DataSegments> {
+        self.bidi_in.as_mut()
     }
 }
 
@@ -403,20 +421,35 @@ impl Ring {
                 "{cdb_len}-byte CDB at {cdb_off:#x} runs past the ring"
             ));
         }
-        let mut cdb = [0u8; MAX_CDB_LEN];
-        self.map
-            .read_bytes(cdb_off, &mut cdb[..cdb_len])
-            .map_err(rd)?;
+        let cdb = if cdb_len <= INLINE_CDB {
+            let mut bytes = [0u8; INLINE_CDB];
+            self.map
+                .read_bytes(cdb_off, &mut bytes[..cdb_len])
+                .map_err(rd)?;
+            Cdb::Inline {
+                bytes,
+                len: cdb_len as u8,
+            }
+        } else {
+            let mut bytes = vec![0u8; cdb_len.min(MAX_CDB_LEN)];
+            self.map.read_bytes(cdb_off, &mut bytes).map_err(rd)?;
+            Cdb::Long(bytes.into_boxed_slice())
+        };
 
         let data_seg = DataSegments::new(self.map.clone(), data, self.data_start)
             .ok_or("data iovecs are outside the data area or overlap")?;
-        let bidi_seg = DataSegments::new(self.map.clone(), bidi, self.data_start)
-            .ok_or("bidi iovecs are outside the data area or overlap")?;
-        self.claim_pages(&data_seg, &bidi_seg)?;
+        let bidi_seg = if bidi.is_empty() {
+            None
+        } else {
+            Some(
+                DataSegments::new(self.map.clone(), bidi, self.data_start)
+                    .ok_or("bidi iovecs are outside the data area or overlap")?,
+            )
+        };
+        self.claim_pages(&data_seg, bidi_seg.as_ref())?;
         Ok(Command {
             id,
             cdb,
-            cdb_len,
             data: data_seg,
             bidi_in: bidi_seg,
         })
@@ -435,10 +468,10 @@ impl Ring {
 
     /// Take ownership of every data page of a command; refuse pages that
     /// another in-flight command owns (the kernel never shares them).
-    fn claim_pages(&mut self, a: &DataSegments, b: &DataSegments) -> Result<(), String> {
+    fn claim_pages(&mut self, a: &DataSegments, b: Option<&DataSegments>) -> Result<(), String> {
         let mut pages = std::mem::take(&mut self.page_scratch);
         pages.clear();
-        for r in a.regions().iter().chain(b.regions()) {
+        for r in a.regions().iter().chain(b.map_or(&[][..], |b| b.regions())) {
             pages.extend(self.page_range(r));
         }
         pages.sort_unstable();
@@ -486,7 +519,9 @@ impl Ring {
             id, data, bidi_in, ..
         } = cmd;
         self.release_pages(&data);
-        self.release_pages(&bidi_in);
+        if let Some(b) = &bidi_in {
+            self.release_pages(b);
+        }
         let mut reply_len = reply.data_in_len;
         if let Some(n) = reply_len {
             let total = data.total_len();

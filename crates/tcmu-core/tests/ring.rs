@@ -286,3 +286,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn variable_length_cdbs_are_copied_whole() {
+    let (mut k, mut ring) = sim(ALL_CAPS);
+    let mut cdb = vec![0u8; 40];
+    cdb[0] = 0x7F;
+    cdb[7] = 32; // additional CDB length: 8 + 32 bytes in all
+    cdb[39] = 0xAB;
+    k.submit(&cdb, &[], 0).unwrap();
+    let cmd = command(&mut ring);
+    assert_eq!(cmd.cdb(), &cdb[..]);
+    ring.complete(cmd, &Reply::good()).unwrap();
+    assert_eq!(k.reap().len(), 1);
+}

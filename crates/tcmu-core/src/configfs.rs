@@ -214,6 +214,50 @@ impl Backstore {
         Ok(bs)
     }
 
+    /// Take over an existing, enabled backstore named `config.name` (after
+    /// its previous handler died). Its `dev_config` must equal
+    /// `config.dev_config`, so another handler's device is never taken.
+    /// Open its UIO device next (which fails while another process serves
+    /// it), then [`block_and_reset`](Self::block_and_reset), serve, and
+    /// [`unblock`](Self::unblock). It is removed on shutdown like a created
+    /// one.
+    pub fn attach(root: &Path, config: &BackstoreConfig) -> Result<Backstore, ConfigfsError> {
+        if !valid_name(&config.name) {
+            return Err(ConfigfsError::BadName(config.name.clone()));
+        }
+        let hba_dir = root.join("core").join(format!("user_{}", config.hba));
+        let dir = hba_dir.join(&config.name);
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_string())
+                .map_err(io_err(&path))
+        };
+        if read("enable")? != "1" || read("attrib/dev_config")? != config.dev_config {
+            return Err(ConfigfsError::NameTaken(config.name.clone()));
+        }
+        Ok(Backstore {
+            uio_name: config.uio_name(),
+            dir,
+            hba_dir,
+            created_hba: false,
+            removed: false,
+        })
+    }
+
+    /// Block new commands (the kernel answers them BUSY) and reset the
+    /// ring: commands a dead handler left in flight fail with BUSY, so
+    /// initiators retry them; old entries are never replayed.
+    pub fn block_and_reset(&self) -> Result<(), ConfigfsError> {
+        write_attr(&self.dir.join("action/block_dev"), "1")?;
+        write_attr(&self.dir.join("action/reset_ring"), "1")
+    }
+
+    /// Let new commands reach the ring again after [`attach`](Self::attach).
+    pub fn unblock(&self) -> Result<(), ConfigfsError> {
+        write_attr(&self.dir.join("action/block_dev"), "0")
+    }
+
     /// The backstore's configfs directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -299,6 +343,41 @@ impl LoopbackExport {
         std::os::unix::fs::symlink(backstore_dir, &export.link).map_err(io_err(&export.link))?;
         export.removed = false;
         Ok(export)
+    }
+
+    /// Find an existing tcm_loop target whose LUN 0 links `backstore_dir`
+    /// (left behind by a handler that died); it is removed on shutdown.
+    pub fn find(root: &Path, backstore_dir: &Path) -> Option<LoopbackExport> {
+        let targets = std::fs::read_dir(root.join("loopback")).ok()?;
+        for target in targets.flatten() {
+            let target_dir = target.path();
+            let tpg_dir = target_dir.join("tpgt_1");
+            let lun_dir = tpg_dir.join("lun/lun_0");
+            let Ok(links) = std::fs::read_dir(&lun_dir) else {
+                continue;
+            };
+            for link in links.flatten() {
+                let path = link.path();
+                let points_here = std::fs::canonicalize(&path)
+                    .ok()
+                    .zip(std::fs::canonicalize(backstore_dir).ok())
+                    .is_some_and(|(a, b)| a == b);
+                if path
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+                    && points_here
+                {
+                    return Some(LoopbackExport {
+                        target_dir,
+                        tpg_dir,
+                        lun_dir,
+                        link: path,
+                        removed: false,
+                    });
+                }
+            }
+        }
+        None
     }
 
     /// The SCSI address `H:C:T` of the LUN's host (tpg `address` attribute).

@@ -253,6 +253,20 @@ impl Backstore {
         write_attr(&self.dir.join("action/reset_ring"), "1")
     }
 
+    /// The unit serial number configured in `wwn/vpd_unit_serial`.
+    pub fn unit_serial(&self) -> Result<String, ConfigfsError> {
+        let path = self.dir.join("wwn/vpd_unit_serial");
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        // The attribute reads "T10 VPD Unit Serial Number: <serial>".
+        let serial = text.rsplit(": ").next().unwrap_or("").trim();
+        Ok(serial.to_string())
+    }
+
+    /// Forget the backstore without removing it (it belongs to someone else).
+    pub fn disown(mut self) {
+        self.removed = true;
+    }
+
     /// Let new commands reach the ring again after [`attach`](Self::attach).
     pub fn unblock(&self) -> Result<(), ConfigfsError> {
         write_attr(&self.dir.join("action/block_dev"), "0")

@@ -6,9 +6,9 @@ use crate::Sense;
 pub const FIXED_SENSE_LEN: usize = 18;
 
 /// Response code of fixed-format sense data for a current error.
-const RESPONSE_CODE_CURRENT_FIXED: u8 = 0x70;
+pub(crate) const RESPONSE_CODE_CURRENT_FIXED: u8 = 0x70;
 /// The VALID bit: the INFORMATION field is meaningful.
-const VALID: u8 = 0x80;
+pub(crate) const VALID: u8 = 0x80;
 
 /// Fixed-format sense data bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +20,9 @@ impl FixedSense {
         let mut b = [0u8; FIXED_SENSE_LEN];
         b[0] = RESPONSE_CODE_CURRENT_FIXED;
         b[2] = sense.key as u8;
-        if let Some(info) = sense.information {
+        // A value wider than the 4-byte field is left out with VALID clear
+        // (SPC-5 4.4.3); descriptor format carries it whole.
+        if let Some(info) = sense.information.and_then(|i| u32::try_from(i).ok()) {
             b[0] |= VALID;
             b[3..7].copy_from_slice(&info.to_be_bytes());
         }
@@ -80,5 +82,26 @@ mod tests {
         assert_eq!(b[0], 0xF0);
         assert_eq!(&b[3..7], &[1, 2, 3, 4]);
         assert_eq!(b[2], 0x0E);
+    }
+
+    #[test]
+    fn information_wider_than_32_bits_is_left_out() {
+        let s = Sense::new(
+            SenseKey::MediumError,
+            AdditionalSense::UNRECOVERED_READ_ERROR,
+        )
+        .with_information_u64(0x1_0000_0000)
+        .to_fixed();
+        let b = s.as_bytes();
+        assert_eq!(b[0], 0x70);
+        assert_eq!(&b[3..7], &[0, 0, 0, 0]);
+        let s = Sense::new(
+            SenseKey::MediumError,
+            AdditionalSense::UNRECOVERED_READ_ERROR,
+        )
+        .with_information_u64(0xFFFF_FFFF)
+        .to_fixed();
+        assert_eq!(s.as_bytes()[0], 0xF0);
+        assert_eq!(&s.as_bytes()[3..7], &[0xFF; 4]);
     }
 }

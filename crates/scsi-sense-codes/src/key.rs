@@ -6,21 +6,37 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum SenseKey {
+    /// No specific sense key: nothing to report, or a report such as a filemark.
     NoSense = 0x0,
+    /// The command completed after the device recovered from an error.
     RecoveredError = 0x1,
+    /// The logical unit cannot be accessed now.
     NotReady = 0x2,
+    /// An unrecovered error caused by a flaw in the medium or the recorded data.
     MediumError = 0x3,
+    /// A non-recoverable hardware failure.
     HardwareError = 0x4,
+    /// The CDB or parameter list holds an illegal value.
     IllegalRequest = 0x5,
+    /// Something changed (reset, media, parameters) that the initiator should know of.
     UnitAttention = 0x6,
+    /// A read or write was refused because the block is protected.
     DataProtect = 0x7,
+    /// Blank medium or a format-defined end of data was met.
     BlankCheck = 0x8,
+    /// Vendor-specific conditions.
     VendorSpecific = 0x9,
+    /// An EXTENDED COPY (or similar) command was aborted.
     CopyAborted = 0xA,
+    /// The device server aborted the command; the initiator may retry.
     AbortedCommand = 0xB,
+    /// Reserved (obsolete EQUAL).
     Reserved = 0xC,
+    /// A buffered device reached the end of the partition with data left over.
     VolumeOverflow = 0xD,
+    /// Source data did not match data read from the medium.
     Miscompare = 0xE,
+    /// Sense data for a command that completed successfully.
     Completed = 0xF,
 }
 

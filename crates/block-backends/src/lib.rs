@@ -3,6 +3,9 @@
 //!
 //! - [`MemoryDevice`]: a sparse RAM disk whose unwritten blocks read as
 //!   zeros and take no memory.
+//! - [`FileDevice`]: a regular file (an image) or a block device.
+//! - [`ReadOnly`] and [`FaultInjector`]: wrappers around any device that
+//!   refuse writes, or fail and delay chosen blocks for testing.
 //!
 //! ```
 //! use block_backends::MemoryDevice;
@@ -18,6 +21,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod file;
 pub mod memory;
+pub mod nbd;
+pub mod wrappers;
 
+pub use file::{FileDevice, FileDeviceError, FileKind, FileOptions};
 pub use memory::{CHUNK_SIZE, MemoryDevice, MemoryDeviceError};
+pub use nbd::{NbdAddress, NbdAddressParseError, NbdDevice, NbdError, NbdOptions};
+pub use wrappers::{FaultInjector, ReadOnly};

@@ -67,7 +67,8 @@ impl std::error::Error for MemoryDeviceError {}
 /// Unwritten blocks read as zeros and cost no memory, so a device may be
 /// far larger than the machine's RAM as long as little of it is written.
 /// Writing zeros to a chunk that holds no data allocates nothing, and
-/// writing zeros over a whole chunk releases it.
+/// writing zeros over a whole chunk releases it. `unmap` and
+/// `write_zeroes` release every chunk left without data.
 ///
 /// Requests may come from several threads at once. Each chunk is updated
 /// under its shard's lock, so a request that spans several chunks is not
@@ -213,6 +214,110 @@ impl MemoryDevice {
         }
         Ok(())
     }
+
+    /// Zero the part of a chunk that `seg` covers, releasing the chunk if
+    /// it then holds nothing but zeros.
+    fn zero_segment(&self, seg: &Segment) {
+        let len = seg.buf.len();
+        let mut map = self.write_shard(seg.chunk);
+        if let Entry::Occupied(mut entry) = map.entry(seg.chunk) {
+            let chunk = entry.get_mut();
+            chunk[seg.within..seg.within + len].fill(0);
+            if len == chunk.len() || is_zero(chunk) {
+                let freed = chunk.len() as u64;
+                entry.remove();
+                self.allocated.fetch_sub(freed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Release every chunk with an index in `chunks`. Visits the shorter
+    /// of the range and the set of allocated chunks, so that discarding a
+    /// whole huge sparse device costs no more than its allocated data.
+    fn release_chunks(&self, chunks: Range<u64>) {
+        let allocated_chunks = self.allocated_bytes() / CHUNK_SIZE as u64 + 1;
+        if chunks.end - chunks.start <= allocated_chunks {
+            for index in chunks {
+                if let Some(chunk) = self.write_shard(index).remove(&index) {
+                    self.allocated
+                        .fetch_sub(chunk.len() as u64, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        for shard in self.shards.iter() {
+            let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+            map.retain(|index, chunk| {
+                let keep = !chunks.contains(index);
+                if !keep {
+                    self.allocated
+                        .fetch_sub(chunk.len() as u64, Ordering::Relaxed);
+                }
+                keep
+            });
+        }
+    }
+
+    /// Zero `blocks` blocks from `lba`, giving back the memory of every
+    /// chunk that no longer holds data.
+    fn discard(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let range = self.block_range(lba, blocks)?;
+        if range.is_empty() {
+            return Ok(());
+        }
+        let chunk = CHUNK_SIZE as u64;
+        // Whole chunks inside the range; the last chunk of the device counts
+        // as whole when the range reaches the end of the device.
+        let first_whole = range.start.div_ceil(chunk);
+        let end_whole = if range.end == self.len {
+            range.end.div_ceil(chunk)
+        } else {
+            range.end / chunk
+        };
+        if first_whole >= end_whole {
+            for seg in segments(range) {
+                self.zero_segment(&seg);
+            }
+            return Ok(());
+        }
+        // The partial chunks at both ends, then the whole ones in between.
+        for seg in segments(range.start..(first_whole * chunk).min(range.end)) {
+            self.zero_segment(&seg);
+        }
+        let tail_start = (end_whole * chunk).min(self.len);
+        for seg in segments(tail_start.max(range.start)..range.end) {
+            self.zero_segment(&seg);
+        }
+        self.release_chunks(first_whole..end_whole);
+        Ok(())
+    }
+
+    fn is_allocated(&self, index: u64) -> bool {
+        self.read_shard(index).contains_key(&index)
+    }
+
+    /// The first allocated chunk after chunk `index`, if any. Looks at
+    /// every allocated chunk: the maps are unordered.
+    fn next_allocated(&self, index: u64) -> Option<u64> {
+        self.shards
+            .iter()
+            .filter_map(|shard| {
+                let map = shard.read().unwrap_or_else(PoisonError::into_inner);
+                map.keys().copied().filter(|&k| k > index).min()
+            })
+            .min()
+    }
+
+    /// Byte range of `blocks` blocks from `lba`, or `OutOfRange`.
+    fn block_range(&self, lba: u64, blocks: u64) -> Result<Range<u64>, BlockError> {
+        match lba.checked_add(blocks) {
+            Some(end) if end <= self.num_blocks => {
+                let block_size = u64::from(self.block_size);
+                Ok(lba * block_size..end * block_size)
+            }
+            _ => Err(BlockError::OutOfRange),
+        }
+    }
 }
 
 /// The part of a request that falls into one chunk.
@@ -285,6 +390,52 @@ impl BlockDevice for MemoryDevice {
 
     fn product_name(&self) -> &str {
         "RAM disk"
+    }
+
+    fn can_unmap(&self) -> bool {
+        true
+    }
+
+    fn unmap_reads_zeroes(&self) -> bool {
+        true
+    }
+
+    /// Unmapped blocks read as zeros; whole chunks give their memory back.
+    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        self.discard(lba, blocks)
+    }
+
+    fn can_write_zeroes(&self) -> bool {
+        true
+    }
+
+    /// The same as [`unmap`](Self::unmap): zeros cost no memory here.
+    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        self.discard(lba, blocks)
+    }
+
+    /// Mapped means: in a chunk that holds memory.
+    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
+        if lba >= self.num_blocks {
+            return None;
+        }
+        let block_size = u64::from(self.block_size);
+        let chunk = CHUNK_SIZE as u64;
+        let index = lba * block_size / chunk;
+        let mapped = self.is_allocated(index);
+        let end_chunk = if mapped {
+            // Runs of allocated chunks are as long as the data they hold.
+            let mut next = index + 1;
+            while next.saturating_mul(chunk) < self.len && self.is_allocated(next) {
+                next += 1;
+            }
+            next
+        } else {
+            self.next_allocated(index)
+                .unwrap_or_else(|| self.len.div_ceil(chunk))
+        };
+        let end = end_chunk.saturating_mul(chunk).min(self.len);
+        Some((end.div_ceil(block_size) - lba, mapped))
     }
 }
 
@@ -551,10 +702,160 @@ mod tests {
         assert_eq!(buf, [3; 512]);
     }
 
+    #[test]
+    fn advertises_unmap_and_write_zeroes() {
+        let dev = MemoryDevice::new(512, 16).unwrap();
+        assert!(dev.can_unmap());
+        assert!(dev.unmap_reads_zeroes());
+        assert!(dev.can_write_zeroes());
+    }
+
+    #[test]
+    fn unmap_of_whole_chunks_releases_them() {
+        let dev = MemoryDevice::new(512, 4 * CHUNK / 512).unwrap(); // 4 chunks
+        let per_chunk = CHUNK / 512;
+        dev.write(0, &pattern(4 * CHUNK_SIZE, 3)).unwrap();
+        assert_eq!(dev.allocated_bytes(), 4 * CHUNK);
+        // Chunks 1 and 2.
+        dev.unmap(per_chunk, 2 * per_chunk).unwrap();
+        assert_eq!(dev.allocated_bytes(), 2 * CHUNK);
+        assert_eq!(
+            read_vec(&dev, per_chunk, 2 * per_chunk as usize),
+            vec![0; 2 * CHUNK_SIZE]
+        );
+        // The neighbours keep their data.
+        let data = pattern(4 * CHUNK_SIZE, 3);
+        assert_eq!(read_vec(&dev, 0, per_chunk as usize), data[..CHUNK_SIZE]);
+        assert_eq!(
+            read_vec(&dev, 3 * per_chunk, per_chunk as usize),
+            data[3 * CHUNK_SIZE..]
+        );
+    }
+
+    #[test]
+    fn unmap_of_part_of_a_chunk_zeroes_only_that_part() {
+        let dev = MemoryDevice::new(512, 2 * CHUNK / 512).unwrap();
+        let data = pattern(2 * CHUNK_SIZE, 9);
+        dev.write(0, &data).unwrap();
+        // From block 3 of chunk 0 into the middle of chunk 1: no whole chunk.
+        let (lba, blocks) = (3, CHUNK / 512);
+        dev.unmap(lba, blocks).unwrap();
+        assert_eq!(dev.allocated_bytes(), 2 * CHUNK);
+        let mut want = data.clone();
+        want[3 * 512..(3 + CHUNK as usize / 512) * 512].fill(0);
+        assert_eq!(read_vec(&dev, 0, 2 * CHUNK_SIZE / 512), want);
+    }
+
+    #[test]
+    fn unmap_releases_a_chunk_left_all_zero() {
+        let dev = MemoryDevice::new(512, 2 * CHUNK / 512).unwrap();
+        dev.write(10, &[1; 1024]).unwrap();
+        dev.write(CHUNK / 512 + 5, &[2; 512]).unwrap();
+        assert_eq!(dev.allocated_bytes(), 2 * CHUNK);
+        // Only part of chunk 0, but all of its data.
+        dev.unmap(8, 8).unwrap();
+        assert_eq!(dev.allocated_bytes(), CHUNK);
+        assert_eq!(read_vec(&dev, 0, CHUNK_SIZE / 512), vec![0; CHUNK_SIZE]);
+        // Unmapping what was never written allocates nothing.
+        dev.unmap(0, 4).unwrap();
+        assert_eq!(dev.allocated_bytes(), CHUNK);
+    }
+
+    #[test]
+    fn unmap_to_the_end_releases_the_short_last_chunk() {
+        let blocks = CHUNK / 512 + 2;
+        let dev = MemoryDevice::new(512, blocks).unwrap();
+        dev.write(0, &vec![5; blocks as usize * 512]).unwrap();
+        assert_eq!(dev.allocated_bytes(), CHUNK + 1024);
+        dev.unmap(CHUNK / 512, 2).unwrap();
+        assert_eq!(dev.allocated_bytes(), CHUNK);
+        assert_eq!(read_vec(&dev, CHUNK / 512, 2), vec![0; 1024]);
+        assert_eq!(read_vec(&dev, 0, 1), vec![5; 512]);
+    }
+
+    #[test]
+    fn unmap_of_a_huge_sparse_device_is_cheap_and_complete() {
+        // 2^40 blocks = 2^27 chunks: visiting each would take far too long.
+        let blocks = 1u64 << 40;
+        let dev = MemoryDevice::new(4096, blocks).unwrap();
+        for lba in [0, 12345, blocks / 2, blocks - 1] {
+            dev.write(lba, &[0x77; 4096]).unwrap();
+        }
+        assert_eq!(dev.allocated_bytes(), 4 * CHUNK);
+        dev.unmap(1, blocks - 1).unwrap();
+        assert_eq!(dev.allocated_bytes(), CHUNK);
+        assert_eq!(read_vec(&dev, 0, 1), vec![0x77; 4096]);
+        for lba in [12345, blocks / 2, blocks - 1] {
+            assert_eq!(read_vec(&dev, lba, 1), vec![0; 4096], "lba {lba}");
+        }
+        dev.write_zeroes(0, blocks).unwrap();
+        assert_eq!(dev.allocated_bytes(), 0);
+    }
+
+    #[test]
+    fn unmap_and_write_zeroes_check_the_range() {
+        let dev = MemoryDevice::new(512, 100).unwrap();
+        dev.write(99, &[1; 512]).unwrap();
+        for (lba, blocks) in [(100, 1), (99, 2), (0, 101), (u64::MAX, 2)] {
+            assert_eq!(dev.unmap(lba, blocks), Err(BlockError::OutOfRange));
+            assert_eq!(dev.write_zeroes(lba, blocks), Err(BlockError::OutOfRange));
+        }
+        // Rejected requests change nothing.
+        assert_eq!(read_vec(&dev, 99, 1), vec![1; 512]);
+        assert_eq!(dev.unmap(100, 0), Ok(()));
+        assert_eq!(dev.write_zeroes(99, 1), Ok(()));
+        assert_eq!(read_vec(&dev, 99, 1), vec![0; 512]);
+        assert_eq!(dev.allocated_bytes(), 0);
+    }
+
+    #[test]
+    fn lba_status_follows_allocated_chunks() {
+        let per_chunk = CHUNK / 512;
+        // Five chunks and a short sixth one of 8 blocks.
+        let blocks = 5 * per_chunk + 8;
+        let dev = MemoryDevice::new(512, blocks).unwrap();
+        assert_eq!(dev.lba_status(0), Some((blocks, false)));
+        assert_eq!(dev.lba_status(blocks - 1), Some((1, false)));
+        assert_eq!(dev.lba_status(blocks), None);
+
+        // Chunks 1 and 2, and the short last one.
+        dev.write(per_chunk + 3, &[1; 512]).unwrap();
+        dev.write(2 * per_chunk, &[1; 512]).unwrap();
+        dev.write(blocks - 1, &[1; 512]).unwrap();
+        assert_eq!(dev.lba_status(0), Some((per_chunk, false)));
+        assert_eq!(dev.lba_status(5), Some((per_chunk - 5, false)));
+        assert_eq!(dev.lba_status(per_chunk), Some((2 * per_chunk, true)));
+        assert_eq!(
+            dev.lba_status(per_chunk + 10),
+            Some((2 * per_chunk - 10, true))
+        );
+        assert_eq!(dev.lba_status(3 * per_chunk), Some((2 * per_chunk, false)));
+        assert_eq!(dev.lba_status(5 * per_chunk), Some((8, true)));
+        assert_eq!(dev.lba_status(blocks - 1), Some((1, true)));
+
+        dev.unmap(per_chunk, 2 * per_chunk).unwrap();
+        assert_eq!(dev.lba_status(0), Some((5 * per_chunk, false)));
+    }
+
+    #[test]
+    fn lba_status_of_a_huge_sparse_device() {
+        let blocks = 1u64 << 40;
+        let dev = MemoryDevice::new(4096, blocks).unwrap();
+        dev.write(blocks / 2, &[1; 4096]).unwrap();
+        let per_chunk = CHUNK / 4096;
+        assert_eq!(dev.lba_status(0), Some((blocks / 2, false)));
+        assert_eq!(dev.lba_status(blocks / 2), Some((per_chunk, true)));
+        assert_eq!(
+            dev.lba_status(blocks / 2 + per_chunk),
+            Some((blocks / 2 - per_chunk, false))
+        );
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Write { lba: u64, blocks: usize, seed: u8 },
         Zero { lba: u64, blocks: usize },
+        Unmap { lba: u64, blocks: usize },
         Read { lba: u64, blocks: usize },
     }
 
@@ -570,6 +871,7 @@ mod tests {
             3 => (lba.clone(), blocks.clone(), any::<u8>())
                 .prop_map(|(lba, blocks, seed)| Op::Write { lba, blocks, seed }),
             1 => (lba.clone(), blocks.clone()).prop_map(|(lba, blocks)| Op::Zero { lba, blocks }),
+            1 => (lba.clone(), blocks.clone()).prop_map(|(lba, blocks)| Op::Unmap { lba, blocks }),
             2 => (lba, blocks).prop_map(|(lba, blocks)| Op::Read { lba, blocks }),
         ]
     }
@@ -593,6 +895,16 @@ mod tests {
                             prop_assert_eq!(result, Ok(()));
                             let start = lba as usize * MODEL_BLOCK;
                             model[start..start + data.len()].copy_from_slice(&data);
+                        } else {
+                            prop_assert_eq!(result, Err(BlockError::OutOfRange));
+                        }
+                    }
+                    Op::Unmap { lba, blocks } => {
+                        let result = dev.unmap(lba, blocks as u64);
+                        if in_range(lba, blocks) {
+                            prop_assert_eq!(result, Ok(()));
+                            let start = lba as usize * MODEL_BLOCK;
+                            model[start..start + blocks * MODEL_BLOCK].fill(0);
                         } else {
                             prop_assert_eq!(result, Err(BlockError::OutOfRange));
                         }

@@ -140,6 +140,20 @@ pub trait BlockDevice: Send + Sync {
         }
         Ok(())
     }
+
+    /// The provisioning status of the extent that starts at `lba`: how
+    /// many blocks from `lba` (at least one) share it, and whether they
+    /// are mapped (`true`) or deallocated (`false`). Devices that track
+    /// allocation return `Some` for every LBA on the device; the default
+    /// `None` means "not tracked".
+    ///
+    /// The emulator asks once for LBA 0 when it is built: GET LBA STATUS
+    /// is supported (and listed by REPORT SUPPORTED OPERATION CODES) only
+    /// if that answer is `Some`.
+    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
+        let _ = lba;
+        None
+    }
 }
 
 impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
@@ -184,5 +198,8 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
         (**self).write_zeroes(lba, blocks)
+    }
+    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
+        (**self).lba_status(lba)
     }
 }

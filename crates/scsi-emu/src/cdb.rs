@@ -26,9 +26,24 @@ pub(crate) fn cdb_length(opcode: u8) -> Option<usize> {
     }
 }
 
-/// ILLEGAL REQUEST, INVALID FIELD IN CDB.
-pub(crate) fn invalid_field() -> Sense {
-    Sense::illegal_request(AdditionalSense::INVALID_FIELD_IN_CDB)
+/// ILLEGAL REQUEST, INVALID FIELD IN CDB, with the field pointer at CDB
+/// byte `byte`, bit `bit` (the most significant bit of the offending
+/// field), so the initiator can tell which field was refused.
+pub(crate) fn invalid_field(byte: u16, bit: u8) -> Sense {
+    Sense::illegal_request(AdditionalSense::INVALID_FIELD_IN_CDB).with_cdb_field(byte, Some(bit))
+}
+
+/// ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST, pointing at byte
+/// `byte`, bit `bit` of the parameter data.
+pub(crate) fn invalid_parameter(byte: usize, bit: u8) -> Sense {
+    Sense::illegal_request(AdditionalSense::INVALID_FIELD_IN_PARAMETER_LIST)
+        .with_parameter_field(u16::try_from(byte).unwrap_or(u16::MAX), Some(bit))
+}
+
+/// ILLEGAL REQUEST, PARAMETER LIST LENGTH ERROR: the parameter data ends
+/// inside a structure it announces.
+pub(crate) fn parameter_list_length_error() -> Sense {
+    Sense::illegal_request(AdditionalSense::PARAMETER_LIST_LENGTH_ERROR)
 }
 
 /// ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE.
@@ -49,10 +64,12 @@ impl<'a> Cdb<'a> {
     pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, Sense> {
         let opcode = *bytes.first().ok_or_else(invalid_opcode)?;
         let len = cdb_length(opcode).ok_or_else(invalid_opcode)?;
-        let bytes = bytes.get(..len).ok_or_else(invalid_field)?;
+        // Too short for its group: the operation code is what implies a
+        // length the bytes do not have.
+        let bytes = bytes.get(..len).ok_or_else(|| invalid_field(0, 7))?;
         let cdb = Cdb { bytes };
         if cdb.control() & CONTROL_NACA != 0 {
-            return Err(invalid_field());
+            return Err(invalid_field(cdb.control_byte_index(), 2));
         }
         Ok(cdb)
     }
@@ -70,6 +87,11 @@ impl<'a> Cdb<'a> {
     /// The CONTROL byte, always the last one.
     pub(crate) fn control(&self) -> u8 {
         self.bytes.last().copied().unwrap_or(0)
+    }
+
+    /// The index of the CONTROL byte, for field pointers.
+    pub(crate) fn control_byte_index(&self) -> u16 {
+        self.bytes.len().saturating_sub(1) as u16
     }
 
     /// Byte `index`; zero beyond the end.
@@ -127,12 +149,17 @@ mod tests {
     #[test]
     fn parse_checks_length_and_naca() {
         assert_eq!(Cdb::parse(&[]).unwrap_err(), invalid_opcode());
-        assert_eq!(Cdb::parse(&[0x28, 0, 0]).unwrap_err(), invalid_field());
+        assert_eq!(Cdb::parse(&[0x28, 0, 0]).unwrap_err(), invalid_field(0, 7));
         assert_eq!(Cdb::parse(&[0xC0; 16]).unwrap_err(), invalid_opcode());
-        assert_eq!(
-            Cdb::parse(&[0, 0, 0, 0, 0, CONTROL_NACA]).unwrap_err(),
-            invalid_field()
-        );
+        let naca = Cdb::parse(&[0, 0, 0, 0, 0, CONTROL_NACA]).unwrap_err();
+        assert_eq!(naca, invalid_field(5, 2));
+        let fp = naca.field_pointer.unwrap();
+        assert!(fp.in_cdb);
+        assert_eq!((fp.byte, fp.bit), (5, Some(2)));
+        let mut rc16 = [0u8; 16];
+        rc16[0] = 0x9E;
+        rc16[15] = CONTROL_NACA;
+        assert_eq!(Cdb::parse(&rc16).unwrap_err(), invalid_field(15, 2));
         // Padding after the CDB is ignored, NACA included.
         let cdb = Cdb::parse(&[0, 0, 0, 0, 0, 0, 0xFF, 0xFF]).unwrap();
         assert_eq!(cdb.len(), 6);

@@ -1,29 +1,155 @@
 //! The emulator: decode a CDB, run it against the device, report status.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
+
 use crate::block_device::BlockDevice;
-use crate::command::Command;
+use crate::command::{Access, Capabilities, Command};
 use crate::data_buffer::DataBuffer;
 use crate::identity::LunIdentity;
+use crate::mode_page::ModeState;
+use crate::range_lock::RangeLocks;
 use crate::response::ScsiResponse;
-use crate::{inquiry, misc, mode_sense, read_capacity, read_write};
+use crate::{
+    compare_and_write, inquiry, lba_status, misc, mode_select, mode_sense, read_capacity,
+    read_write, report_opcodes, unmap, verify, write_same,
+};
+
+/// Largest data transfer of one command by default (MAXIMUM TRANSFER
+/// LENGTH in the Block Limits VPD page): 1 MiB, as `tcmu-serve --max-io`.
+pub const DEFAULT_MAX_TRANSFER_BYTES: u32 = 1 << 20;
+
+/// Largest NUMBER OF LOGICAL BLOCKS of COMPARE AND WRITE.
+const MAX_COMPARE_AND_WRITE_BLOCKS: u64 = 16;
+/// Bytes one UNMAP, or WRITE SAME, may cover: bounds the time one command
+/// takes, not the disk size (initiators split larger requests).
+const MAX_UNMAP_OR_WRITE_SAME_BYTES: u64 = 1 << 30;
+/// Most UNMAP block descriptors in one parameter list.
+const MAX_UNMAP_DESCRIPTORS: u32 = 256;
+/// The preferred I/O alignment: page-sized (the OPTIMAL TRANSFER LENGTH
+/// GRANULARITY is this many bytes, or one block when blocks are larger).
+const PREFERRED_GRANULARITY_BYTES: u64 = 4096;
+
+/// What a stopped unit reports: START STOP UNIT with START=1 makes it
+/// ready again.
+pub(crate) const NOT_READY_INITIALIZING_COMMAND_REQUIRED: AdditionalSense =
+    AdditionalSense::LOGICAL_UNIT_NOT_READY_INITIALIZING_COMMAND_REQUIRED;
+
+/// The limits the Block Limits VPD page reports and the commands enforce,
+/// in logical blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// MAXIMUM TRANSFER LENGTH.
+    pub(crate) max_transfer: u64,
+    /// OPTIMAL TRANSFER LENGTH (0: not reported).
+    pub(crate) optimal_transfer: u64,
+    /// OPTIMAL TRANSFER LENGTH GRANULARITY.
+    pub(crate) transfer_granularity: u64,
+    /// MAXIMUM COMPARE AND WRITE LENGTH.
+    pub(crate) max_compare_and_write: u64,
+    /// MAXIMUM WRITE SAME LENGTH.
+    pub(crate) max_write_same: u64,
+    /// MAXIMUM UNMAP LBA COUNT (0 without unmap).
+    pub(crate) max_unmap: u64,
+    /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT (0 without unmap).
+    pub(crate) max_unmap_descriptors: u64,
+}
+
+impl Limits {
+    fn new(block_size: u32, max_transfer_bytes: u32, caps: &Capabilities) -> Self {
+        let bs = u64::from(block_size.max(1));
+        let max_transfer = (u64::from(max_transfer_bytes) / bs).max(1);
+        // Linux warns about an optimal size below a page; report none then.
+        let optimal_transfer = if max_transfer * bs >= PREFERRED_GRANULARITY_BYTES {
+            max_transfer
+        } else {
+            0
+        };
+        let big = (MAX_UNMAP_OR_WRITE_SAME_BYTES / bs).max(1);
+        Limits {
+            max_transfer,
+            optimal_transfer,
+            transfer_granularity: (PREFERRED_GRANULARITY_BYTES / bs).max(1),
+            max_compare_and_write: MAX_COMPARE_AND_WRITE_BLOCKS.min(max_transfer),
+            max_write_same: big,
+            max_unmap: if caps.unmap { big } else { 0 },
+            max_unmap_descriptors: if caps.unmap {
+                u64::from(MAX_UNMAP_DESCRIPTORS)
+            } else {
+                0
+            },
+        }
+    }
+}
 
 /// A SCSI direct-access logical unit (SPC-5/SBC-4) backed by a
 /// [`BlockDevice`].
 ///
-/// The emulator holds no per-command state, so it is `Send + Sync`
-/// whenever the device is and can execute commands from several threads
-/// at once; ordering between overlapping commands is the initiator's
-/// business, as SCSI's unrestricted queue algorithm allows. State added
-/// later (unit attentions, reservations) must keep it so (Mutex/atomics).
+/// The emulator is `Send + Sync` whenever the device is and can execute
+/// commands from several threads at once. Its state (mode parameters,
+/// the stopped flag, locked LBA ranges) lives behind atomics and mutexes.
+/// Commands that change the medium lock their LBA range, so COMPARE AND
+/// WRITE is atomic against them; otherwise ordering between overlapping
+/// commands is the initiator's business, as SCSI's unrestricted queue
+/// algorithm allows.
 pub struct Emulator<D: BlockDevice> {
     device: D,
     identity: LunIdentity,
+    pub(crate) caps: Capabilities,
+    max_transfer_bytes: u32,
+    pub(crate) limits: Limits,
+    pub(crate) modes: ModeState,
+    /// START STOP UNIT with START=0 was processed: medium access is
+    /// refused until a START.
+    pub(crate) stopped: AtomicBool,
+    pub(crate) locks: RangeLocks,
 }
 
 impl<D: BlockDevice> Emulator<D> {
     /// A logical unit on `device` that identifies itself as `identity`.
+    ///
+    /// The device's optional capabilities are read once, here:
+    /// [`can_unmap`](BlockDevice::can_unmap) and
+    /// [`unmap_reads_zeroes`](BlockDevice::unmap_reads_zeroes) decide
+    /// logical block provisioning (UNMAP, LBPME), and an
+    /// [`lba_status`](BlockDevice::lba_status) answer for LBA 0 enables
+    /// GET LBA STATUS. The write cache starts as
+    /// [`write_cache`](BlockDevice::write_cache) says.
     pub fn new(device: D, identity: LunIdentity) -> Self {
-        Emulator { device, identity }
+        let unmap = device.can_unmap();
+        let caps = Capabilities {
+            unmap,
+            unmap_reads_zeroes: unmap && device.unmap_reads_zeroes(),
+            lba_status: device.num_blocks() > 0 && device.lba_status(0).is_some(),
+        };
+        let limits = Limits::new(device.block_size(), DEFAULT_MAX_TRANSFER_BYTES, &caps);
+        let modes = ModeState::new(device.write_cache());
+        Emulator {
+            device,
+            identity,
+            caps,
+            max_transfer_bytes: DEFAULT_MAX_TRANSFER_BYTES,
+            limits,
+            modes,
+            stopped: AtomicBool::new(false),
+            locks: RangeLocks::default(),
+        }
+    }
+
+    /// The same logical unit accepting at most `bytes` of data per command
+    /// (MAXIMUM TRANSFER LENGTH, at least one block; default
+    /// [`DEFAULT_MAX_TRANSFER_BYTES`]). Set it to what the transport
+    /// allows, e.g. the TCMU device's `hw_max_sectors` × 512.
+    pub fn with_max_transfer_bytes(mut self, bytes: u32) -> Self {
+        self.max_transfer_bytes = bytes;
+        self.limits = Limits::new(self.device.block_size(), bytes, &self.caps);
+        self
+    }
+
+    /// The largest data transfer of one command, in bytes.
+    pub fn max_transfer_bytes(&self) -> u32 {
+        self.max_transfer_bytes
     }
 
     /// The backing device.
@@ -34,6 +160,27 @@ impl<D: BlockDevice> Emulator<D> {
     /// The identity reported by INQUIRY.
     pub fn identity(&self) -> &LunIdentity {
         &self.identity
+    }
+
+    /// Whether CHECK CONDITION sense data goes out in descriptor format
+    /// (the control mode page's D_SENSE bit, changeable with MODE SELECT).
+    /// Transports encode a response's sense with
+    /// [`ScsiResponse::sense_bytes`]`(emulator.descriptor_sense())`.
+    pub fn descriptor_sense(&self) -> bool {
+        self.modes.current().d_sense
+    }
+
+    /// Whether the write cache is enabled (the caching mode page's WCE
+    /// bit). With WCE off on a device that has a volatile cache, every
+    /// write is made durable before it completes.
+    pub fn write_cache_enabled(&self) -> bool {
+        self.modes.current().wce
+    }
+
+    /// Whether writes must reach stable storage before completing even
+    /// without FUA: the initiator turned the device's cache off.
+    pub(crate) fn write_through(&self) -> bool {
+        self.device.write_cache() && !self.write_cache_enabled()
     }
 
     /// Execute one CDB.
@@ -47,24 +194,43 @@ impl<D: BlockDevice> Emulator<D> {
     /// Never panics, whatever the bytes: malformed or unsupported CDBs end
     /// in CHECK CONDITION with ILLEGAL REQUEST sense.
     pub fn execute(&self, cdb: &[u8], data: &mut dyn DataBuffer) -> ScsiResponse {
-        let command = match Command::decode(cdb) {
-            Ok(command) => command,
+        let (command, spec) = match Command::decode(cdb, &self.caps) {
+            Ok(found) => found,
             Err(sense) => {
                 log::debug!("refused CDB {:02x?}: {sense}", &cdb[..cdb.len().min(16)]);
                 return ScsiResponse::check_condition(sense);
             }
         };
+        if spec.access != Access::None && self.stopped.load(Ordering::SeqCst) {
+            return ScsiResponse::check_condition(Sense::new(
+                SenseKey::NotReady,
+                NOT_READY_INITIALIZING_COMMAND_REQUIRED,
+            ));
+        }
+        if spec.access == Access::Write && self.device.read_only() {
+            return ScsiResponse::check_condition(read_write::write_protected());
+        }
         let device = &self.device;
         match &command {
-            Command::TestUnitReady => misc::test_unit_ready(),
-            Command::RequestSense(cmd) => misc::request_sense(cmd, data),
-            Command::Inquiry(cmd) => inquiry::inquiry(&self.identity, cmd, data),
-            Command::ModeSense(cmd) => mode_sense::mode_sense(device, cmd, data),
+            Command::TestUnitReady => misc::test_unit_ready(self),
+            Command::RequestSense(cmd) => misc::request_sense(self, cmd, data),
+            Command::Inquiry(cmd) => inquiry::inquiry(self, cmd, data),
+            Command::ModeSense(cmd) => mode_sense::mode_sense(self, cmd, data),
+            Command::ModeSelect(cmd) => mode_select::mode_select(self, cmd, data),
+            Command::StartStopUnit(cmd) => misc::start_stop_unit(self, cmd),
             Command::ReadCapacity10 => read_capacity::read_capacity_10(device, data),
-            Command::ReadCapacity16(cmd) => read_capacity::read_capacity_16(device, cmd, data),
-            Command::Read(cmd) => read_write::read(device, cmd, data),
-            Command::Write(cmd) => read_write::write(device, cmd, data),
+            Command::ReadCapacity16(cmd) => read_capacity::read_capacity_16(self, cmd, data),
+            Command::GetLbaStatus(cmd) => lba_status::get_lba_status(self, cmd, data),
+            Command::Read(cmd) => read_write::read(self, cmd, data),
+            Command::Write(cmd) => read_write::write(self, cmd, data),
+            Command::Verify(cmd) => verify::verify(self, cmd, data),
+            Command::WriteAndVerify(cmd) => verify::write_and_verify(self, cmd, data),
+            Command::CompareAndWrite(cmd) => compare_and_write::compare_and_write(self, cmd, data),
+            Command::WriteSame(cmd) => write_same::write_same(self, cmd, data),
+            Command::Unmap(cmd) => unmap::unmap(self, cmd, data),
             Command::SynchronizeCache(cmd) => misc::synchronize_cache(device, cmd),
+            Command::ReportOpcodes(cmd) => report_opcodes::report_opcodes(self, cmd, data),
+            Command::ReportTmf(cmd) => report_opcodes::report_tmf(cmd, data),
         }
     }
 }
@@ -74,6 +240,9 @@ impl<D: BlockDevice + std::fmt::Debug> std::fmt::Debug for Emulator<D> {
         f.debug_struct("Emulator")
             .field("device", &self.device)
             .field("identity", &self.identity)
+            .field("max_transfer_bytes", &self.max_transfer_bytes)
+            .field("modes", &self.modes.current())
+            .field("stopped", &self.stopped)
             .finish()
     }
 }
@@ -130,8 +299,7 @@ mod tests {
             &[][..],
             &[0x01, 0, 0, 0, 0, 0],
             &[0x04, 0, 0, 0, 0, 0],                   // FORMAT UNIT
-            &[0x15, 0, 0, 0, 0, 0],                   // MODE SELECT(6)
-            &[0x2F, 0, 0, 0, 0, 0, 0, 0, 0, 0],       // VERIFY(10)
+            &[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0],      // UNMAP, no unmap support
             &[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], // REPORT LUNS
             &[0x7F, 0, 0, 0, 0, 0, 0, 24],
             &[0xFF; 16],
@@ -147,10 +315,46 @@ mod tests {
     fn short_cdb_and_naca_are_invalid_fields() {
         let emu = emulator(VecDevice::new(512, 8));
         let mut buf = vec![0u8; 64];
-        assert_invalid_field(&emu.execute(&[0x12, 0, 0, 0, 36], &mut buf));
-        assert_invalid_field(&emu.execute(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1], &mut buf));
-        assert_invalid_field(&emu.execute(&[0x12, 0, 0, 0, 36, 0x04], &mut buf));
-        assert_invalid_field(&emu.execute(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0x04], &mut buf));
+        assert_invalid_field(&emu.execute(&[0x12, 0, 0, 0, 36], &mut buf), 0, 7);
+        assert_invalid_field(
+            &emu.execute(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1], &mut buf),
+            0,
+            7,
+        );
+        assert_invalid_field(&emu.execute(&[0x12, 0, 0, 0, 36, 0x04], &mut buf), 5, 2);
+        assert_invalid_field(
+            &emu.execute(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0x04], &mut buf),
+            9,
+            2,
+        );
+    }
+
+    #[test]
+    fn limits_follow_block_size_and_configuration() {
+        let emu = emulator(VecDevice::new(512, 8));
+        let l = emu.limits;
+        assert_eq!(l.max_transfer, 2048);
+        assert_eq!(l.optimal_transfer, 2048);
+        assert_eq!(l.transfer_granularity, 8);
+        assert_eq!(l.max_compare_and_write, 16);
+        assert_eq!(l.max_write_same, 1 << 21);
+        assert_eq!((l.max_unmap, l.max_unmap_descriptors), (0, 0));
+
+        let emu = emulator(VecDevice::new(4096, 8).with_unmap()).with_max_transfer_bytes(8192);
+        let l = emu.limits;
+        assert_eq!(emu.max_transfer_bytes(), 8192);
+        assert_eq!((l.max_transfer, l.optimal_transfer), (2, 2));
+        assert_eq!(l.transfer_granularity, 1);
+        assert_eq!(l.max_compare_and_write, 2);
+        assert_eq!(l.max_unmap, 1 << 18);
+        assert_eq!(l.max_unmap_descriptors, 256);
+
+        // Less than a page: no optimal size; never below one block.
+        let emu = emulator(VecDevice::new(512, 8)).with_max_transfer_bytes(100);
+        assert_eq!(
+            (emu.limits.max_transfer, emu.limits.optimal_transfer),
+            (1, 0)
+        );
     }
 
     #[test]
@@ -175,16 +379,17 @@ mod tests {
 
     /// Opcodes we implement, so random CDBs reach the command code, not
     /// just the unknown-opcode path.
-    const OPCODES: &[u8] = &[
-        0x00, 0x03, 0x08, 0x0A, 0x12, 0x1A, 0x25, 0x28, 0x2A, 0x35, 0x5A, 0x88, 0x8A, 0x91, 0x9E,
-        0xA8, 0xAA,
-    ];
+    fn opcodes() -> Vec<u8> {
+        let mut ops: Vec<u8> = crate::command::COMMANDS.iter().map(|s| s.opcode).collect();
+        ops.dedup();
+        ops
+    }
 
     fn cdb_strategy() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..40),
             (
-                proptest::sample::select(OPCODES),
+                proptest::sample::select(opcodes()),
                 proptest::collection::vec(any::<u8>(), 0..39)
             )
                 .prop_map(|(op, mut rest)| {
@@ -192,10 +397,10 @@ mod tests {
                     rest
                 }),
             // Mostly-zero CDBs with a small LBA and length hit the
-            // in-range read/write paths.
+            // in-range paths; byte 1 sometimes holds a service action.
             (
-                proptest::sample::select(OPCODES),
-                0u8..4,
+                proptest::sample::select(opcodes()),
+                0u8..32,
                 0u8..4,
                 0usize..16,
                 any::<u8>()
@@ -203,7 +408,7 @@ mod tests {
                 .prop_map(|(op, b1, small, at, byte)| {
                     let mut cdb = vec![0u8; 16];
                     cdb[0] = op;
-                    cdb[1] = b1 << 3;
+                    cdb[1] = b1;
                     cdb[at] = byte;
                     cdb[8] = small;
                     cdb[9] = small;
@@ -223,6 +428,7 @@ mod tests {
                 Just(BlockError::Busy),
                 Just(BlockError::ReadOnly),
                 Just(BlockError::NoSpace),
+                Just(BlockError::Unsupported),
                 any::<i32>().prop_map(BlockError::Io),
             ]
             .prop_map(Some),
@@ -239,10 +445,14 @@ mod tests {
                 proptest::collection::vec(any::<u8>(), 0..1200), 0..5),
             block_size in proptest::sample::select(&[512u32, 1024, 4096][..]),
             read_only in any::<bool>(),
+            unmap in any::<bool>(),
             error in error_strategy(),
         ) {
             let mut dev = VecDevice::new(block_size, 16);
             dev.read_only = read_only;
+            if unmap {
+                dev = dev.with_unmap().with_lba_status();
+            }
             *dev.fail.lock().unwrap() = error.clone();
             *dev.fail_flush.lock().unwrap() = error;
             let emu = emulator(dev);
@@ -260,6 +470,18 @@ mod tests {
             }
             if let Some(sense) = resp.sense {
                 prop_assert_ne!(sense.key, SenseKey::NoSense);
+                if sense.code == AdditionalSense::INVALID_FIELD_IN_CDB {
+                    // Every refused CDB field is pointed at.
+                    let fp = sense.field_pointer.expect("field pointer");
+                    prop_assert!(fp.in_cdb);
+                    prop_assert!(usize::from(fp.byte) < cdb.len().max(1));
+                    prop_assert!(fp.bit.is_some());
+                }
+                if sense.code == AdditionalSense::INVALID_FIELD_IN_PARAMETER_LIST {
+                    let fp = sense.field_pointer.expect("field pointer");
+                    prop_assert!(!fp.in_cdb);
+                    prop_assert!(usize::from(fp.byte) < len);
+                }
             }
         }
     }

@@ -1,12 +1,17 @@
-//! INQUIRY: standard data and the vital product data pages (SPC-5 6.7, 7.7).
+//! INQUIRY: standard data and the vital product data pages (SPC-5 6.7,
+//! 7.7; the block device pages of SBC-4 6.6 are built in
+//! [`vpd`](crate::vpd)).
 
 use byteorder::{BigEndian, ByteOrder};
 use scsi_sense_codes::Sense;
 
+use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field};
 use crate::data_buffer::DataBuffer;
+use crate::emulator::Emulator;
 use crate::identity::{LunIdentity, ascii_padded};
 use crate::response::{ScsiResponse, send_data_in};
+use crate::vpd;
 
 /// PERIPHERAL QUALIFIER 0 (connected) and DEVICE TYPE 0 (direct access).
 const PERIPHERAL_DIRECT_ACCESS: u8 = 0x00;
@@ -27,15 +32,23 @@ pub(crate) enum VpdPage {
     SupportedPages,
     UnitSerialNumber,
     DeviceIdentification,
+    ExtendedInquiry,
+    BlockLimits,
+    BlockDeviceCharacteristics,
+    LogicalBlockProvisioning,
 }
 
 impl VpdPage {
     /// Every supported page, in ascending page-code order (the order page
     /// 0x00 must list them in).
-    const ALL: [VpdPage; 3] = [
+    const ALL: [VpdPage; 7] = [
         VpdPage::SupportedPages,
         VpdPage::UnitSerialNumber,
         VpdPage::DeviceIdentification,
+        VpdPage::ExtendedInquiry,
+        VpdPage::BlockLimits,
+        VpdPage::BlockDeviceCharacteristics,
+        VpdPage::LogicalBlockProvisioning,
     ];
 
     fn code(self) -> u8 {
@@ -43,6 +56,10 @@ impl VpdPage {
             VpdPage::SupportedPages => 0x00,
             VpdPage::UnitSerialNumber => 0x80,
             VpdPage::DeviceIdentification => 0x83,
+            VpdPage::ExtendedInquiry => 0x86,
+            VpdPage::BlockLimits => 0xB0,
+            VpdPage::BlockDeviceCharacteristics => 0xB1,
+            VpdPage::LogicalBlockProvisioning => 0xB2,
         }
     }
 
@@ -67,11 +84,11 @@ impl Inquiry {
         let page = if cdb.byte(1) & Self::EVPD == 0 {
             // A page code without EVPD is an error (SPC-5 6.7.1).
             if page_code != 0 {
-                return Err(invalid_field());
+                return Err(invalid_field(2, 7));
             }
             None
         } else {
-            Some(VpdPage::from_code(page_code).ok_or_else(invalid_field)?)
+            Some(VpdPage::from_code(page_code).ok_or_else(|| invalid_field(2, 7))?)
         };
         Ok(Inquiry {
             page,
@@ -80,21 +97,26 @@ impl Inquiry {
     }
 }
 
-pub(crate) fn inquiry(
-    identity: &LunIdentity,
+pub(crate) fn inquiry<D: BlockDevice>(
+    emu: &Emulator<D>,
     cmd: &Inquiry,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
+    let identity = emu.identity();
     let payload = match cmd.page {
         None => standard_data(identity),
-        Some(VpdPage::SupportedPages) => vpd_page(VpdPage::SupportedPages, supported_pages()),
-        Some(VpdPage::UnitSerialNumber) => {
-            vpd_page(VpdPage::UnitSerialNumber, identity.serial_bytes())
+        Some(page) => {
+            let body = match page {
+                VpdPage::SupportedPages => supported_pages(),
+                VpdPage::UnitSerialNumber => identity.serial_bytes(),
+                VpdPage::DeviceIdentification => device_identification(identity),
+                VpdPage::ExtendedInquiry => vpd::extended_inquiry(),
+                VpdPage::BlockLimits => vpd::block_limits(&emu.limits),
+                VpdPage::BlockDeviceCharacteristics => vpd::block_device_characteristics(),
+                VpdPage::LogicalBlockProvisioning => vpd::logical_block_provisioning(&emu.caps),
+            };
+            vpd_page(page, body)
         }
-        Some(VpdPage::DeviceIdentification) => vpd_page(
-            VpdPage::DeviceIdentification,
-            device_identification(identity),
-        ),
     };
     send_data_in(data, &payload, cmd.allocation_length)
 }
@@ -106,6 +128,8 @@ fn standard_data(identity: &LunIdentity) -> Vec<u8> {
     b[3] = HISUP_RDF2;
     // ADDITIONAL LENGTH: bytes after byte 4.
     b[4] = (STANDARD_LEN - 5) as u8;
+    // Byte 5 stays zero: no SCCS, ACC, TPGS (LIO handles ALUA), 3PC
+    // (EXTENDED COPY is not supported) or PROTECT.
     b[7] = CMDQUE;
     b[8..16].copy_from_slice(&ascii_padded(&identity.vendor, 8));
     b[16..32].copy_from_slice(&ascii_padded(&identity.product, 16));
@@ -218,15 +242,15 @@ mod tests {
     fn page_code_without_evpd_is_invalid() {
         let emu = emulator(VecDevice::new(512, 8));
         let (resp, _) = run(&emu, cdb(false, 0x80, 255), 255);
-        assert_invalid_field(&resp);
+        assert_invalid_field(&resp, 2, 7);
     }
 
     #[test]
     fn unknown_vpd_page_is_invalid() {
         let emu = emulator(VecDevice::new(512, 8));
-        for page in [0x01, 0x81, 0x86, 0xB0, 0xB1, 0xB2, 0xFF] {
+        for page in [0x01, 0x81, 0x87, 0x89, 0xB3, 0xB9, 0xFF] {
             let (resp, _) = run(&emu, cdb(true, page, 255), 255);
-            assert_invalid_field(&resp);
+            assert_invalid_field(&resp, 2, 7);
         }
     }
 
@@ -234,8 +258,28 @@ mod tests {
     fn vpd_supported_pages() {
         let emu = emulator(VecDevice::new(512, 8));
         let (resp, b) = run(&emu, cdb(true, 0x00, 255), 255);
-        assert_eq!(resp, ScsiResponse::data_in(7));
-        assert_eq!(b, [0x00, 0x00, 0x00, 0x03, 0x00, 0x80, 0x83]);
+        assert_eq!(resp, ScsiResponse::data_in(11));
+        assert_eq!(
+            b,
+            [
+                0x00, 0x00, 0x00, 0x07, 0x00, 0x80, 0x83, 0x86, 0xB0, 0xB1, 0xB2
+            ]
+        );
+        // Every listed page answers, with its own page code and a length
+        // that matches.
+        for &page in &b[4..] {
+            let (resp, p) = run(&emu, cdb(true, page, 1024), 1024);
+            assert_eq!(resp.status, crate::status::GOOD, "{page:#x}");
+            assert_eq!(p[1], page);
+            assert_eq!(usize::from(BigEndian::read_u16(&p[2..4])) + 4, p.len());
+        }
+    }
+
+    #[test]
+    fn no_third_party_copy_or_protection_claimed() {
+        let emu = emulator(VecDevice::new(512, 8));
+        let (_, b) = run(&emu, cdb(false, 0, 36), 36);
+        assert_eq!(b[5], 0, "SCCS, ACC, TPGS, 3PC, PROTECT all clear");
     }
 
     #[test]

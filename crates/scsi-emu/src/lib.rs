@@ -7,11 +7,22 @@
 //! as a [`DataBuffer`] and sends back the [`ScsiResponse`]'s status, sense
 //! data and data-in length.
 //!
-//! Supported commands: TEST UNIT READY, REQUEST SENSE, INQUIRY (standard
-//! data; VPD pages 00h, 80h, 83h), MODE SENSE(6/10) (caching and control
-//! pages), READ CAPACITY(10/16), READ and WRITE (6/10/12/16, with FUA) and
-//! SYNCHRONIZE CACHE(10/16). Anything else ends in CHECK CONDITION,
-//! ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE.
+//! Supported commands (SPC-5, SBC-4): TEST UNIT READY, REQUEST SENSE
+//! (fixed or descriptor format), INQUIRY (standard data; VPD pages 00h,
+//! 80h, 83h, 86h, B0h, B1h, B2h), MODE SENSE(6/10) and MODE SELECT(6/10)
+//! (caching and control pages; WCE and D_SENSE are changeable), START
+//! STOP UNIT, READ CAPACITY(10/16), READ and WRITE (6/10/12/16, with FUA),
+//! VERIFY(10/16), WRITE AND VERIFY(10/16), COMPARE AND WRITE, WRITE
+//! SAME(10/16), SYNCHRONIZE CACHE(10/16), REPORT SUPPORTED OPERATION
+//! CODES and REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS; UNMAP when the
+//! device can unmap, GET LBA STATUS when it reports block mapping.
+//! Anything else ends in CHECK CONDITION, ILLEGAL REQUEST, INVALID COMMAND
+//! OPERATION CODE (or INVALID FIELD IN CDB for an unknown service action);
+//! every refused CDB field is pointed at in the sense data.
+//!
+//! Sense data goes out in fixed format until an initiator sets D_SENSE in
+//! the control mode page; a transport encodes a response's sense with
+//! [`ScsiResponse::sense_bytes`]`(emulator.`[`descriptor_sense`](Emulator::descriptor_sense)`())`.
 //!
 //! ```
 //! use scsi_emu::{BlockDevice, BlockError, Emulator, LunIdentity, status};
@@ -55,24 +66,37 @@
 pub mod block_device;
 mod cdb;
 mod command;
+mod compare_and_write;
 pub mod data_buffer;
 mod emulator;
 mod identity;
 mod inquiry;
+mod lba_status;
 mod misc;
+mod mode_page;
+mod mode_select;
 mod mode_sense;
+#[cfg(test)]
+mod model_tests;
+mod range_lock;
 mod read_capacity;
 mod read_write;
+mod report_opcodes;
 mod response;
+mod sense_format;
 pub mod status;
 // The TCMU ring glue: DataBuffer for ring segments, CommandHandler for
 // the emulator (trait impls only, so the module stays private).
 mod tcmu;
 #[cfg(test)]
 mod testutil;
+mod unmap;
+mod verify;
+mod vpd;
+mod write_same;
 
 pub use block_device::{BlockDevice, BlockError};
 pub use data_buffer::DataBuffer;
-pub use emulator::Emulator;
+pub use emulator::{DEFAULT_MAX_TRANSFER_BYTES, Emulator};
 pub use identity::{DEFAULT_VENDOR, LunIdentity, MAX_SERIAL_LEN};
 pub use response::ScsiResponse;

@@ -1,8 +1,6 @@
-//! MODE SENSE(6) and MODE SENSE(10) (SPC-5 6.14, 6.15) with the caching
-//! and control mode pages (SBC-4 6.5.5, SPC-5 7.5.8).
-//!
-//! MODE SELECT is not supported, so nothing is changeable and the default
-//! values are the current ones.
+//! MODE SENSE(6) and MODE SENSE(10) (SPC-5 6.14, 6.15): the mode
+//! parameter header, the block descriptor and the pages of
+//! [`mode_page`](crate::mode_page).
 
 use byteorder::{BigEndian, ByteOrder};
 use scsi_sense_codes::{AdditionalSense, Sense};
@@ -11,6 +9,8 @@ use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field};
 use crate::command::opcode;
 use crate::data_buffer::DataBuffer;
+use crate::emulator::Emulator;
+use crate::mode_page::{ModePage, PageControl};
 use crate::response::{ScsiResponse, send_data_in};
 
 /// Device-specific parameter: WP, the medium is write protected.
@@ -19,83 +19,9 @@ const DSP_WP: u8 = 0x80;
 /// reaches `write_fua`; DPO is a hint we may ignore).
 const DSP_DPOFUA: u8 = 0x10;
 /// MODE SENSE(10) header byte 4: LONGLBA, the block descriptor is long.
-const LONGLBA: u8 = 0x01;
-const SHORT_DESCRIPTOR_LEN: usize = 8;
-const LONG_DESCRIPTOR_LEN: usize = 16;
-
-/// PAGE CONTROL field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PageControl {
-    Current,
-    /// A mask of the changeable fields: all zero here.
-    Changeable,
-    Default,
-}
-
-/// A supported mode page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ModePage {
-    Caching,
-    Control,
-}
-
-impl ModePage {
-    /// Every supported page in ascending page-code order, as page 3Fh
-    /// returns them.
-    const ALL: [ModePage; 2] = [ModePage::Caching, ModePage::Control];
-    /// The "return all pages" page code.
-    const ALL_PAGES_CODE: u8 = 0x3F;
-    /// With page 3Fh: all pages and all subpages.
-    const ALL_SUBPAGES: u8 = 0xFF;
-
-    fn code(self) -> u8 {
-        match self {
-            ModePage::Caching => 0x08,
-            ModePage::Control => 0x0A,
-        }
-    }
-
-    /// The PAGE LENGTH field: bytes after the 2-byte page header.
-    fn page_length(self) -> u8 {
-        match self {
-            ModePage::Caching => 0x12,
-            ModePage::Control => 0x0A,
-        }
-    }
-
-    fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.code() == code)
-    }
-
-    /// The page with its header. Parameters are filled in only for the
-    /// current and default values; the changeable mask stays zero.
-    fn encode<D: BlockDevice + ?Sized>(self, pc: PageControl, device: &D) -> Vec<u8> {
-        let mut p = vec![0u8; 2 + usize::from(self.page_length())];
-        p[0] = self.code(); // PS 0 (not savable), SPF 0 (page_0 format)
-        p[1] = self.page_length();
-        if pc == PageControl::Changeable {
-            return p;
-        }
-        match self {
-            ModePage::Caching => {
-                const WCE: u8 = 0x04;
-                if device.write_cache() {
-                    p[2] |= WCE;
-                }
-            }
-            ModePage::Control => {
-                // QUEUE ALGORITHM MODIFIER 1 (unrestricted reordering):
-                // commands run concurrently and overlapping ones are not
-                // ordered, so claiming restricted ordering would be false.
-                // TST 0, D_SENSE 0 (fixed-format sense), QERR 0, and
-                // every other field zero.
-                const QAM_UNRESTRICTED: u8 = 0x10;
-                p[3] = QAM_UNRESTRICTED;
-            }
-        }
-        p
-    }
-}
+pub(crate) const LONGLBA: u8 = 0x01;
+pub(crate) const SHORT_DESCRIPTOR_LEN: usize = 8;
+pub(crate) const LONG_DESCRIPTOR_LEN: usize = 16;
 
 /// A decoded MODE SENSE(6) or MODE SENSE(10).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +50,8 @@ impl ModeSense {
             _ => {
                 return Err(Sense::illegal_request(
                     AdditionalSense::SAVING_PARAMETERS_NOT_SUPPORTED,
-                ));
+                )
+                .with_cdb_field(2, Some(7)));
             }
         };
         let page_code = cdb.byte(2) & 0x3F;
@@ -132,8 +59,8 @@ impl ModeSense {
         let pages = match (page_code, subpage) {
             (ModePage::ALL_PAGES_CODE, 0 | ModePage::ALL_SUBPAGES) => ModePage::ALL.to_vec(),
             // No page has subpages.
-            (code, 0) => vec![ModePage::from_code(code).ok_or_else(invalid_field)?],
-            _ => return Err(invalid_field()),
+            (code, 0) => vec![ModePage::from_code(code).ok_or_else(|| invalid_field(2, 5))?],
+            _ => return Err(invalid_field(3, 7)),
         };
         Ok(ModeSense {
             ten,
@@ -150,11 +77,12 @@ impl ModeSense {
     }
 }
 
-pub(crate) fn mode_sense<D: BlockDevice + ?Sized>(
-    device: &D,
+pub(crate) fn mode_sense<D: BlockDevice>(
+    emu: &Emulator<D>,
     cmd: &ModeSense,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
+    let device = emu.device();
     let header_len = if cmd.ten { 8 } else { 4 };
     let mut b = vec![0u8; header_len];
     let descriptor = if cmd.dbd {
@@ -164,7 +92,7 @@ pub(crate) fn mode_sense<D: BlockDevice + ?Sized>(
     };
     b.extend_from_slice(&descriptor);
     for page in &cmd.pages {
-        b.extend_from_slice(&page.encode(cmd.pc, device));
+        b.extend_from_slice(&page.for_page_control(cmd.pc, &emu.modes));
     }
 
     let mut dsp = DSP_DPOFUA;
@@ -193,7 +121,7 @@ pub(crate) fn mode_sense<D: BlockDevice + ?Sized>(
 /// The LBA mode parameter block descriptor (SBC-4 6.5.2): short unless the
 /// initiator accepts a long one, in which case a long one is returned so
 /// that devices beyond 2^32 blocks report their real size.
-fn block_descriptor<D: BlockDevice + ?Sized>(device: &D, long: bool) -> Vec<u8> {
+pub(crate) fn block_descriptor<D: BlockDevice + ?Sized>(device: &D, long: bool) -> Vec<u8> {
     let blocks = device.num_blocks();
     let block_size = device.block_size();
     if long {
@@ -309,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn changeable_values_are_all_zero_and_default_is_current() {
+    fn changeable_values_are_wce_and_d_sense_and_default_is_current() {
         let emu = emulator(VecDevice::new(512, 8).with_write_cache());
         let (_, cur) = run(&emu, &ms6(true, 0, 0x3F, 0, 255));
         let (_, def) = run(&emu, &ms6(true, 2, 0x3F, 0, 255));
@@ -317,9 +245,11 @@ mod tests {
         let (_, chg) = run(&emu, &ms6(true, 1, 0x3F, 0, 255));
         assert_eq!(chg.len(), cur.len());
         assert_eq!(&chg[4..6], &[0x08, 0x12]);
-        assert!(chg[6..24].iter().all(|&b| b == 0));
+        assert_eq!(chg[6], 0x04, "WCE");
+        assert!(chg[7..24].iter().all(|&b| b == 0));
         assert_eq!(&chg[24..26], &[0x0A, 0x0A]);
-        assert!(chg[26..].iter().all(|&b| b == 0));
+        assert_eq!(chg[26], 0x04, "D_SENSE");
+        assert!(chg[27..].iter().all(|&b| b == 0));
     }
 
     #[test]
@@ -327,6 +257,8 @@ mod tests {
         let emu = emulator(VecDevice::new(512, 8));
         let (resp, _) = run(&emu, &ms6(false, 3, 0x3F, 0, 255));
         assert_illegal(&resp, AdditionalSense::SAVING_PARAMETERS_NOT_SUPPORTED);
+        let fp = resp.sense.unwrap().field_pointer.unwrap();
+        assert_eq!((fp.in_cdb, fp.byte, fp.bit), (true, 2, Some(7)));
         let (resp, _) = run(&emu, &ms10(false, false, 3, 0x08, 0, 255));
         assert_illegal(&resp, AdditionalSense::SAVING_PARAMETERS_NOT_SUPPORTED);
     }
@@ -334,18 +266,18 @@ mod tests {
     #[test]
     fn unsupported_pages_and_subpages_are_invalid() {
         let emu = emulator(VecDevice::new(512, 8));
-        for (page, subpage) in [
-            (0x00, 0),
-            (0x01, 0),
-            (0x1C, 0),
-            (0x08, 1),
-            (0x08, 0xFF),
-            (0x3F, 1),
+        for (page, subpage, byte, bit) in [
+            (0x00, 0, 2, 5),
+            (0x01, 0, 2, 5),
+            (0x1C, 0, 2, 5),
+            (0x08, 1, 3, 7),
+            (0x08, 0xFF, 3, 7),
+            (0x3F, 1, 3, 7),
         ] {
             let (resp, _) = run(&emu, &ms6(false, 0, page, subpage, 255));
-            assert_invalid_field(&resp);
+            assert_invalid_field(&resp, byte, bit);
             let (resp, _) = run(&emu, &ms10(false, false, 0, page, subpage, 255));
-            assert_invalid_field(&resp);
+            assert_invalid_field(&resp, byte, bit);
         }
         let (resp, _) = run(&emu, &ms6(false, 0, 0x3F, 0xFF, 255));
         assert_eq!(resp, ScsiResponse::data_in(44));

@@ -5,7 +5,13 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, to_usize};
 use crate::data_buffer::DataBuffer;
+use crate::emulator::Emulator;
 use crate::response::{ScsiResponse, send_data_in};
+
+/// Byte 14: LBPME, logical block provisioning (UNMAP) is enabled.
+const LBPME: u8 = 0x80;
+/// Byte 14: LBPRZ, unmapped blocks read as zeros.
+const LBPRZ: u8 = 0x40;
 
 /// The LBA of the last block. A device without blocks reports 0; SBC has
 /// no way to say "empty".
@@ -42,17 +48,24 @@ impl ReadCapacity16 {
     }
 }
 
-/// READ CAPACITY(16): everything past the block length stays zero: no
-/// protection, one logical block per physical block, lowest aligned LBA
-/// 0, no logical block provisioning.
-pub(crate) fn read_capacity_16<D: BlockDevice + ?Sized>(
-    device: &D,
+/// READ CAPACITY(16): no protection, one logical block per physical
+/// block, lowest aligned LBA 0; LBPME and LBPRZ as the Logical Block
+/// Provisioning VPD page says.
+pub(crate) fn read_capacity_16<D: BlockDevice>(
+    emu: &Emulator<D>,
     cmd: &ReadCapacity16,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
+    let device = emu.device();
     let mut b = [0u8; 32];
     BigEndian::write_u64(&mut b[0..8], last_lba(device));
     BigEndian::write_u32(&mut b[8..12], device.block_size());
+    if emu.caps.unmap {
+        b[14] |= LBPME;
+        if emu.caps.unmap_reads_zeroes {
+            b[14] |= LBPRZ;
+        }
+    }
     send_data_in(data, &b, cmd.allocation_length)
 }
 
@@ -128,9 +141,21 @@ mod tests {
     fn other_service_actions_are_invalid() {
         let emu = emulator(VecDevice::new(512, 8));
         let mut cdb = rc16(32);
+        // 12h is GET LBA STATUS, which this device does not support.
         for sa in [0x00, 0x11, 0x12, 0x1F] {
             cdb[1] = sa;
-            assert_invalid_field(&emu.execute(&cdb, &mut vec![0u8; 32]));
+            assert_invalid_field(&emu.execute(&cdb, &mut vec![0u8; 32]), 1, 4);
         }
+    }
+
+    #[test]
+    fn provisioning_bits_follow_the_device() {
+        let mut buf = vec![0u8; 32];
+        let emu = emulator(VecDevice::new(512, 8).with_unmap());
+        emu.execute(&rc16(32), &mut buf);
+        assert_eq!(buf[14], 0xC0, "LBPME and LBPRZ");
+        let emu = emulator(VecDevice::new(512, 8).with_unmap_keeping_data());
+        emu.execute(&rc16(32), &mut buf);
+        assert_eq!(buf[14], 0x80, "LBPME only");
     }
 }

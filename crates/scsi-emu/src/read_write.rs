@@ -16,6 +16,12 @@
 //!   with INVALID FIELD IN CDB before anything is written: writing part
 //!   of the data, or blocks padded with garbage, would corrupt the disk.
 //!   Extra bytes beyond the transfer length are ignored.
+//!
+//! A transfer longer than the MAXIMUM TRANSFER LENGTH the Block Limits
+//! VPD page reports is refused with INVALID FIELD IN CDB. WRITE locks its
+//! LBA range (see [`range_lock`](crate::range_lock)), and goes through
+//! `write_fua` when FUA is set or the initiator turned the device's write
+//! cache off (WCE=0).
 
 use std::fmt;
 
@@ -24,6 +30,7 @@ use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 use crate::block_device::{BlockDevice, BlockError};
 use crate::cdb::{Cdb, invalid_field};
 use crate::data_buffer::DataBuffer;
+use crate::emulator::Emulator;
 use crate::response::ScsiResponse;
 
 /// A decoded READ or WRITE: which blocks, and whether to force them to
@@ -33,6 +40,27 @@ pub(crate) struct Transfer {
     lba: u64,
     blocks: u64,
     fua: bool,
+    /// CDB byte of the TRANSFER LENGTH field, for field pointers.
+    length_field: u16,
+}
+
+/// The CDB byte of the TRANSFER LENGTH (or VERIFICATION LENGTH) field of
+/// a 10-, 12- or 16-byte block command.
+pub(crate) fn length_field(cdb_len: usize) -> u16 {
+    match cdb_len {
+        10 => 7,
+        12 => 6,
+        _ => 10,
+    }
+}
+
+/// LBA and length of a 10-, 12- or 16-byte block command.
+pub(crate) fn lba_and_length(cdb: &Cdb<'_>) -> (u64, u64) {
+    match cdb.len() {
+        10 => (u64::from(cdb.be32(2)), u64::from(cdb.be16(7))),
+        12 => (u64::from(cdb.be32(2)), u64::from(cdb.be32(6))),
+        _ => (cdb.be64(2), u64::from(cdb.be32(10))),
+    }
 }
 
 impl Transfer {
@@ -56,21 +84,19 @@ impl Transfer {
                 lba,
                 blocks,
                 fua: false,
+                length_field: 4,
             });
         }
         if cdb.byte(1) & Self::PROTECT != 0 {
-            return Err(invalid_field());
+            return Err(invalid_field(1, 7));
         }
-        let (lba, blocks) = match cdb.len() {
-            10 => (u64::from(cdb.be32(2)), u64::from(cdb.be16(7))),
-            12 => (u64::from(cdb.be32(2)), u64::from(cdb.be32(6))),
-            _ => (cdb.be64(2), u64::from(cdb.be32(10))),
-        };
+        let (lba, blocks) = lba_and_length(cdb);
         Ok(Transfer {
             lba,
             blocks,
             // DPO (bit 4) is only a cache-retention hint and is ignored.
             fua: cdb.byte(1) & Self::FUA != 0,
+            length_field: length_field(cdb.len()),
         })
     }
 }
@@ -129,12 +155,13 @@ pub(crate) fn backend_failure(err: &BlockError, lba: u64, direction: Direction) 
     ScsiResponse::check_condition(sense)
 }
 
-fn write_protected() -> Sense {
+/// DATA PROTECT, WRITE PROTECTED.
+pub(crate) fn write_protected() -> Sense {
     Sense::new(SenseKey::DataProtect, AdditionalSense::WRITE_PROTECTED)
 }
 
 /// The block size as a usize; `None` for a (broken) zero block size.
-fn block_size<D: BlockDevice + ?Sized>(device: &D) -> Option<usize> {
+pub(crate) fn block_size<D: BlockDevice + ?Sized>(device: &D) -> Option<usize> {
     usize::try_from(device.block_size())
         .ok()
         .filter(|&bs| bs > 0)
@@ -142,47 +169,60 @@ fn block_size<D: BlockDevice + ?Sized>(device: &D) -> Option<usize> {
 
 /// Bytes in `blocks` blocks, saturating: the result is only compared
 /// with buffer lengths.
-fn byte_len(blocks: u64, block_size: usize) -> usize {
+pub(crate) fn byte_len(blocks: u64, block_size: usize) -> usize {
     usize::try_from(blocks)
         .ok()
         .and_then(|b| b.checked_mul(block_size))
         .unwrap_or(usize::MAX)
 }
 
-pub(crate) fn read<D: BlockDevice + ?Sized>(
-    device: &D,
+/// The checks every command moving `blocks` blocks from `lba` shares: a
+/// usable block size, the MAXIMUM TRANSFER LENGTH (refused at the length
+/// field, CDB byte `length_field`) and the LBA range. Returns the block
+/// size.
+pub(crate) fn check_transfer<D: BlockDevice>(
+    emu: &Emulator<D>,
+    lba: u64,
+    blocks: u64,
+    length_field: u16,
+) -> Result<usize, ScsiResponse> {
+    let Some(bs) = block_size(emu.device()) else {
+        return Err(ScsiResponse::internal_failure());
+    };
+    if blocks > emu.limits.max_transfer {
+        return Err(invalid_field(length_field, 7).into());
+    }
+    check_range(emu.device(), lba, blocks)?;
+    Ok(bs)
+}
+
+pub(crate) fn read<D: BlockDevice>(
+    emu: &Emulator<D>,
     cmd: &Transfer,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
-    let Some(bs) = block_size(device) else {
-        return ScsiResponse::internal_failure();
+    let bs = match check_transfer(emu, cmd.lba, cmd.blocks, cmd.length_field) {
+        Ok(bs) => bs,
+        Err(resp) => return resp,
     };
-    if let Err(sense) = check_range(device, cmd.lba, cmd.blocks) {
-        return ScsiResponse::check_condition(sense);
-    }
     // FUA on a read asks for data from the medium, not a cache; the
     // backend's read always returns the latest data, so it changes nothing.
     let len = byte_len(cmd.blocks, bs).min(data.len());
-    match read_into(device, cmd.lba, bs, data, len) {
+    match read_into(emu.device(), cmd.lba, bs, data, len) {
         Ok(()) => ScsiResponse::data_in(len),
         Err((err, lba)) => backend_failure(&err, lba, Direction::Read),
     }
 }
 
-pub(crate) fn write<D: BlockDevice + ?Sized>(
-    device: &D,
+pub(crate) fn write<D: BlockDevice>(
+    emu: &Emulator<D>,
     cmd: &Transfer,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
-    let Some(bs) = block_size(device) else {
-        return ScsiResponse::internal_failure();
+    let bs = match check_transfer(emu, cmd.lba, cmd.blocks, cmd.length_field) {
+        Ok(bs) => bs,
+        Err(resp) => return resp,
     };
-    if let Err(sense) = check_range(device, cmd.lba, cmd.blocks) {
-        return ScsiResponse::check_condition(sense);
-    }
-    if device.read_only() {
-        return ScsiResponse::check_condition(write_protected());
-    }
     let len = byte_len(cmd.blocks, bs);
     if len > data.len() {
         log::debug!(
@@ -191,9 +231,11 @@ pub(crate) fn write<D: BlockDevice + ?Sized>(
             cmd.lba,
             data.len()
         );
-        return ScsiResponse::invalid_field();
+        return invalid_field(cmd.length_field, 7).into();
     }
-    match write_from(device, cmd.lba, bs, data, len, cmd.fua) {
+    let fua = cmd.fua || emu.write_through();
+    let _range = emu.locks.lock(cmd.lba, cmd.blocks);
+    match write_from(emu.device(), cmd.lba, bs, data, len, fua) {
         Ok(()) => ScsiResponse::good(),
         Err((err, lba)) => backend_failure(&err, lba, Direction::Write),
     }
@@ -207,7 +249,7 @@ fn lba_at(start: u64, pos: usize, bs: usize) -> u64 {
 /// Read the first `len` bytes of the blocks from `start` into `data`
 /// (`len` ≤ `data.len()`, inside the device). On failure, the error and
 /// the LBA of the failed call.
-fn read_into<D: BlockDevice + ?Sized>(
+pub(crate) fn read_into<D: BlockDevice + ?Sized>(
     device: &D,
     start: u64,
     bs: usize,
@@ -262,7 +304,7 @@ fn read_into<D: BlockDevice + ?Sized>(
 
 /// Write the first `len` bytes of `data` (a whole number of blocks,
 /// `len` ≤ `data.len()`) to the blocks from `start`.
-fn write_from<D: BlockDevice + ?Sized>(
+pub(crate) fn write_from<D: BlockDevice + ?Sized>(
     device: &D,
     start: u64,
     bs: usize,
@@ -391,7 +433,8 @@ mod tests {
 
     #[test]
     fn decode_lba_and_length_of_every_size() {
-        let dec = |cdb: &[u8]| match crate::command::Command::decode(cdb).unwrap() {
+        let caps = crate::command::Capabilities::default();
+        let dec = |cdb: &[u8]| match crate::command::Command::decode(cdb, &caps).unwrap().0 {
             crate::command::Command::Read(t) | crate::command::Command::Write(t) => t,
             other => panic!("{other:?}"),
         };
@@ -487,11 +530,26 @@ mod tests {
         let emu = emulator(VecDevice::new(BS as u32, 8));
         let mut buf = vec![0u8; BS];
         for flags in [0x20, 0x40, 0x80, 0xE0] {
-            assert_invalid_field(&emu.execute(&rw10(false, flags, 0, 1), &mut buf));
-            assert_invalid_field(&emu.execute(&rw10(true, flags, 0, 1), &mut buf));
-            assert_invalid_field(&emu.execute(&rw12(true, flags, 0, 1), &mut buf));
-            assert_invalid_field(&emu.execute(&rw16(false, flags, 0, 1), &mut buf));
+            assert_invalid_field(&emu.execute(&rw10(false, flags, 0, 1), &mut buf), 1, 7);
+            assert_invalid_field(&emu.execute(&rw10(true, flags, 0, 1), &mut buf), 1, 7);
+            assert_invalid_field(&emu.execute(&rw12(true, flags, 0, 1), &mut buf), 1, 7);
+            assert_invalid_field(&emu.execute(&rw16(false, flags, 0, 1), &mut buf), 1, 7);
         }
+    }
+
+    #[test]
+    fn transfers_beyond_the_maximum_transfer_length_are_refused() {
+        let emu = emulator(VecDevice::new(BS as u32, 64)).with_max_transfer_bytes(8 * BS as u32);
+        let mut buf = vec![0u8; 9 * BS];
+        assert_invalid_field(&emu.execute(&rw10(false, 0, 0, 9), &mut buf), 7, 7);
+        assert_invalid_field(&emu.execute(&rw12(true, 0, 0, 9), &mut buf), 6, 7);
+        assert_invalid_field(&emu.execute(&rw16(false, 0, 0, 9), &mut buf), 10, 7);
+        assert_invalid_field(&emu.execute(&rw6(true, 0, 9), &mut buf), 4, 7);
+        assert!(emu.device().calls().is_empty());
+        assert_eq!(
+            emu.execute(&rw10(false, 0, 0, 8), &mut buf),
+            ScsiResponse::data_in(8 * BS)
+        );
     }
 
     #[test]
@@ -657,7 +715,8 @@ mod tests {
         let emu = emulator(VecDevice::new(BS as u32, 16));
         let before = emu.device().contents();
         let mut segs = vec![vec![1u8; BS], vec![2u8; BS - 1]];
-        assert_invalid_field(&emu.execute(&rw10(true, 0, 0, 2), &mut segs));
+        assert_invalid_field(&emu.execute(&rw10(true, 0, 0, 2), &mut segs), 7, 7);
+        assert_invalid_field(&emu.execute(&rw16(true, 0, 0, 2), &mut segs), 10, 7);
         assert_eq!(emu.device().contents(), before);
         assert!(emu.device().calls().is_empty());
     }

@@ -56,14 +56,14 @@ impl ScsiResponse {
         }
     }
 
-    /// CHECK CONDITION, ILLEGAL REQUEST with the given additional sense.
-    pub(crate) fn illegal_request(code: AdditionalSense) -> Self {
-        Self::check_condition(Sense::illegal_request(code))
-    }
-
-    /// CHECK CONDITION, ILLEGAL REQUEST, INVALID FIELD IN CDB.
-    pub(crate) fn invalid_field() -> Self {
-        Self::illegal_request(AdditionalSense::INVALID_FIELD_IN_CDB)
+    /// The sense data as bytes, in descriptor format when `descriptor` is
+    /// set (the logical unit's D_SENSE, see
+    /// [`Emulator::descriptor_sense`](crate::Emulator::descriptor_sense)),
+    /// in fixed format otherwise; `None` without sense.
+    pub fn sense_bytes(&self, descriptor: bool) -> Option<Vec<u8>> {
+        self.sense
+            .as_ref()
+            .map(|sense| crate::sense_format::encode(sense, descriptor))
     }
 
     /// CHECK CONDITION, HARDWARE ERROR, INTERNAL TARGET FAILURE: the backend
@@ -107,13 +107,23 @@ mod tests {
         assert_eq!(ScsiResponse::data_in(7).data_in_len, Some(7));
         let busy = ScsiResponse::busy();
         assert_eq!((busy.status, busy.sense), (status::BUSY, None));
-        let cc = ScsiResponse::invalid_field();
+        let cc = ScsiResponse::check_condition(Sense::illegal_request(
+            AdditionalSense::INVALID_FIELD_IN_CDB,
+        ));
         assert_eq!(cc.status, status::CHECK_CONDITION);
         assert_eq!(
             cc.sense,
             Some(Sense::illegal_request(
                 AdditionalSense::INVALID_FIELD_IN_CDB
             ))
+        );
+        assert_eq!(ScsiResponse::good().sense_bytes(true), None);
+        let fixed = cc.sense_bytes(false).unwrap();
+        assert_eq!((fixed[0], fixed.len()), (0x70, 18));
+        let desc = cc.sense_bytes(true).unwrap();
+        assert_eq!(
+            (desc[0], desc[1], desc[2], desc.len()),
+            (0x72, 0x05, 0x24, 8)
         );
     }
 

@@ -24,8 +24,9 @@ impl DataBuffer for DataSegments {
 impl<D: BlockDevice> CommandHandler for Emulator<D> {
     fn handle(&self, cdb: &[u8], data: &mut DataSegments) -> Reply {
         let response = self.execute(cdb, data);
-        let mut reply = match &response.sense {
-            Some(sense) => Reply::with_sense(response.status, sense.to_fixed().as_bytes()),
+        // The sense format follows the control mode page's D_SENSE.
+        let mut reply = match response.sense_bytes(self.descriptor_sense()) {
+            Some(sense) => Reply::with_sense(response.status, &sense),
             None => Reply::status(response.status),
         };
         reply.data_in_len = response.data_in_len;

@@ -7,9 +7,20 @@ use scsi_sense_codes::{AdditionalSense, SenseKey};
 
 use crate::{BlockDevice, BlockError, Emulator, LunIdentity, ScsiResponse, status};
 
-/// One backend call: (kind, lba, byte length). Kind is 'r', 'w' or 'f'
-/// (write_fua).
+/// One backend call: (kind, lba, byte length). Kind is 'r', 'w', 'f'
+/// (write_fua), 'z' (write_zeroes) or 'u' (unmap).
 pub(crate) type Call = (char, u64, usize);
+
+/// What `unmap` does to the data of a [`VecDevice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnmapMode {
+    /// No unmap support.
+    None,
+    /// Unmapped blocks read as zeros (LBPRZ).
+    Zeroes,
+    /// Unmapped blocks keep their old contents.
+    KeepData,
+}
 
 /// A RAM disk that records its calls and can be told to fail.
 pub(crate) struct VecDevice {
@@ -18,6 +29,11 @@ pub(crate) struct VecDevice {
     data: Mutex<Vec<u8>>,
     pub(crate) read_only: bool,
     pub(crate) write_cache: bool,
+    pub(crate) unmap: UnmapMode,
+    /// Whether `lba_status` answers (from `mapped`).
+    pub(crate) lba_status: bool,
+    /// Per block: mapped (written since the last unmap). Starts mapped.
+    mapped: Mutex<Vec<bool>>,
     /// Every read/write call fails with this error when set.
     pub(crate) fail: Mutex<Option<BlockError>>,
     /// `flush` fails with this error when set.
@@ -35,6 +51,9 @@ impl VecDevice {
             data: Mutex::new((0..bytes).map(|i| (i % 251) as u8).collect()),
             read_only: false,
             write_cache: false,
+            unmap: UnmapMode::None,
+            lba_status: false,
+            mapped: Mutex::new(vec![true; usize::try_from(num_blocks).unwrap()]),
             fail: Mutex::new(None),
             fail_flush: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
@@ -48,6 +67,33 @@ impl VecDevice {
         VecDevice {
             num_blocks,
             ..VecDevice::new(block_size, 0)
+        }
+    }
+
+    /// Unmap supported; unmapped blocks read as zeros.
+    pub(crate) fn with_unmap(mut self) -> Self {
+        self.unmap = UnmapMode::Zeroes;
+        self
+    }
+
+    /// Unmap supported; unmapped blocks keep their data.
+    pub(crate) fn with_unmap_keeping_data(mut self) -> Self {
+        self.unmap = UnmapMode::KeepData;
+        self
+    }
+
+    /// `lba_status` reports the mapped/unmapped state of every block.
+    pub(crate) fn with_lba_status(mut self) -> Self {
+        self.lba_status = true;
+        self
+    }
+
+    fn set_mapped(&self, lba: u64, blocks: u64, mapped: bool) {
+        let mut map = self.mapped.lock().unwrap();
+        for b in lba..lba + blocks {
+            if let Some(m) = map.get_mut(b as usize) {
+                *m = mapped;
+            }
         }
     }
 
@@ -96,6 +142,11 @@ impl VecDevice {
         if let Some(r) = self.range(lba, buf.len()) {
             self.data.lock().unwrap()[r].copy_from_slice(buf);
         }
+        self.set_mapped(lba, (buf.len() / self.block_size as usize) as u64, true);
+    }
+
+    fn byte_len(&self, blocks: u64) -> usize {
+        usize::try_from(blocks * u64::from(self.block_size)).unwrap()
     }
 }
 
@@ -140,6 +191,43 @@ impl BlockDevice for VecDevice {
     fn product_name(&self) -> &str {
         "vec disk"
     }
+    fn can_unmap(&self) -> bool {
+        self.unmap != UnmapMode::None
+    }
+    fn unmap_reads_zeroes(&self) -> bool {
+        self.unmap == UnmapMode::Zeroes
+    }
+    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        assert!(self.can_unmap(), "unmap on a device that cannot");
+        let len = self.byte_len(blocks);
+        self.check('u', lba, len)?;
+        if self.unmap == UnmapMode::Zeroes {
+            if let Some(r) = self.range(lba, len) {
+                self.data.lock().unwrap()[r].fill(0);
+            }
+        }
+        self.set_mapped(lba, blocks, false);
+        Ok(())
+    }
+    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let len = self.byte_len(blocks);
+        self.check('z', lba, len)?;
+        if let Some(r) = self.range(lba, len) {
+            self.data.lock().unwrap()[r].fill(0);
+        }
+        self.set_mapped(lba, blocks, true);
+        Ok(())
+    }
+    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
+        if !self.lba_status {
+            return None;
+        }
+        let map = self.mapped.lock().unwrap();
+        let start = usize::try_from(lba).ok()?;
+        let state = *map.get(start)?;
+        let run = map[start..].iter().take_while(|&&m| m == state).count();
+        Some((run as u64, state))
+    }
 }
 
 /// An emulator over `device` with serial "SN0001".
@@ -163,8 +251,15 @@ pub(crate) fn assert_illegal(resp: &ScsiResponse, code: AdditionalSense) {
     assert_check(resp, SenseKey::IllegalRequest, code);
 }
 
-/// Assert ILLEGAL REQUEST, INVALID FIELD IN CDB.
+/// Assert ILLEGAL REQUEST, INVALID FIELD IN CDB with the field pointer
+/// at CDB byte `byte`, bit `bit`.
 #[track_caller]
-pub(crate) fn assert_invalid_field(resp: &ScsiResponse) {
+pub(crate) fn assert_invalid_field(resp: &ScsiResponse, byte: u16, bit: u8) {
     assert_illegal(resp, AdditionalSense::INVALID_FIELD_IN_CDB);
+    let fp = resp
+        .sense
+        .and_then(|s| s.field_pointer)
+        .expect("field pointer");
+    assert!(fp.in_cdb, "{resp:?}");
+    assert_eq!((fp.byte, fp.bit), (byte, Some(bit)), "{resp:?}");
 }

@@ -111,3 +111,52 @@ fn read_capacity_reports_the_geometry() {
         512
     );
 }
+
+#[test]
+fn mode_select_d_sense_switches_the_sense_format() {
+    let mut h = Harness::new(64);
+    // An error in fixed format, pointing at the page code.
+    let bad_inquiry = [0x12, 0x01, 0x42, 0, 255, 0];
+    let r = h.run(&bad_inquiry, &[], 255);
+    assert_eq!(r.status, 2);
+    assert_eq!(r.sense[0], 0x70);
+    assert_eq!(&r.sense[15..18], &[0xC0 | 0x08 | 7, 0, 2]);
+
+    // MODE SELECT(6): the control page with D_SENSE set.
+    let mut params = vec![0u8, 0, 0, 0];
+    params.extend_from_slice(&[0x0A, 0x0A, 0x04, 0x10, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let r = h.run(&[0x15, 0x10, 0, 0, params.len() as u8, 0], &params, 0);
+    assert_eq!(r.status, 0);
+    assert!(h.emulator.descriptor_sense());
+
+    let r = h.run(&bad_inquiry, &[], 255);
+    assert_eq!(r.status, 2);
+    assert_eq!(&r.sense[..4], &[0x72, 0x05, 0x24, 0x00]);
+    assert_eq!(r.sense[7], 8, "one sense key specific descriptor");
+    assert_eq!(
+        &r.sense[8..16],
+        &[0x02, 0x06, 0, 0, 0xC0 | 0x08 | 7, 0, 2, 0]
+    );
+}
+
+#[test]
+fn compare_and_write_through_the_ring() {
+    let mut h = Harness::new(64);
+    let old = vec![0u8; 512];
+    let new = vec![0x11u8; 512];
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x89;
+    cdb[9] = 5;
+    cdb[13] = 1;
+    let r = h.run(&cdb, &[old.clone(), new.clone()].concat(), 0);
+    assert_eq!(r.status, 0);
+    // Again: the block now holds `new`, so `old` miscompares at byte 0.
+    let r = h.run(&cdb, &[old, new.clone()].concat(), 0);
+    assert_eq!(r.status, 2);
+    assert_eq!(r.sense[0], 0xF0, "fixed format with VALID");
+    assert_eq!(r.sense[2] & 0xF, 0x0E, "MISCOMPARE");
+    assert_eq!((r.sense[12], r.sense[13]), (0x1D, 0x00));
+    assert_eq!(&r.sense[3..7], &[0, 0, 0, 0]);
+    let r = h.run(&rw10(0x28, 5, 1), &[], 512);
+    assert_eq!(r.data_in, new);
+}

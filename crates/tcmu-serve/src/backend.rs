@@ -1,68 +1,408 @@
-//! `--backend` specifications.
+//! `--backend` specifications, `--inject-fault` specifications, and opening
+//! the device they describe.
 
+use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use block_backends::MemoryDevice;
-use scsi_emu::BlockDevice;
+use block_backends::{
+    FaultInjector, FileDevice, FileDeviceError, FileOptions, MemoryDevice, ReadOnly,
+};
+use scsi_emu::{BlockDevice, BlockError};
 
 /// A parsed `--backend` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendSpec {
     /// `mem`: a sparse RAM disk.
     Memory,
+    /// `file:PATH`: a regular file or a block device.
+    File(PathBuf),
 }
 
 impl BackendSpec {
     /// Parse a `--backend` value.
     pub fn parse(text: &str) -> Result<BackendSpec, String> {
-        match text {
-            "mem" | "memory" => Ok(BackendSpec::Memory),
-            _ => Err(format!("unknown backend {text:?} (supported: mem)")),
+        match text.split_once(':') {
+            None if text == "mem" || text == "memory" => Ok(BackendSpec::Memory),
+            None if text == "file" => Err(missing_path()),
+            Some(("file", "")) => Err(missing_path()),
+            Some(("file", path)) => Ok(BackendSpec::File(PathBuf::from(path))),
+            _ => Err(format!(
+                "unknown backend {text:?} (supported: mem, file:PATH)"
+            )),
         }
     }
 
-    /// The handler part of the backstore's `dev_config` (no ':' allowed).
+    /// The handler part of the backstore's `dev_config` (no ':' allowed,
+    /// so no path either).
     pub fn dev_config(&self) -> String {
         match self {
             BackendSpec::Memory => "tcmu-rs/mem".to_string(),
+            BackendSpec::File(_) => "tcmu-rs/file".to_string(),
         }
     }
 
-    /// Whether the backend needs `--size`.
-    pub fn needs_size(&self) -> bool {
-        matches!(self, BackendSpec::Memory)
-    }
-
-    /// Open the device with `size` bytes of `block_size`-byte blocks.
-    pub fn open(&self, size: u64, block_size: u32) -> Result<Arc<dyn BlockDevice>, String> {
+    /// Whether the backend needs `--size` (a file only to be created).
+    pub fn needs_size(&self, create: bool) -> bool {
         match self {
-            BackendSpec::Memory => {
-                let dev = MemoryDevice::new(block_size, size / block_size as u64)
-                    .map_err(|e| e.to_string())?;
-                Ok(Arc::new(dev))
-            }
+            BackendSpec::Memory => true,
+            BackendSpec::File(_) => create,
         }
+    }
+
+    /// Whether this is a `file:` backend.
+    pub fn is_file(&self) -> bool {
+        matches!(self, BackendSpec::File(_))
+    }
+
+    /// Open the device, wrapped as `options` ask.
+    pub fn open(&self, options: &DeviceOptions) -> Result<Arc<dyn BlockDevice>, String> {
+        let device: Arc<dyn BlockDevice> = match self {
+            BackendSpec::Memory => {
+                let size = options.size.ok_or("--size is required for this backend")?;
+                let blocks = size / u64::from(options.block_size);
+                Arc::new(MemoryDevice::new(options.block_size, blocks).map_err(|e| e.to_string())?)
+            }
+            BackendSpec::File(path) => {
+                let file_options = FileOptions {
+                    block_size: options.block_size,
+                    size: options.size,
+                    create: options.create,
+                    read_only: options.read_only,
+                    direct: options.direct,
+                };
+                Arc::new(FileDevice::open(path, file_options).map_err(file_error)?)
+            }
+        };
+        let device = if options.faults.is_empty() {
+            device
+        } else {
+            let blocks = device.num_blocks();
+            let injector = FaultInjector::new(device);
+            for fault in &options.faults {
+                if fault.lbas().end > blocks {
+                    return Err(format!(
+                        "--inject-fault {fault}: beyond the end of the disk ({blocks} blocks)"
+                    ));
+                }
+                // MEDIUM ERROR, as a failing disk reports it.
+                match fault.op {
+                    FaultOp::Read => injector.fail_reads(fault.lbas(), BlockError::Medium),
+                    FaultOp::Write => injector.fail_writes(fault.lbas(), BlockError::Medium),
+                }
+            }
+            Arc::new(injector)
+        };
+        Ok(if options.read_only {
+            Arc::new(ReadOnly::new(device))
+        } else {
+            device
+        })
+    }
+}
+
+fn missing_path() -> String {
+    "backend \"file:\" needs a path: file:PATH".to_string()
+}
+
+/// The library's message, in the command line's words where they differ.
+fn file_error(e: FileDeviceError) -> String {
+    match e {
+        FileDeviceError::NotFound(path) => format!(
+            "{} does not exist (use --create with --size to create it)",
+            path.display()
+        ),
+        FileDeviceError::CreateNeedsSize(path) => {
+            format!("{} does not exist: --create needs --size", path.display())
+        }
+        FileDeviceError::SizeMismatch {
+            path,
+            actual,
+            requested,
+        } => format!(
+            "size mismatch: {} is {actual} bytes but --size asks for {requested} bytes",
+            path.display()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// How to open the device, from the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceOptions {
+    /// `--size` in bytes, already checked against the block size.
+    pub size: Option<u64>,
+    /// `--block-size`.
+    pub block_size: u32,
+    /// `--create`: make a missing backing file.
+    pub create: bool,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--direct`: O_DIRECT on the backing file.
+    pub direct: bool,
+    /// `--inject-fault` values.
+    pub faults: Vec<FaultSpec>,
+}
+
+/// Which requests an injected fault fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    /// Reads.
+    Read,
+    /// Writes (also FUA writes, unmaps and zeroing).
+    Write,
+}
+
+/// A parsed `--inject-fault` value: `read:LBA[+COUNT]` or `write:LBA[+COUNT]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultSpec {
+    /// Reads or writes.
+    pub op: FaultOp,
+    /// First failing block.
+    pub lba: u64,
+    /// Number of failing blocks (at least 1).
+    pub count: u64,
+}
+
+impl FaultSpec {
+    /// Parse an `--inject-fault` value.
+    pub fn parse(text: &str) -> Result<FaultSpec, String> {
+        let bad = |why: &str| {
+            format!(
+                "invalid --inject-fault {text:?}: {why} (use read:LBA[+COUNT] or write:LBA[+COUNT])"
+            )
+        };
+        let (op, range) = text.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        let op = match op {
+            "read" => FaultOp::Read,
+            "write" => FaultOp::Write,
+            _ => return Err(bad(&format!("unknown operation {op:?}"))),
+        };
+        let (lba, count) = match range.split_once('+') {
+            Some((lba, count)) => (lba, Some(count)),
+            None => (range, None),
+        };
+        let number = |s: &str, what: &str| {
+            s.parse::<u64>()
+                .map_err(|_| bad(&format!("{what} {s:?} is not a number")))
+        };
+        let lba = number(lba, "LBA")?;
+        let count = match count {
+            Some(c) => number(c, "COUNT")?,
+            None => 1,
+        };
+        if count == 0 {
+            return Err(bad("COUNT must be at least 1"));
+        }
+        if lba.checked_add(count).is_none() {
+            return Err(bad("LBA+COUNT is too large"));
+        }
+        Ok(FaultSpec { op, lba, count })
+    }
+
+    /// The failing blocks.
+    pub fn lbas(&self) -> Range<u64> {
+        self.lba..self.lba + self.count
+    }
+}
+
+impl std::fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match self.op {
+            FaultOp::Read => "read",
+            FaultOp::Write => "write",
+        };
+        write!(f, "{op}:{}+{}", self.lba, self.count)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A path in the temporary directory, removed on drop.
+    struct TempPath(PathBuf);
+
+    impl TempPath {
+        fn new(name: &str) -> TempPath {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            TempPath(
+                std::env::temp_dir().join(format!("tcmu-serve-{}-{n}-{name}", std::process::id())),
+            )
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn options(size: Option<u64>, block_size: u32) -> DeviceOptions {
+        DeviceOptions {
+            size,
+            block_size,
+            ..DeviceOptions::default()
+        }
+    }
 
     #[test]
     fn parses_known_backends_only() {
         assert_eq!(BackendSpec::parse("mem"), Ok(BackendSpec::Memory));
+        assert_eq!(
+            BackendSpec::parse("file:/tmp/a:b.img"),
+            Ok(BackendSpec::File(PathBuf::from("/tmp/a:b.img")))
+        );
+        assert_eq!(
+            BackendSpec::parse("file:disk.img"),
+            Ok(BackendSpec::File(PathBuf::from("disk.img")))
+        );
+        let err = BackendSpec::parse("floppy").unwrap_err();
+        assert!(err.contains("unknown backend \"floppy\""), "{err}");
         assert!(
-            BackendSpec::parse("floppy")
+            BackendSpec::parse("nbd:host")
                 .unwrap_err()
                 .contains("unknown backend")
         );
+        for text in ["file:", "file"] {
+            let err = BackendSpec::parse(text).unwrap_err();
+            assert!(err.contains("needs a path"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn dev_config_has_no_colon() {
+        for spec in [BackendSpec::Memory, BackendSpec::File("/a:b".into())] {
+            let config = spec.dev_config();
+            assert!(
+                config.starts_with("tcmu-rs/") && !config.contains(':'),
+                "{config}"
+            );
+        }
+    }
+
+    #[test]
+    fn size_is_needed_for_memory_and_new_files() {
+        let file = BackendSpec::File("x".into());
+        assert!(BackendSpec::Memory.needs_size(false));
+        assert!(file.needs_size(true));
+        assert!(!file.needs_size(false));
+        assert!(file.is_file() && !BackendSpec::Memory.is_file());
     }
 
     #[test]
     fn memory_backend_has_the_requested_geometry() {
-        let dev = BackendSpec::Memory.open(1 << 20, 4096).unwrap();
+        let dev = BackendSpec::Memory
+            .open(&options(Some(1 << 20), 4096))
+            .unwrap();
         assert_eq!(dev.block_size(), 4096);
         assert_eq!(dev.num_blocks(), 256);
+        assert!(!dev.read_only());
+    }
+
+    #[test]
+    fn file_backend_creates_then_reopens() {
+        let path = TempPath::new("disk.img");
+        let spec = BackendSpec::File(path.0.clone());
+        let err = spec.open(&options(None, 512)).err().unwrap();
+        assert!(
+            err.contains("does not exist") && err.contains("--create"),
+            "{err}"
+        );
+
+        let create = DeviceOptions {
+            create: true,
+            ..options(Some(1 << 20), 512)
+        };
+        let dev = spec.open(&create).unwrap();
+        assert_eq!(dev.num_blocks(), 2048);
+        dev.write(1, &[8; 512]).unwrap();
+        drop(dev);
+        assert_eq!(std::fs::metadata(&path.0).unwrap().len(), 1 << 20);
+
+        // Without --size: the file's size; with a different one: refused.
+        let dev = spec.open(&options(None, 4096)).unwrap();
+        assert_eq!(dev.num_blocks(), 256);
+        let err = spec.open(&options(Some(2 << 20), 512)).err().unwrap();
+        assert!(
+            err.contains("size mismatch") && err.contains("1048576") && err.contains("2097152"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn read_only_wraps_any_backend() {
+        let path = TempPath::new("ro.img");
+        std::fs::write(&path.0, [5u8; 4096]).unwrap();
+        for spec in [BackendSpec::Memory, BackendSpec::File(path.0.clone())] {
+            let ro = DeviceOptions {
+                read_only: true,
+                ..options(Some(4096), 512)
+            };
+            let dev = spec.open(&ro).unwrap();
+            assert!(dev.read_only(), "{spec:?}");
+            assert_eq!(dev.write(0, &[0; 512]), Err(BlockError::ReadOnly));
+        }
+        assert_eq!(std::fs::read(&path.0).unwrap(), vec![5u8; 4096]);
+    }
+
+    #[test]
+    fn injected_faults_fail_their_blocks_with_medium_errors() {
+        let faulty = DeviceOptions {
+            faults: vec![
+                FaultSpec::parse("read:10+2").unwrap(),
+                FaultSpec::parse("write:5").unwrap(),
+            ],
+            ..options(Some(64 * 512), 512)
+        };
+        let dev = BackendSpec::Memory.open(&faulty).unwrap();
+        let mut buf = [0; 512];
+        assert_eq!(dev.read(11, &mut buf), Err(BlockError::Medium));
+        assert_eq!(dev.read(12, &mut buf), Ok(()));
+        assert_eq!(dev.write(5, &buf), Err(BlockError::Medium));
+        assert_eq!(dev.write(10, &buf), Ok(()));
+
+        let beyond = DeviceOptions {
+            faults: vec![FaultSpec::parse("read:63+2").unwrap()],
+            ..options(Some(64 * 512), 512)
+        };
+        let err = BackendSpec::Memory.open(&beyond).err().unwrap();
+        assert!(
+            err.contains("read:63+2") && err.contains("64 blocks"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fault_specs() {
+        assert_eq!(
+            FaultSpec::parse("read:100"),
+            Ok(FaultSpec {
+                op: FaultOp::Read,
+                lba: 100,
+                count: 1
+            })
+        );
+        let w = FaultSpec::parse("write:7+3").unwrap();
+        assert_eq!((w.op, w.lbas()), (FaultOp::Write, 7..10));
+        assert_eq!(w.to_string(), "write:7+3");
+        for (text, why) in [
+            ("read", "no ':'"),
+            ("erase:1", "unknown operation"),
+            ("read:", "LBA \"\" is not a number"),
+            ("read:x", "LBA \"x\" is not a number"),
+            ("read:1+", "COUNT"),
+            ("read:1+0", "at least 1"),
+            ("read:-1", "not a number"),
+            ("write:18446744073709551615+1", "too large"),
+        ] {
+            let err = FaultSpec::parse(text).unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("--inject-fault"),
+                "{text}: {err}"
+            );
+        }
     }
 }

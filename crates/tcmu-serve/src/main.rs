@@ -25,7 +25,7 @@ use tcmu_core::server::ServeError;
 use tcmu_core::uio::UioDevice;
 use tcmu_core::{Ring, serve};
 
-use backend::BackendSpec;
+use backend::{BackendSpec, DeviceOptions, FaultSpec};
 
 /// How the LUN is made visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,12 +40,30 @@ enum Export {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The storage: `mem` (a sparse RAM disk).
+    /// The storage: `mem` (a sparse RAM disk) or `file:PATH` (a regular
+    /// file or a block device).
     #[arg(long, value_name = "SPEC")]
     backend: String,
-    /// Size of the disk, e.g. 512MiB, 2GiB, 1048576.
+    /// Size of the disk, e.g. 512MiB, 2GiB, 1048576. Required for `mem` and
+    /// with --create. For an existing file it must equal the file's size,
+    /// for a block device be at most the device's (default: their size).
     #[arg(long)]
     size: Option<String>,
+    /// Create the `file:` backend's file (sparse, --size bytes) if it does
+    /// not exist. An existing file is never grown or shrunk.
+    #[arg(long)]
+    create: bool,
+    /// Serve the disk write-protected: every write fails.
+    #[arg(long)]
+    read_only: bool,
+    /// Bypass the page cache for a `file:` backend (O_DIRECT).
+    #[arg(long)]
+    direct: bool,
+    /// Testing aid: fail reads or writes of some blocks with MEDIUM ERROR.
+    /// OP is `read` or `write`; e.g. read:2048, or write:100+8 for COUNT
+    /// blocks from LBA. Repeatable.
+    #[arg(long, value_name = "OP:LBA[+COUNT]")]
+    inject_fault: Vec<String>,
     /// Logical block size in bytes: 512, 1024, 2048 or 4096.
     #[arg(long, default_value_t = 512)]
     block_size: u32,
@@ -64,8 +82,8 @@ struct Args {
 #[derive(Debug)]
 struct Plan {
     backend: BackendSpec,
-    size: u64,
-    block_size: u32,
+    /// How to open the device; its size, when not given, comes from the file.
+    device: DeviceOptions,
     name: String,
     export: Export,
     max_sectors: u32,
@@ -79,19 +97,35 @@ fn plan(args: Args) -> Result<Plan, String> {
             "invalid block size {block_size}: use 512, 1024, 2048 or 4096"
         ));
     }
-    let size = match (&args.size, backend.needs_size()) {
-        (Some(s), _) => size::parse_size(s)?,
+    if args.create && !backend.is_file() {
+        return Err("--create only applies to a file: backend".into());
+    }
+    if args.direct && !backend.is_file() {
+        return Err("--direct only applies to a file: backend".into());
+    }
+    let size = match (&args.size, backend.needs_size(args.create)) {
+        (Some(s), _) => Some(size::parse_size(s)?),
+        (None, true) if args.create => {
+            return Err("--create needs --size (the size of the new file)".into());
+        }
         (None, true) => return Err("--size is required for this backend".into()),
-        (None, false) => 0,
+        (None, false) => None,
     };
-    if size == 0 {
+    if size == Some(0) {
         return Err("invalid size: the disk must not be empty".into());
     }
-    if size % block_size as u64 != 0 {
+    if let Some(size) = size
+        && size % block_size as u64 != 0
+    {
         return Err(format!(
             "invalid size {size}: not a multiple of the block size {block_size}"
         ));
     }
+    let faults = args
+        .inject_fault
+        .iter()
+        .map(|text| FaultSpec::parse(text))
+        .collect::<Result<Vec<_>, _>>()?;
     let max_io = size::parse_size(&args.max_io)?;
     if max_io < block_size as u64 || max_io % 512 != 0 || max_io > 64 << 20 {
         return Err(format!(
@@ -108,8 +142,14 @@ fn plan(args: Args) -> Result<Plan, String> {
     }
     Ok(Plan {
         backend,
-        size,
-        block_size,
+        device: DeviceOptions {
+            size,
+            block_size,
+            create: args.create,
+            read_only: args.read_only,
+            direct: args.direct,
+            faults,
+        },
         name,
         export: args.export,
         max_sectors: (max_io / 512) as u32,
@@ -206,6 +246,9 @@ fn run(plan: Plan) -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("must run as root: configuring the kernel target (configfs) needs it".into());
     }
+    // Problems with the backing store show before anything in the kernel changes.
+    let device = plan.backend.open(&plan.device)?;
+    let size = device.num_blocks() * u64::from(device.block_size());
     // Signals are caught from here on, so a stop during setup still tears down.
     let (mut signals, signal_tx) = UnixStream::pair().map_err(|e| e.to_string())?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -224,13 +267,12 @@ fn run(plan: Plan) -> Result<(), String> {
     let root = Path::new(configfs::TARGET_ROOT);
     configfs::ensure_target_root(root).map_err(|e| e.to_string())?;
 
-    let device = plan.backend.open(plan.size, plan.block_size)?;
     let serial = new_serial();
     let config = BackstoreConfig {
         name: plan.name.clone(),
         hba: 0,
-        dev_size: plan.size,
-        block_size: plan.block_size,
+        dev_size: size,
+        block_size: plan.device.block_size,
         dev_config: plan.backend.dev_config(),
         max_sectors: Some(plan.max_sectors),
         max_data_area_mb: None,
@@ -271,8 +313,8 @@ fn run(plan: Plan) -> Result<(), String> {
     log::info!(
         "serving {} ({} bytes, {}-byte blocks)",
         plan.name,
-        plan.size,
-        plan.block_size
+        size,
+        plan.device.block_size
     );
 
     wait_for_stop(&mut signals, &ring_thread);
@@ -313,9 +355,10 @@ mod tests {
     fn valid_arguments_make_a_plan() {
         let p = args(&["--size", "512MiB", "--name", "d1"]).unwrap();
         assert_eq!(
-            (p.size, p.block_size, p.name.as_str()),
-            (512 << 20, 512, "d1")
+            (p.device.size, p.device.block_size, p.name.as_str()),
+            (Some(512 << 20), 512, "d1")
         );
+        assert!(!p.device.read_only && !p.device.create && p.device.faults.is_empty());
         assert_eq!(p.max_sectors, 2048);
         assert_eq!(p.export, Export::Loop);
     }
@@ -347,6 +390,98 @@ mod tests {
             args(&["--size", "1M", "--name", "a/b"])
                 .unwrap_err()
                 .contains("invalid name")
+        );
+    }
+
+    fn cli(argv: &[&str]) -> Result<Plan, String> {
+        let mut v = vec!["tcmu-serve"];
+        v.extend_from_slice(argv);
+        plan(Args::try_parse_from(v).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn file_backend_arguments() {
+        let p = cli(&[
+            "--backend",
+            "file:/tmp/x.img",
+            "--create",
+            "--size",
+            "256MiB",
+        ])
+        .unwrap();
+        assert_eq!(p.backend, BackendSpec::File("/tmp/x.img".into()));
+        assert_eq!(p.backend.dev_config(), "tcmu-rs/file");
+        assert_eq!((p.device.size, p.device.create), (Some(256 << 20), true));
+        // An existing file needs no size.
+        let p = cli(&[
+            "--backend",
+            "file:/dev/sdb",
+            "--direct",
+            "--block-size",
+            "4096",
+        ])
+        .unwrap();
+        assert_eq!(p.device.size, None);
+        assert!(p.device.direct && !p.device.create);
+    }
+
+    #[test]
+    fn bad_file_backend_arguments_are_refused_with_a_reason() {
+        for (argv, want) in [
+            (&["--backend", "file:", "--size", "1M"][..], "needs a path"),
+            (&["--backend", "x"][..], "unknown backend \"x\""),
+            (
+                &["--backend", "file:/a", "--create"][..],
+                "--create needs --size",
+            ),
+            (
+                &["--backend", "mem", "--size", "1M", "--create"][..],
+                "--create only applies",
+            ),
+            (
+                &["--backend", "mem", "--size", "1M", "--direct"][..],
+                "--direct only applies",
+            ),
+            (
+                &["--backend", "file:/a", "--size", "1000"][..],
+                "not a multiple of the block size",
+            ),
+            (
+                &["--backend", "file:/a", "--size", "0"][..],
+                "must not be empty",
+            ),
+        ] {
+            let err = cli(argv).unwrap_err();
+            assert!(err.contains(want), "{argv:?}: {err}");
+            assert!(!err.contains('\n'), "{argv:?}: one line, got {err}");
+        }
+    }
+
+    #[test]
+    fn read_only_and_fault_injection_arguments() {
+        let p = args(&[
+            "--size",
+            "1MiB",
+            "--read-only",
+            "--inject-fault",
+            "read:100",
+            "--inject-fault",
+            "write:8+4",
+        ])
+        .unwrap();
+        assert!(p.device.read_only);
+        assert_eq!(
+            p.device
+                .faults
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>(),
+            ["read:100+1", "write:8+4"]
+        );
+        let err = args(&["--size", "1MiB", "--inject-fault", "trim:1"]).unwrap_err();
+        assert!(
+            err.contains("--inject-fault") && err.contains("trim"),
+            "{err}"
         );
     }
 

@@ -1,0 +1,514 @@
+//! Devices that wrap another device and change how it behaves.
+//!
+//! - [`ReadOnly`] refuses every write.
+//! - [`FaultInjector`] fails or delays chosen LBA ranges, for testing how
+//!   initiators and the SCSI layer cope with a failing disk.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use scsi_emu::{BlockDevice, BlockError};
+
+/// A read-only view of a device: writes, unmaps and zeroing fail with
+/// [`BlockError::ReadOnly`] without reaching the inner device; reads and
+/// flushes pass through.
+///
+/// ```
+/// use block_backends::{MemoryDevice, ReadOnly};
+/// use scsi_emu::{BlockDevice, BlockError};
+///
+/// let disk = ReadOnly::new(MemoryDevice::new(512, 8)?);
+/// assert!(disk.read_only());
+/// assert_eq!(disk.write(0, &[1; 512]), Err(BlockError::ReadOnly));
+/// let mut block = [0xffu8; 512];
+/// disk.read(0, &mut block)?;
+/// assert_eq!(block, [0; 512]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct ReadOnly<D> {
+    inner: D,
+}
+
+impl<D: BlockDevice> ReadOnly<D> {
+    /// Wraps `inner`.
+    pub fn new(inner: D) -> ReadOnly<D> {
+        ReadOnly { inner }
+    }
+
+    /// The wrapped device.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    /// Unwraps the device.
+    pub fn into_inner(self) -> D {
+        self.inner
+    }
+}
+
+impl<D: BlockDevice> BlockDevice for ReadOnly<D> {
+    fn block_size(&self) -> u32 {
+        self.inner.block_size()
+    }
+
+    fn num_blocks(&self) -> u64 {
+        self.inner.num_blocks()
+    }
+
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.inner.read(lba, buf)
+    }
+
+    fn write(&self, _lba: u64, _buf: &[u8]) -> Result<(), BlockError> {
+        Err(BlockError::ReadOnly)
+    }
+
+    fn write_fua(&self, _lba: u64, _buf: &[u8]) -> Result<(), BlockError> {
+        Err(BlockError::ReadOnly)
+    }
+
+    fn flush(&self) -> Result<(), BlockError> {
+        self.inner.flush()
+    }
+
+    fn write_cache(&self) -> bool {
+        self.inner.write_cache()
+    }
+
+    fn read_only(&self) -> bool {
+        true
+    }
+
+    fn product_name(&self) -> &str {
+        self.inner.product_name()
+    }
+
+    // Nothing can be unmapped or zeroed, so neither is advertised.
+
+    fn unmap_reads_zeroes(&self) -> bool {
+        self.inner.unmap_reads_zeroes()
+    }
+
+    fn unmap(&self, _lba: u64, _blocks: u64) -> Result<(), BlockError> {
+        Err(BlockError::ReadOnly)
+    }
+
+    fn write_zeroes(&self, _lba: u64, _blocks: u64) -> Result<(), BlockError> {
+        Err(BlockError::ReadOnly)
+    }
+
+    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
+        self.inner.lba_status(lba)
+    }
+}
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Reads,
+    /// Writes, FUA writes, unmaps and zeroing: everything that changes data.
+    Writes,
+    All,
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Fail(BlockError),
+    Delay(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    target: Target,
+    lbas: Range<u64>,
+    action: Action,
+}
+
+#[derive(Debug, Default)]
+struct Rules {
+    rules: Vec<Rule>,
+    flush: Option<BlockError>,
+}
+
+/// A device that fails or delays requests touching chosen LBA ranges.
+///
+/// Faults are added and cleared at any time through `&self`, also while
+/// other threads use the device. A request fails if any block it touches
+/// lies in a failing range (the inner device is then not called); it is
+/// delayed by the longest delay of the ranges it touches, before any
+/// failure. Writes here mean everything that changes data: `write`,
+/// `write_fua`, `unmap` and `write_zeroes`.
+///
+/// ```
+/// use block_backends::{FaultInjector, MemoryDevice};
+/// use scsi_emu::{BlockDevice, BlockError};
+///
+/// let disk = FaultInjector::new(MemoryDevice::new(512, 100)?);
+/// disk.fail_reads(10..12, BlockError::Medium);
+///
+/// let mut buf = [0u8; 1024];
+/// assert_eq!(disk.read(9, &mut buf), Err(BlockError::Medium)); // touches LBA 10
+/// assert_eq!(disk.read(12, &mut buf), Ok(()));
+/// assert_eq!(disk.write(10, &buf), Ok(())); // only reads fail
+/// assert_eq!(disk.injected(), 1);
+///
+/// disk.clear();
+/// assert_eq!(disk.read(10, &mut buf), Ok(()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct FaultInjector<D> {
+    inner: D,
+    rules: RwLock<Rules>,
+    injected: AtomicU64,
+}
+
+impl<D: BlockDevice> FaultInjector<D> {
+    /// Wraps `inner`, with no faults yet.
+    pub fn new(inner: D) -> FaultInjector<D> {
+        FaultInjector {
+            inner,
+            rules: RwLock::new(Rules::default()),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// Make reads of any block in `lbas` fail with `error`.
+    pub fn fail_reads(&self, lbas: Range<u64>, error: BlockError) {
+        self.add(Target::Reads, lbas, Action::Fail(error));
+    }
+
+    /// Make writes (also FUA writes, unmaps and zeroing) of any block in
+    /// `lbas` fail with `error`.
+    pub fn fail_writes(&self, lbas: Range<u64>, error: BlockError) {
+        self.add(Target::Writes, lbas, Action::Fail(error));
+    }
+
+    /// Delay every request touching a block in `lbas` by `delay`.
+    pub fn delay(&self, lbas: Range<u64>, delay: Duration) {
+        self.add(Target::All, lbas, Action::Delay(delay));
+    }
+
+    /// Make `flush` fail with `error`, or succeed again with `None`.
+    pub fn fail_flush(&self, error: Option<BlockError>) {
+        self.rules
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush = error;
+    }
+
+    /// Remove every fault and delay.
+    pub fn clear(&self) {
+        *self.rules.write().unwrap_or_else(PoisonError::into_inner) = Rules::default();
+    }
+
+    /// How many requests have failed because of an injected fault.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    /// The wrapped device.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    /// Unwraps the device.
+    pub fn into_inner(self) -> D {
+        self.inner
+    }
+
+    fn add(&self, target: Target, lbas: Range<u64>, action: Action) {
+        self.rules
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rules
+            .push(Rule {
+                target,
+                lbas,
+                action,
+            });
+    }
+
+    // The rules are plain data, valid even if a writer panicked.
+    fn rules(&self) -> RwLockReadGuard<'_, Rules> {
+        self.rules.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Apply the rules to a request for `blocks` blocks at `lba`: sleep
+    /// for the longest matching delay, then fail if a failing range
+    /// matches.
+    fn check(&self, write: bool, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let request = lba..lba.saturating_add(blocks);
+        let (delay, error) = {
+            let rules = self.rules();
+            let mut delay = Duration::ZERO;
+            let mut error = None;
+            for rule in &rules.rules {
+                let applies = match rule.target {
+                    Target::Reads => !write,
+                    Target::Writes => write,
+                    Target::All => true,
+                };
+                if !applies || !overlaps(&rule.lbas, &request) {
+                    continue;
+                }
+                match &rule.action {
+                    Action::Delay(d) => delay = delay.max(*d),
+                    Action::Fail(e) if error.is_none() => error = Some(e.clone()),
+                    Action::Fail(_) => {}
+                }
+            }
+            (delay, error)
+        };
+        // Sleep without holding the lock: rules may change meanwhile.
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        match error {
+            Some(e) => {
+                self.injected.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn blocks_in(&self, len: usize) -> u64 {
+        len as u64 / u64::from(self.inner.block_size().max(1))
+    }
+}
+
+/// Whether the ranges share a block (an empty range shares none).
+fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
+    !a.is_empty() && !b.is_empty() && a.start < b.end && b.start < a.end
+}
+
+impl<D: BlockDevice> BlockDevice for FaultInjector<D> {
+    fn block_size(&self) -> u32 {
+        self.inner.block_size()
+    }
+
+    fn num_blocks(&self) -> u64 {
+        self.inner.num_blocks()
+    }
+
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.check(false, lba, self.blocks_in(buf.len()))?;
+        self.inner.read(lba, buf)
+    }
+
+    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.check(true, lba, self.blocks_in(buf.len()))?;
+        self.inner.write(lba, buf)
+    }
+
+    fn write_fua(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.check(true, lba, self.blocks_in(buf.len()))?;
+        self.inner.write_fua(lba, buf)
+    }
+
+    fn flush(&self) -> Result<(), BlockError> {
+        let error = self.rules().flush.clone();
+        if let Some(e) = error {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        self.inner.flush()
+    }
+
+    fn write_cache(&self) -> bool {
+        self.inner.write_cache()
+    }
+
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
+    }
+
+    fn product_name(&self) -> &str {
+        self.inner.product_name()
+    }
+
+    fn can_unmap(&self) -> bool {
+        self.inner.can_unmap()
+    }
+
+    fn unmap_reads_zeroes(&self) -> bool {
+        self.inner.unmap_reads_zeroes()
+    }
+
+    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        self.check(true, lba, blocks)?;
+        self.inner.unmap(lba, blocks)
+    }
+
+    fn can_write_zeroes(&self) -> bool {
+        self.inner.can_write_zeroes()
+    }
+
+    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        self.check(true, lba, blocks)?;
+        self.inner.write_zeroes(lba, blocks)
+    }
+
+    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
+        self.inner.lba_status(lba)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryDevice;
+    use std::sync::Arc;
+
+    fn memory() -> MemoryDevice {
+        MemoryDevice::new(512, 64).unwrap()
+    }
+
+    #[test]
+    fn read_only_refuses_changes_and_forwards_the_rest() {
+        let inner = memory();
+        inner.write(2, &[6; 512]).unwrap();
+        let dev = ReadOnly::new(inner);
+        assert!(dev.read_only());
+        assert_eq!((dev.block_size(), dev.num_blocks()), (512, 64));
+        assert_eq!(dev.product_name(), "RAM disk");
+        assert!(!dev.can_unmap() && !dev.can_write_zeroes());
+        assert_eq!(dev.write(2, &[0; 512]), Err(BlockError::ReadOnly));
+        assert_eq!(dev.write_fua(2, &[0; 512]), Err(BlockError::ReadOnly));
+        assert_eq!(dev.unmap(2, 1), Err(BlockError::ReadOnly));
+        assert_eq!(dev.write_zeroes(2, 1), Err(BlockError::ReadOnly));
+        assert_eq!(dev.flush(), Ok(()));
+        let mut buf = [0; 512];
+        dev.read(2, &mut buf).unwrap();
+        assert_eq!(buf, [6; 512]);
+        // The inner device saw none of the refused changes.
+        assert_eq!(dev.inner().allocated_bytes(), dev.inner().len_bytes());
+        let inner = dev.into_inner();
+        inner.read(2, &mut buf).unwrap();
+        assert_eq!(buf, [6; 512]);
+    }
+
+    #[test]
+    fn read_only_forwards_read_errors() {
+        let dev = ReadOnly::new(memory());
+        assert_eq!(dev.read(64, &mut [0; 512]), Err(BlockError::OutOfRange));
+    }
+
+    #[test]
+    fn faults_hit_only_their_ranges_and_directions() {
+        let dev = FaultInjector::new(memory());
+        dev.fail_reads(10..12, BlockError::Medium);
+        dev.fail_writes(20..21, BlockError::Io(5));
+        let mut buf = [0u8; 1024];
+        // Reads: any overlap fails, neighbours pass.
+        assert_eq!(dev.read(9, &mut buf), Err(BlockError::Medium));
+        assert_eq!(dev.read(11, &mut buf), Err(BlockError::Medium));
+        assert_eq!(dev.read(8, &mut buf), Ok(()));
+        assert_eq!(dev.read(12, &mut buf), Ok(()));
+        assert_eq!(dev.read(20, &mut buf), Ok(()));
+        // Writes of every kind.
+        assert_eq!(dev.write(19, &buf), Err(BlockError::Io(5)));
+        assert_eq!(dev.write_fua(20, &buf[..512]), Err(BlockError::Io(5)));
+        assert_eq!(dev.unmap(15, 10), Err(BlockError::Io(5)));
+        assert_eq!(dev.write_zeroes(20, 1), Err(BlockError::Io(5)));
+        assert_eq!(dev.write(10, &buf), Ok(()));
+        assert_eq!(dev.write(21, &buf), Ok(()));
+        assert_eq!(dev.injected(), 6);
+        // A failed write did not reach the device.
+        dev.inner().read(19, &mut buf).unwrap();
+        assert_eq!(buf, [0; 1024]);
+        // Empty requests touch no block.
+        assert_eq!(dev.read(10, &mut []), Ok(()));
+        assert_eq!(dev.unmap(20, 0), Ok(()));
+    }
+
+    #[test]
+    fn faults_change_at_run_time_through_a_shared_reference() {
+        let dev = Arc::new(FaultInjector::new(memory()));
+        let other = Arc::clone(&dev);
+        std::thread::spawn(move || other.fail_reads(0..64, BlockError::Busy))
+            .join()
+            .unwrap();
+        assert_eq!(dev.read(30, &mut [0; 512]), Err(BlockError::Busy));
+        dev.clear();
+        assert_eq!(dev.read(30, &mut [0; 512]), Ok(()));
+        assert_eq!(dev.injected(), 1);
+    }
+
+    #[test]
+    fn flush_faults() {
+        let dev = FaultInjector::new(memory());
+        dev.fail_flush(Some(BlockError::Io(5)));
+        assert_eq!(dev.flush(), Err(BlockError::Io(5)));
+        dev.fail_flush(None);
+        assert_eq!(dev.flush(), Ok(()));
+        dev.fail_flush(Some(BlockError::Medium));
+        dev.clear();
+        assert_eq!(dev.flush(), Ok(()));
+    }
+
+    /// A device that records how long after the start each read arrived.
+    struct Clock {
+        start: std::time::Instant,
+        inner: MemoryDevice,
+        seen: std::sync::Mutex<Vec<Duration>>,
+    }
+
+    impl BlockDevice for Clock {
+        fn block_size(&self) -> u32 {
+            self.inner.block_size()
+        }
+        fn num_blocks(&self) -> u64 {
+            self.inner.num_blocks()
+        }
+        fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            self.seen.lock().unwrap().push(self.start.elapsed());
+            self.inner.read(lba, buf)
+        }
+        fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+            self.inner.write(lba, buf)
+        }
+    }
+
+    #[test]
+    fn delays_hold_requests_back_before_they_reach_the_device() {
+        let dev = FaultInjector::new(Clock {
+            start: std::time::Instant::now(),
+            inner: memory(),
+            seen: Default::default(),
+        });
+        dev.delay(5..6, Duration::from_millis(50));
+        dev.read(5, &mut [0; 512]).unwrap();
+        // A lower bound only: sleeping can overrun, never fall short.
+        let seen = dev.inner().seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0] >= Duration::from_millis(50), "{seen:?}");
+        // A delayed and failing range delays, then fails.
+        dev.fail_reads(5..6, BlockError::Medium);
+        assert_eq!(dev.read(5, &mut [0; 512]), Err(BlockError::Medium));
+    }
+
+    #[test]
+    fn wrappers_forward_geometry_and_capabilities() {
+        let dev = FaultInjector::new(memory());
+        assert_eq!((dev.block_size(), dev.num_blocks()), (512, 64));
+        assert!(dev.can_unmap() && dev.unmap_reads_zeroes() && dev.can_write_zeroes());
+        assert!(!dev.read_only() && !dev.write_cache());
+        assert_eq!(dev.product_name(), "RAM disk");
+        dev.write(1, &[2; 512]).unwrap();
+        assert_eq!(dev.lba_status(0), Some((64, true)));
+        assert_eq!(ReadOnly::new(memory()).lba_status(3), Some((61, false)));
+        dev.unmap(1, 1).unwrap();
+        let mut buf = [9; 512];
+        dev.into_inner().read(1, &mut buf).unwrap();
+        assert_eq!(buf, [0; 512]);
+        // Stacked: a read-only view of a fault injector.
+        let dev = ReadOnly::new(FaultInjector::new(memory()));
+        dev.inner().fail_reads(0..1, BlockError::Medium);
+        assert_eq!(dev.read(0, &mut buf), Err(BlockError::Medium));
+    }
+}

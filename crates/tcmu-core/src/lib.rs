@@ -13,6 +13,7 @@
 pub mod configfs;
 mod layout;
 pub mod mem;
+pub mod netlink;
 pub mod ring;
 pub mod server;
 #[cfg(feature = "test-utils")]

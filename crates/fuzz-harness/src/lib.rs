@@ -15,6 +15,10 @@
 //!   COMPARE AND WRITE, EXTENDED COPY), the device contents are checked
 //!   too.
 //!
+//! * [`run_ring_case`]: the bytes become the kernel's half of the shared
+//!   area (mailbox fields, ring entries, offsets, counts, iovecs) of the
+//!   simulated kernel, and drive the ring parser and the completion path.
+//!
 //! Every response is checked by [`check_response`]: the status is GOOD,
 //! CHECK CONDITION, CONDITION MET or BUSY; sense data is present exactly
 //! with CHECK CONDITION and survives encoding and parsing in both formats;
@@ -28,8 +32,10 @@ mod cdb_case;
 mod input;
 mod lun;
 mod parameter_list;
+mod ring_case;
 pub mod seeds;
 
 pub use cdb_case::{CdbCase, CdbCommand, MAX_CDB_LEN, MAX_COMMANDS, run_cdb_case};
 pub use lun::{Executed, GEOMETRIES, check_response, geometry};
 pub use parameter_list::{ParameterListCase, ParameterListCommand, run_parameter_list_case};
+pub use ring_case::run_ring_case;

@@ -219,3 +219,33 @@ fn checked_in_seed_files_are_current() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The ring fuzz target's twin: arbitrary mailbox and ring bytes.
+    #[test]
+    fn ring_case_invariants_hold(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        fuzz_harness::run_ring_case(&bytes);
+    }
+
+    /// Entry-shaped garbage: valid headers with arbitrary bodies reach the
+    /// command parser more often than uniform noise does.
+    #[test]
+    fn ring_case_with_plausible_headers(
+        head in (0u16..128).prop_map(|h| h * 8),
+        entries in proptest::collection::vec((1u32..40, 0u8..4, proptest::collection::vec(any::<u8>(), 0..120)), 1..12),
+    ) {
+        let mut bytes = vec![0x03, 0x00]; // flags: OOOC | READ_LEN
+        bytes.extend_from_slice(&head.to_le_bytes());
+        bytes.extend_from_slice(&[1, 0, 0]); // 1 KiB ring, honest mailbox
+        for (len8, op, body) in entries {
+            let len = len8 * 8;
+            bytes.extend_from_slice(&(len | u32::from(op)).to_le_bytes());
+            let mut rest = body;
+            rest.resize(len as usize - 4, 0);
+            bytes.extend_from_slice(&rest);
+        }
+        fuzz_harness::run_ring_case(&bytes);
+    }
+}

@@ -14,7 +14,7 @@ VM_INITRD="$VM_WORK/initramfs.cpio.gz"
 # Host packages. The guest's userland is the host's root filesystem (shared
 # read-only over virtio-9p), so the guest-side tools are installed here too.
 VM_HOST_PKGS=(qemu-system-x86 busybox-static kmod cpio xz-utils gzip
-  sg3-utils fio e2fsprogs util-linux coreutils procps python3)
+  sg3-utils fio e2fsprogs qemu-utils tcmu-runner dbus util-linux coreutils procps python3)
 
 log() { printf '[vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -81,6 +81,13 @@ build_tcmu_serve() {
     log "cargo build --release -p tcmu-serve"
     (cd "$REPO_ROOT" && cargo build --release -p tcmu-serve >&2) ||
       { BUILD_ERROR="cargo build --release -p tcmu-serve failed"; return 1; }
+    # The library's example devices run in the VM too (vm/tests/examples.sh).
+    # So do the library's example devices (vm/tests/examples.sh) and the
+    # netlink probe (vm/tests/netlink.sh).
+    log "cargo build --release -p scsi-emu --examples; -p tcmu-core --example tcmu-netlink-probe"
+    (cd "$REPO_ROOT" && cargo build --release -p scsi-emu --examples >&2 &&
+      cargo build --release -p tcmu-core --example tcmu-netlink-probe >&2) ||
+      { BUILD_ERROR="cargo build of the examples failed"; return 1; }
     TCMU_SERVE=$REPO_ROOT/target/release/tcmu-serve
   fi
   TCMU_SERVE=$(readlink -f "$TCMU_SERVE")

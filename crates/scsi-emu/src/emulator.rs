@@ -330,6 +330,40 @@ mod tests {
     }
 
     #[test]
+    fn read_only_refuses_every_command_that_writes() {
+        let emu = emulator(VecDevice::new(512, 8).read_only().with_unmap());
+        let mut checked = 0;
+        for spec in crate::command::COMMANDS {
+            let mut cdb = vec![0u8; spec.cdb_len()];
+            cdb[0] = spec.opcode;
+            if let Some(sa) = spec.service_action {
+                cdb[1] = sa;
+            }
+            // One block, so that WRITE SAME's non-zero rule is met.
+            let len_lsb = match spec.cdb_len() {
+                6 => 4,
+                10 => 8,
+                12 => 9,
+                _ => 13,
+            };
+            cdb[len_lsb] = 1;
+            let resp = emu.execute(&cdb, &mut vec![0u8; 4096]);
+            let protected = resp.sense.is_some_and(|s| {
+                (s.key, s.code) == (SenseKey::DataProtect, AdditionalSense::WRITE_PROTECTED)
+            });
+            assert_eq!(protected, spec.access == Access::Write, "{}", spec.name);
+            checked += usize::from(protected);
+        }
+        // WRITE 6/10/12/16, WRITE AND VERIFY 10/16, WRITE SAME 10/16,
+        // UNMAP, COMPARE AND WRITE.
+        assert_eq!(checked, 10);
+        // Reads reached the device; nothing else did.
+        let calls = emu.device().calls();
+        assert!(calls.iter().all(|&(kind, _, _)| kind == 'r'), "{calls:?}");
+        assert!(!calls.is_empty());
+    }
+
+    #[test]
     fn limits_follow_block_size_and_configuration() {
         let emu = emulator(VecDevice::new(512, 8));
         let l = emu.limits;

@@ -85,6 +85,7 @@ mod report_opcodes;
 mod response;
 mod sense_format;
 pub mod status;
+pub mod target;
 // The TCMU ring glue: DataBuffer for ring segments, CommandHandler for
 // the emulator (trait impls only, so the module stays private).
 mod tcmu;

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use block_backends::{
-    FaultInjector, FileDevice, FileDeviceError, FileOptions, MemoryDevice, ReadOnly,
+    FaultInjector, FileDevice, FileDeviceError, FileOptions, MemoryDevice, NbdAddress, NbdDevice,
+    NbdOptions, ReadOnly,
 };
 use scsi_emu::{BlockDevice, BlockError};
 
@@ -17,6 +18,8 @@ pub enum BackendSpec {
     Memory,
     /// `file:PATH`: a regular file or a block device.
     File(PathBuf),
+    /// `nbd:HOST[:PORT][/EXPORT]` or `nbd+unix:PATH[/EXPORT]`: an NBD export.
+    Nbd { address: NbdAddress, export: String },
 }
 
 impl BackendSpec {
@@ -27,8 +30,10 @@ impl BackendSpec {
             None if text == "file" => Err(missing_path()),
             Some(("file", "")) => Err(missing_path()),
             Some(("file", path)) => Ok(BackendSpec::File(PathBuf::from(path))),
+            Some(("nbd", rest)) => parse_nbd_tcp(rest),
+            Some(("nbd+unix", rest)) => parse_nbd_unix(rest),
             _ => Err(format!(
-                "unknown backend {text:?} (supported: mem, file:PATH)"
+                "unknown backend {text:?} (supported: mem, file:PATH, nbd:HOST[:PORT][/EXPORT], nbd+unix:PATH[/EXPORT])"
             )),
         }
     }
@@ -39,6 +44,7 @@ impl BackendSpec {
         match self {
             BackendSpec::Memory => "tcmu-rs/mem".to_string(),
             BackendSpec::File(_) => "tcmu-rs/file".to_string(),
+            BackendSpec::Nbd { .. } => "tcmu-rs/nbd".to_string(),
         }
     }
 
@@ -47,6 +53,7 @@ impl BackendSpec {
         match self {
             BackendSpec::Memory => true,
             BackendSpec::File(_) => create,
+            BackendSpec::Nbd { .. } => false,
         }
     }
 
@@ -72,6 +79,23 @@ impl BackendSpec {
                     direct: options.direct,
                 };
                 Arc::new(FileDevice::open(path, file_options).map_err(file_error)?)
+            }
+            BackendSpec::Nbd { address, export } => {
+                let nbd_options = NbdOptions {
+                    block_size: options.block_size,
+                    ..NbdOptions::default()
+                };
+                let dev = NbdDevice::connect(address, export, nbd_options)
+                    .map_err(|e| format!("NBD server {address}: {e}"))?;
+                if let Some(size) = options.size
+                    && size != dev.export_size()
+                {
+                    return Err(format!(
+                        "size mismatch: the NBD export is {} bytes but --size asks for {size} bytes",
+                        dev.export_size()
+                    ));
+                }
+                Arc::new(dev)
             }
         };
         let device = if options.faults.is_empty() {
@@ -99,6 +123,46 @@ impl BackendSpec {
             device
         })
     }
+}
+
+/// `HOST[:PORT][/EXPORT]`.
+fn parse_nbd_tcp(rest: &str) -> Result<BackendSpec, String> {
+    let (addr, export) = rest.split_once('/').unwrap_or((rest, ""));
+    if addr.is_empty() {
+        return Err("backend \"nbd:\" needs a server: nbd:HOST[:PORT][/EXPORT]".into());
+    }
+    let address: NbdAddress = addr
+        .parse()
+        .map_err(|e| format!("invalid NBD server {addr:?}: {e}"))?;
+    if matches!(address, NbdAddress::Unix { .. }) {
+        return Err(format!(
+            "{addr:?} is not HOST[:PORT]: use nbd+unix:PATH for a socket"
+        ));
+    }
+    Ok(BackendSpec::Nbd {
+        address,
+        export: export.to_string(),
+    })
+}
+
+/// `PATH[/EXPORT]`: the whole text is the socket when it exists, else the
+/// part before the last '/'.
+fn parse_nbd_unix(rest: &str) -> Result<BackendSpec, String> {
+    if rest.is_empty() {
+        return Err("backend \"nbd+unix:\" needs a socket path: nbd+unix:PATH[/EXPORT]".into());
+    }
+    let (path, export) = match rest.rsplit_once('/') {
+        Some((path, export)) if !std::path::Path::new(rest).exists() && !path.is_empty() => {
+            (path, export)
+        }
+        _ => (rest, ""),
+    };
+    Ok(BackendSpec::Nbd {
+        address: NbdAddress::Unix {
+            path: PathBuf::from(path),
+        },
+        export: export.to_string(),
+    })
 }
 
 fn missing_path() -> String {
@@ -249,6 +313,60 @@ mod tests {
     }
 
     #[test]
+    fn nbd_specs_parse() {
+        match BackendSpec::parse("nbd:localhost:10810/disk").unwrap() {
+            BackendSpec::Nbd {
+                address: NbdAddress::Tcp { host, port },
+                export,
+            } => {
+                assert_eq!(
+                    (host.as_str(), port, export.as_str()),
+                    ("localhost", 10810, "disk")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match BackendSpec::parse("nbd:127.0.0.1").unwrap() {
+            BackendSpec::Nbd {
+                address: NbdAddress::Tcp { port, .. },
+                export,
+            } => {
+                assert_eq!((port, export.as_str()), (10809, ""));
+            }
+            other => panic!("{other:?}"),
+        }
+        match BackendSpec::parse("nbd+unix:/nonexistent/nbd.sock/exp").unwrap() {
+            BackendSpec::Nbd {
+                address: NbdAddress::Unix { path },
+                export,
+            } => {
+                assert_eq!(path, PathBuf::from("/nonexistent/nbd.sock"));
+                assert_eq!(export, "exp");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            BackendSpec::parse("nbd:")
+                .unwrap_err()
+                .contains("needs a server")
+        );
+        assert!(
+            BackendSpec::parse("nbd+unix:")
+                .unwrap_err()
+                .contains("needs a socket path")
+        );
+        assert!(
+            BackendSpec::parse("nbd:host:notaport")
+                .unwrap_err()
+                .contains("invalid NBD server")
+        );
+        assert_eq!(
+            BackendSpec::parse("nbd:h").unwrap().dev_config(),
+            "tcmu-rs/nbd"
+        );
+    }
+
+    #[test]
     fn parses_known_backends_only() {
         assert_eq!(BackendSpec::parse("mem"), Ok(BackendSpec::Memory));
         assert_eq!(
@@ -262,7 +380,7 @@ mod tests {
         let err = BackendSpec::parse("floppy").unwrap_err();
         assert!(err.contains("unknown backend \"floppy\""), "{err}");
         assert!(
-            BackendSpec::parse("nbd:host")
+            BackendSpec::parse("rbd:pool/image")
                 .unwrap_err()
                 .contains("unknown backend")
         );

@@ -10,20 +10,13 @@ mod backend;
 mod size;
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::ExitCode;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use scsi_emu::{Emulator, LunIdentity};
-use tcmu_core::configfs::{self, Backstore, BackstoreConfig, LoopbackExport};
-use tcmu_core::server::ServeError;
-use tcmu_core::uio::UioDevice;
-use tcmu_core::{Ring, serve};
+use scsi_emu::target::{Export as TargetExport, Target};
+use tcmu_core::configfs;
 
 use backend::{BackendSpec, DeviceOptions, FaultSpec};
 
@@ -40,8 +33,9 @@ enum Export {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The storage: `mem` (a sparse RAM disk) or `file:PATH` (a regular
-    /// file or a block device).
+    /// The storage: `mem` (a sparse RAM disk), `file:PATH` (a regular file
+    /// or a block device), `nbd:HOST[:PORT][/EXPORT]` or
+    /// `nbd+unix:PATH[/EXPORT]` (an NBD server's export).
     #[arg(long, value_name = "SPEC")]
     backend: String,
     /// Size of the disk, e.g. 512MiB, 2GiB, 1048576. Required for `mem` and
@@ -76,6 +70,10 @@ struct Args {
     /// Largest command in bytes the kernel may send (hw_max_sectors).
     #[arg(long, default_value = "1MiB")]
     max_io: String,
+    /// Worker threads executing commands (0: on the ring thread itself;
+    /// default: one per CPU, between 2 and 8).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 /// Everything checked before touching the system.
@@ -87,6 +85,7 @@ struct Plan {
     name: String,
     export: Export,
     max_sectors: u32,
+    workers: Option<usize>,
 }
 
 fn plan(args: Args) -> Result<Plan, String> {
@@ -153,93 +152,8 @@ fn plan(args: Args) -> Result<Plan, String> {
         name,
         export: args.export,
         max_sectors: (max_io / 512) as u32,
+        workers: args.workers,
     })
-}
-
-/// A unit serial number: a random UUID from the kernel.
-fn new_serial() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| format!("tcmurs-{}", std::process::id()))
-}
-
-/// A tcm_loop WWN (`naa.5` + 15 hex digits) derived from the serial.
-fn loop_wwn(serial: &str, salt: u8) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in serial.bytes().chain([salt]) {
-        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("naa.5{:015x}", h & 0x0fff_ffff_ffff_ffff)
-}
-
-/// The ring-serving thread; stopping it (or dropping it) joins it.
-struct RingThread {
-    stop: UnixStream,
-    handle: Option<JoinHandle<Result<(), ServeError>>>,
-}
-
-impl RingThread {
-    fn spawn(
-        uio: UioDevice,
-        mut ring: Ring,
-        emulator: Emulator<std::sync::Arc<dyn scsi_emu::BlockDevice>>,
-    ) -> Result<RingThread, String> {
-        let (stop, stop_rx) =
-            UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
-        let handle = std::thread::Builder::new()
-            .name("tcmu-ring".into())
-            .spawn(move || serve(&uio, &mut ring, &emulator, stop_rx.as_fd()))
-            .map_err(|e| format!("cannot start the ring thread: {e}"))?;
-        Ok(RingThread {
-            stop,
-            handle: Some(handle),
-        })
-    }
-
-    fn finished(&self) -> bool {
-        self.handle.as_ref().is_none_or(|h| h.is_finished())
-    }
-
-    fn stop(mut self) -> Result<(), String> {
-        self.stop_inner()
-    }
-
-    fn stop_inner(&mut self) -> Result<(), String> {
-        let Some(handle) = self.handle.take() else {
-            return Ok(());
-        };
-        let _ = self.stop.write_all(&[1]);
-        match handle.join() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("serving stopped: {e}")),
-            Err(_) => Err("the ring thread panicked".into()),
-        }
-    }
-}
-
-impl Drop for RingThread {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop_inner() {
-            log::error!("{e}");
-        }
-    }
-}
-
-/// Wait until a signal arrives or the ring thread ends on its own.
-fn wait_for_stop(signals: &mut UnixStream, ring: &RingThread) {
-    loop {
-        if ring.finished() {
-            return;
-        }
-        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if let Ok(n) = poll(&mut fds, PollTimeout::from(200u16))
-            && n > 0
-        {
-            let mut b = [0u8; 16];
-            let _ = signals.read(&mut b);
-            return;
-        }
-    }
 }
 
 fn run(plan: Plan) -> Result<(), String> {
@@ -256,75 +170,42 @@ fn run(plan: Plan) -> Result<(), String> {
         signal_hook::low_level::pipe::register(sig, tx)
             .map_err(|e| format!("cannot catch signal {sig}: {e}"))?;
     }
-    signals.set_nonblocking(true).map_err(|e| e.to_string())?;
-
-    let mut modules = vec!["configfs", "target_core_mod", "target_core_user"];
-    if plan.export == Export::Loop {
-        // No udev may be running: load the disk drivers ourselves.
-        modules.extend(["tcm_loop", "sd_mod", "sg"]);
-    }
-    configfs::load_modules(&modules).map_err(|e| e.to_string())?;
-    let root = Path::new(configfs::TARGET_ROOT);
-    configfs::ensure_target_root(root).map_err(|e| e.to_string())?;
-
-    let serial = new_serial();
-    let config = BackstoreConfig {
-        name: plan.name.clone(),
-        hba: 0,
-        dev_size: size,
-        block_size: plan.device.block_size,
-        dev_config: plan.backend.dev_config(),
-        max_sectors: Some(plan.max_sectors),
-        max_data_area_mb: None,
-        serial: serial.clone(),
-    };
-    // Declaration order is teardown order in reverse: on any early return
-    // the export goes first (while the ring still serves the disk's last
-    // commands), then the ring thread, then the backstore.
-    let backstore = Backstore::create(root, &config).map_err(|e| e.to_string())?;
-    let uio = UioDevice::open(backstore.uio_name(), Duration::from_secs(10))
+    signals
+        .set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| e.to_string())?;
-    let ring = Ring::new(uio.map()).map_err(|e| e.to_string())?;
-    let identity = LunIdentity::new(serial.clone(), device.product_name());
-    let emulator = Emulator::new(device, identity);
-    let ring_thread = RingThread::spawn(uio, ring, emulator)?;
 
-    let export = match plan.export {
-        Export::Loop => {
-            let export = LoopbackExport::create(
-                root,
-                backstore.dir(),
-                &loop_wwn(&serial, 0),
-                &loop_wwn(&serial, 1),
-            )
-            .map_err(|e| e.to_string())?;
-            let disk = export
-                .wait_for_disk(Duration::from_secs(30))
-                .map_err(|e| e.to_string())?;
-            println!("ready: {}", disk.display());
-            Some(export)
-        }
-        Export::None => {
-            println!("ready: {}", backstore.dir().display());
-            None
-        }
-    };
+    let mut builder = Target::builder(device)
+        .name(plan.name.clone())
+        .dev_config(plan.backend.dev_config())
+        .max_io_bytes(plan.max_sectors * 512)
+        .export(match plan.export {
+            Export::Loop => TargetExport::Loopback,
+            Export::None => TargetExport::None,
+        });
+    if let Some(workers) = plan.workers {
+        builder = builder.workers(workers);
+    }
+    let target = builder.start().map_err(|e| e.to_string())?;
+    match target.disk() {
+        Some(disk) => println!("ready: {}", disk.display()),
+        None => println!("ready: {}", target.backstore_dir().display()),
+    }
     let _ = std::io::stdout().flush();
     log::info!(
-        "serving {} ({} bytes, {}-byte blocks)",
+        "serving {} ({size} bytes, {}-byte blocks)",
         plan.name,
-        size,
         plan.device.block_size
     );
 
-    wait_for_stop(&mut signals, &ring_thread);
-    log::info!("shutting down");
-    if let Some(export) = export {
-        export.remove().map_err(|e| e.to_string())?;
+    // Wait for a signal, or for serving to fail on its own.
+    let mut byte = [0u8; 16];
+    while !target.failed() {
+        if matches!(signals.read(&mut byte), Ok(n) if n > 0) {
+            break;
+        }
     }
-    let served = ring_thread.stop();
-    backstore.remove().map_err(|e| e.to_string())?;
-    served
+    log::info!("shutting down");
+    target.shutdown().map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -483,13 +364,5 @@ mod tests {
             err.contains("--inject-fault") && err.contains("trim"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn wwns_are_well_formed_and_distinct() {
-        let a = loop_wwn("serial", 0);
-        let b = loop_wwn("serial", 1);
-        assert_ne!(a, b);
-        assert!(a.starts_with("naa.5") && a.len() == 20, "{a}");
     }
 }

@@ -1,0 +1,403 @@
+//! Serving a [`BlockDevice`] as a SCSI disk of the running kernel: the one
+//! entry point for programs (the `tcmu-serve` command uses it too).
+//!
+//! ```no_run
+//! use block_backends::MemoryDevice;
+//! use scsi_emu::target::{Export, Target};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = MemoryDevice::new(512, 1 << 20)?; // 512 MiB
+//! let target = Target::builder(device).name("scratch").export(Export::Loopback).start()?;
+//! println!("serving {}", target.disk().unwrap().display());
+//! target.wait_for_signal()?; // until SIGINT or SIGTERM
+//! target.shutdown()?; // unexport, stop serving, remove the backstore
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Starting needs root: it loads the kernel modules, creates a `user_0`
+//! backstore in configfs, maps its UIO device, serves the ring on a thread
+//! (with a pool of workers executing commands) and, with
+//! [`Export::Loopback`], makes a local `/dev/sdX` through tcm_loop.
+//! Everything created is removed again by [`Target::shutdown`] or, if that
+//! is never called, when the `Target` is dropped.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tcmu_core::Ring;
+use tcmu_core::configfs::{self, Backstore, BackstoreConfig, ConfigfsError, LoopbackExport};
+use tcmu_core::server::{ServeError, ServeOptions, serve_with};
+use tcmu_core::uio::{UioDevice, UioError};
+
+use crate::{BlockDevice, Emulator, LunIdentity};
+
+/// How the LUN is made visible to the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// A local SCSI disk (`/dev/sdX`) through tcm_loop.
+    Loopback,
+    /// No fabric: only the configfs backstore (link it yourself).
+    None,
+}
+
+/// Why a target could not be started or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("must run as root: configuring the kernel target (configfs) needs it")]
+    NotRoot,
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Configfs(#[from] ConfigfsError),
+    #[error(transparent)]
+    Uio(#[from] UioError),
+    #[error("cannot attach to the command ring: {0}")]
+    Ring(#[from] tcmu_core::RingError),
+    #[error("serving stopped: {0}")]
+    Serve(#[from] ServeError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Settings of a [`Target`]; start it with [`TargetBuilder::start`].
+pub struct TargetBuilder<D> {
+    device: D,
+    name: Option<String>,
+    serial: Option<String>,
+    export: Export,
+    max_io_bytes: u32,
+    serve: ServeOptions,
+    dev_config: String,
+    disk_timeout: Duration,
+}
+
+impl<D: BlockDevice + 'static> TargetBuilder<D> {
+    /// The configfs backstore name (default `tcmurs-<pid>`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The unit serial number (default: a random UUID).
+    pub fn serial(mut self, serial: impl Into<String>) -> Self {
+        self.serial = Some(serial.into());
+        self
+    }
+
+    /// How the LUN is exported (default [`Export::Loopback`]).
+    pub fn export(mut self, export: Export) -> Self {
+        self.export = export;
+        self
+    }
+
+    /// The largest command the kernel may send, in bytes (default 1 MiB).
+    pub fn max_io_bytes(mut self, bytes: u32) -> Self {
+        self.max_io_bytes = bytes;
+        self
+    }
+
+    /// Worker threads executing commands (0: on the ring thread).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.serve.workers = workers;
+        self
+    }
+
+    /// The handler part of `dev_config` (default `tcmu-rs/custom`); tools
+    /// such as `targetcli` show it. It must not contain ':'.
+    pub fn dev_config(mut self, dev_config: impl Into<String>) -> Self {
+        self.dev_config = dev_config.into();
+        self
+    }
+
+    /// Create the LUN and start serving it.
+    pub fn start(self) -> Result<Target, TargetError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(TargetError::NotRoot);
+        }
+        let block_size = self.device.block_size();
+        if !block_size.is_power_of_two() || !(512..=4096).contains(&block_size) {
+            return Err(TargetError::Config(format!(
+                "block size {block_size} (use 512, 1024, 2048 or 4096)"
+            )));
+        }
+        let dev_size = self
+            .device
+            .num_blocks()
+            .checked_mul(block_size as u64)
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                TargetError::Config("the device has no blocks or is too large".into())
+            })?;
+        if self.dev_config.contains(':') {
+            return Err(TargetError::Config(format!(
+                "dev_config {:?} contains ':'",
+                self.dev_config
+            )));
+        }
+        if self.max_io_bytes < block_size || self.max_io_bytes % 512 != 0 {
+            return Err(TargetError::Config(format!(
+                "max I/O of {} bytes (use a multiple of 512, at least the block size)",
+                self.max_io_bytes
+            )));
+        }
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("tcmurs-{}", std::process::id()));
+        if !configfs::valid_name(&name) {
+            return Err(ConfigfsError::BadName(name).into());
+        }
+
+        let mut modules = vec!["configfs", "target_core_mod", "target_core_user"];
+        if self.export == Export::Loopback {
+            // No udev may be running: load the disk drivers ourselves.
+            modules.extend(["tcm_loop", "sd_mod", "sg"]);
+        }
+        configfs::load_modules(&modules)?;
+        let root = Path::new(configfs::TARGET_ROOT);
+        configfs::ensure_target_root(root)?;
+
+        let serial = self.serial.unwrap_or_else(new_serial);
+        let config = BackstoreConfig {
+            name: name.clone(),
+            hba: 0,
+            dev_size,
+            block_size,
+            dev_config: self.dev_config,
+            max_sectors: Some(self.max_io_bytes / 512),
+            max_data_area_mb: None,
+            serial: serial.clone(),
+        };
+        // Fields drop in declaration order of `Target`; until then these
+        // locals clean up in reverse order on any early return: the export
+        // first (while the ring still answers the disk's last commands),
+        // then the ring thread, then the backstore.
+        let (backstore, reattached) = match Backstore::create(root, &config) {
+            Ok(b) => (b, false),
+            // Left behind by a handler that died: serve it again.
+            Err(ConfigfsError::NameTaken(_)) => (Backstore::attach(root, &config)?, true),
+            Err(e) => return Err(e.into()),
+        };
+        let uio = match UioDevice::open(backstore.uio_name(), Duration::from_secs(10)) {
+            Ok(uio) => uio,
+            Err(UioError::Io { source, .. }) if source.raw_os_error() == Some(nix::libc::EBUSY) => {
+                backstore.disown(); // another process serves it
+                return Err(ConfigfsError::NameTaken(name).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // A reattached LUN keeps its identity: initiators must see the same disk.
+        let serial = if reattached {
+            log::warn!("reattaching to backstore {name}: commands in flight are retried");
+            backstore.block_and_reset()?;
+            backstore.unit_serial()?
+        } else {
+            serial
+        };
+        let ring = Ring::new(uio.map())?;
+        let identity = LunIdentity::new(serial.clone(), self.device.product_name());
+        let emulator =
+            Emulator::new(self.device, identity).with_max_transfer_bytes(self.max_io_bytes);
+        let ring_thread = RingThread::spawn(uio, ring, emulator, self.serve)?;
+        if reattached {
+            backstore.unblock()?;
+        }
+        let (export, disk) = match self.export {
+            Export::Loopback => {
+                let export = match LoopbackExport::find(root, backstore.dir()) {
+                    Some(existing) => existing,
+                    None => LoopbackExport::create(
+                        root,
+                        backstore.dir(),
+                        &loop_wwn(&serial, 0),
+                        &loop_wwn(&serial, 1),
+                    )?,
+                };
+                let disk = export.wait_for_disk(self.disk_timeout)?;
+                (Some(export), Some(disk))
+            }
+            Export::None => (None, None),
+        };
+        Ok(Target {
+            export,
+            ring_thread: Some(ring_thread),
+            backstore: Some(backstore),
+            disk,
+            name,
+        })
+    }
+}
+
+/// A LUN being served. Dropping it shuts it down (errors are logged);
+/// [`shutdown`](Target::shutdown) reports them.
+pub struct Target {
+    // Drop order matters: export, then ring thread, then backstore.
+    export: Option<LoopbackExport>,
+    ring_thread: Option<RingThread>,
+    backstore: Option<Backstore>,
+    disk: Option<PathBuf>,
+    name: String,
+}
+
+impl Target {
+    /// Start describing a target that serves `device`.
+    pub fn builder<D: BlockDevice + 'static>(device: D) -> TargetBuilder<D> {
+        TargetBuilder {
+            device,
+            name: None,
+            serial: None,
+            export: Export::Loopback,
+            max_io_bytes: 1 << 20,
+            serve: ServeOptions::default(),
+            dev_config: "tcmu-rs/custom".into(),
+            disk_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The local disk (`/dev/sdX`) with [`Export::Loopback`].
+    pub fn disk(&self) -> Option<&Path> {
+        self.disk.as_deref()
+    }
+
+    /// The configfs directory of the backstore.
+    pub fn backstore_dir(&self) -> &Path {
+        self.backstore.as_ref().map_or(Path::new(""), |b| b.dir())
+    }
+
+    /// The backstore name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the ring thread stopped on its own (a corrupt ring).
+    pub fn failed(&self) -> bool {
+        self.ring_thread.as_ref().is_none_or(|t| t.finished())
+    }
+
+    /// Block until SIGINT or SIGTERM arrives (or serving fails).
+    pub fn wait_for_signal(&self) -> Result<(), TargetError> {
+        let (mut signals, tx) = UnixStream::pair()?;
+        let mut ids = Vec::new();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            ids.push(signal_hook::low_level::pipe::register(
+                sig,
+                tx.try_clone()?,
+            )?);
+        }
+        signals.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut byte = [0u8; 16];
+        while !self.failed() {
+            if matches!(signals.read(&mut byte), Ok(n) if n > 0) {
+                break;
+            }
+        }
+        for id in ids {
+            signal_hook::low_level::unregister(id);
+        }
+        Ok(())
+    }
+
+    /// Unexport, stop serving (waiting for commands in flight), and remove
+    /// the backstore.
+    pub fn shutdown(mut self) -> Result<(), TargetError> {
+        if let Some(export) = self.export.take() {
+            export.remove()?;
+        }
+        let served = match self.ring_thread.take() {
+            Some(t) => t.stop(),
+            None => Ok(()),
+        };
+        if let Some(backstore) = self.backstore.take() {
+            backstore.remove()?;
+        }
+        served
+    }
+}
+
+/// The ring-serving thread; stopping it (or dropping it) joins it.
+struct RingThread {
+    stop: UnixStream,
+    handle: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl RingThread {
+    fn spawn<D: BlockDevice + 'static>(
+        uio: UioDevice,
+        mut ring: Ring,
+        emulator: Emulator<D>,
+        options: ServeOptions,
+    ) -> Result<RingThread, TargetError> {
+        let (stop, stop_rx) = UnixStream::pair()?;
+        let emulator = Arc::new(emulator);
+        let handle = std::thread::Builder::new()
+            .name("tcmu-ring".into())
+            .spawn(move || serve_with(&uio, &mut ring, &*emulator, stop_rx.as_fd(), options))?;
+        Ok(RingThread {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    fn finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    fn stop(mut self) -> Result<(), TargetError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), TargetError> {
+        let Some(handle) = self.handle.take() else {
+            return Ok(());
+        };
+        let _ = self.stop.write_all(&[1]);
+        match handle.join() {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(TargetError::Io(std::io::Error::other(
+                "the ring thread panicked",
+            ))),
+        }
+    }
+}
+
+impl Drop for RingThread {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_inner() {
+            log::error!("{e}");
+        }
+    }
+}
+
+/// A unit serial number: a random UUID from the kernel.
+fn new_serial() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| format!("tcmurs-{}", std::process::id()))
+}
+
+/// A tcm_loop WWN (`naa.5` + 15 hex digits) derived from the serial.
+fn loop_wwn(serial: &str, salt: u8) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in serial.bytes().chain([salt]) {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("naa.5{:015x}", h & 0x0fff_ffff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wwns_are_well_formed_and_distinct() {
+        let a = loop_wwn("serial", 0);
+        let b = loop_wwn("serial", 1);
+        assert_ne!(a, b);
+        assert!(a.starts_with("naa.5") && a.len() == 20, "{a}");
+    }
+}

@@ -302,6 +302,13 @@ impl Target {
         Ok(())
     }
 
+    /// A handle that cuts a [`shutdown`](Self::shutdown) short (e.g. on a
+    /// second signal): commands still executing are not waited for.
+    pub fn force_stop_handle(&self) -> Option<ForceStop> {
+        let thread = self.ring_thread.as_ref()?;
+        thread.stop.try_clone().ok().map(ForceStop)
+    }
+
     /// Unexport, stop serving (waiting for commands in flight), and remove
     /// the backstore.
     pub fn shutdown(mut self) -> Result<(), TargetError> {
@@ -316,6 +323,18 @@ impl Target {
             backstore.remove()?;
         }
         served
+    }
+}
+
+/// Ends a shutdown in progress without waiting for commands still
+/// executing; see [`Target::force_stop_handle`].
+pub struct ForceStop(UnixStream);
+
+impl ForceStop {
+    /// Stop serving now.
+    pub fn force(&self) {
+        // Two bytes at once: "stop" and "do not wait" (see serve_with).
+        let _ = (&self.0).write_all(&[1, 1]);
     }
 }
 
@@ -336,7 +355,7 @@ impl RingThread {
         let emulator = Arc::new(emulator);
         let handle = std::thread::Builder::new()
             .name("tcmu-ring".into())
-            .spawn(move || serve_with(&uio, &mut ring, &*emulator, stop_rx.as_fd(), options))?;
+            .spawn(move || serve_with(&uio, &mut ring, emulator, stop_rx.as_fd(), options))?;
         Ok(RingThread {
             stop,
             handle: Some(handle),

@@ -8,9 +8,10 @@
 //! not hold up the others.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::mem::DataSegments;
@@ -98,64 +99,104 @@ pub fn drain<H: CommandHandler + ?Sized>(ring: &mut Ring, handler: &H) -> Result
 }
 
 /// Serve `ring` of `uio` with default options until `stop` becomes readable.
-pub fn serve<H: CommandHandler + Sync + ?Sized>(
+pub fn serve<H: CommandHandler + Send + Sync + 'static>(
     uio: &(impl Doorbell + ?Sized),
     ring: &mut Ring,
-    handler: &H,
+    handler: Arc<H>,
     stop: BorrowedFd<'_>,
 ) -> Result<(), ServeError> {
     serve_with(uio, ring, handler, stop, ServeOptions::default())
 }
 
-/// Serve `ring` of `uio` until `stop` becomes readable.
-pub fn serve_with<H: CommandHandler + Sync + ?Sized>(
+/// Serve `ring` of `uio` until `stop` becomes readable: then stop taking
+/// new commands and wait up to `drain_timeout` for those executing. A
+/// second byte on `stop` cuts the wait short.
+///
+/// Worker threads are not joined: a backend call that never returns keeps
+/// its thread, not the caller. Its command is completed late (exactly
+/// once) if serving still runs, or left to the kernel's `cmd_time_out`.
+pub fn serve_with<H: CommandHandler + Send + Sync + 'static>(
     uio: &(impl Doorbell + ?Sized),
     ring: &mut Ring,
-    handler: &H,
+    handler: Arc<H>,
     stop: BorrowedFd<'_>,
     options: ServeOptions,
 ) -> Result<(), ServeError> {
     if options.workers == 0 {
-        return serve_inline(uio, ring, handler, stop);
+        return serve_inline(uio, ring, &*handler, stop);
     }
     let (work_tx, work_rx) = mpsc::channel::<Command>();
-    let work_rx = std::sync::Mutex::new(work_rx);
-    std::thread::scope(|scope| {
-        let (done_tx, done_rx) = mpsc::channel::<(Command, Reply)>();
-        let (mut wake_rx, wake_tx) = UnixStream::pair()?;
-        wake_rx.set_nonblocking(true)?;
-        for n in 0..options.workers {
-            let (work_rx, done_tx, mut wake_tx) = (&work_rx, done_tx.clone(), wake_tx.try_clone()?);
-            std::thread::Builder::new()
-                .name(format!("tcmu-worker-{n}"))
-                .spawn_scoped(scope, move || {
-                    loop {
-                        // The lock is held only to take one command.
-                        let next = work_rx.lock().map(|rx| rx.recv());
-                        let Ok(Ok(mut cmd)) = next else { return };
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let (done_tx, done_rx) = mpsc::channel::<(Command, Reply)>();
+    let (wake_rx, wake_tx) = UnixStream::pair()?;
+    wake_rx.set_nonblocking(true)?;
+    let aborted = Arc::new(IdSet::default());
+    for n in 0..options.workers {
+        let (work_rx, done_tx, mut wake_tx) =
+            (work_rx.clone(), done_tx.clone(), wake_tx.try_clone()?);
+        let (handler, aborted) = (handler.clone(), aborted.clone());
+        std::thread::Builder::new()
+            .name(format!("tcmu-worker-{n}"))
+            .spawn(move || {
+                loop {
+                    // The lock is held only to take one command.
+                    let next = work_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok(mut cmd)) = next else { return };
+                    let reply = if aborted.contains(cmd.id()) {
+                        // Aborted while queued: never executed.
+                        Reply::status(TASK_ABORTED)
+                    } else {
                         let (cdb, data) = cmd.cdb_and_data();
-                        let reply = handler.handle(cdb, data);
-                        if done_tx.send((cmd, reply)).is_err() {
-                            return;
-                        }
-                        let _ = wake_tx.write(&[1]);
+                        handler.handle(cdb, data)
+                    };
+                    if done_tx.send((cmd, reply)).is_err() {
+                        return;
                     }
-                })?;
-        }
-        drop(done_tx);
-        let result = ring_loop(
-            uio,
-            ring,
-            stop,
-            &work_tx,
-            &done_rx,
-            &mut wake_rx,
-            options.drain_timeout,
-        );
-        // Closing the queue ends the workers; the scope joins them.
-        drop(work_tx);
-        result
-    })
+                    let _ = wake_tx.write(&[1]);
+                }
+            })?;
+    }
+    drop(done_tx);
+    let queues = Queues {
+        work: work_tx,
+        done: done_rx,
+        wake: wake_rx,
+        aborted,
+    };
+    // Dropping the queues on return ends the idle workers.
+    ring_loop(uio, ring, stop, queues, options.drain_timeout)
+}
+
+/// SCSI status TASK ABORTED.
+const TASK_ABORTED: u8 = 0x40;
+
+/// A set of command ids, shared by the ring thread and the workers.
+struct IdSet(Vec<AtomicU64>);
+
+impl Default for IdSet {
+    fn default() -> Self {
+        IdSet((0..(1 << 16) / 64).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl IdSet {
+    fn insert(&self, id: u16) {
+        self.0[id as usize / 64].fetch_or(1 << (id % 64), Ordering::Relaxed);
+    }
+    fn remove(&self, id: u16) {
+        self.0[id as usize / 64].fetch_and(!(1 << (id % 64)), Ordering::Relaxed);
+    }
+    fn contains(&self, id: u16) -> bool {
+        self.0[id as usize / 64].load(Ordering::Relaxed) & (1 << (id % 64)) != 0
+    }
+}
+
+/// The ring thread's ends of the worker queues.
+struct Queues {
+    work: mpsc::Sender<Command>,
+    done: mpsc::Receiver<(Command, Reply)>,
+    wake: UnixStream,
+    aborted: Arc<IdSet>,
 }
 
 fn serve_inline<H: CommandHandler + ?Sized>(
@@ -183,9 +224,7 @@ fn ring_loop(
     uio: &(impl Doorbell + ?Sized),
     ring: &mut Ring,
     stop: BorrowedFd<'_>,
-    work: &mpsc::Sender<Command>,
-    done: &mpsc::Receiver<(Command, Reply)>,
-    wake: &mut UnixStream,
+    mut q: Queues,
     drain_timeout: Duration,
 ) -> Result<(), ServeError> {
     let mut outstanding = 0usize;
@@ -196,22 +235,28 @@ fn ring_loop(
                 match entry {
                     RingEntry::Command(cmd) => {
                         outstanding += 1;
-                        if work.send(cmd).is_err() {
+                        if q.work.send(cmd).is_err() {
                             return Err(io::Error::other("all worker threads are gone").into());
                         }
                     }
                     RingEntry::TaskManagement(tmr) => {
+                        // Queued commands named here are answered without
+                        // running; those already executing finish normally.
                         log::info!(
                             "task management {} for commands {:?}",
                             tmr.kind,
                             tmr.cmd_ids
                         );
+                        for id in &tmr.cmd_ids {
+                            q.aborted.insert(*id);
+                        }
                     }
                 }
             }
         }
-        while let Ok((cmd, reply)) = done.try_recv() {
+        while let Ok((cmd, reply)) = q.done.try_recv() {
             outstanding -= 1;
+            q.aborted.remove(cmd.id());
             ring.complete(cmd, &reply)?;
         }
         if ring.take_notify() {
@@ -226,16 +271,23 @@ fn ring_loop(
                 return Ok(());
             }
         }
-        // Once stopping, the stop descriptor stays readable: leave it out.
-        let (timeout, fds) = match stopping {
-            None => (None, vec![wake.as_fd(), stop]),
-            Some(_) => (Some(Duration::from_millis(100)), vec![wake.as_fd()]),
-        };
-        match uio.wait(&fds, timeout)? {
-            Wake::Other(1) => stopping = Some(Instant::now()),
+        let timeout = stopping.map(|_| Duration::from_millis(100));
+        match uio.wait(&[q.wake.as_fd(), stop], timeout)? {
+            Wake::Other(1) => {
+                // First byte: drain; any further byte: stop now.
+                let mut bytes = [0u8; 16];
+                let n = nix::unistd::read(stop.as_raw_fd(), &mut bytes)
+                    .unwrap_or(1)
+                    .max(1);
+                if stopping.is_some() || n > 1 {
+                    log::warn!("forced stop with {outstanding} commands still executing");
+                    return Ok(());
+                }
+                stopping = Some(Instant::now());
+            }
             Wake::Other(_) => {
                 let mut sink = [0u8; 256];
-                while matches!(wake.read(&mut sink), Ok(n) if n > 0) {}
+                while matches!(q.wake.read(&mut sink), Ok(n) if n > 0) {}
             }
             Wake::Kernel | Wake::Timeout => {}
         }

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,16 +42,17 @@ fn a_slow_command_does_not_hold_up_the_others() {
     let mut kernel = SimKernel::new(SimConfig::default());
     let mut ring = Ring::new(kernel.map()).unwrap();
     let bell = SimDoorbell::new().unwrap();
-    let handler = SlowOnRequest {
+    let handler = Arc::new(SlowOnRequest {
         calls: AtomicUsize::new(0),
-    };
+    });
     let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
     let options = ServeOptions {
         workers: 4,
         drain_timeout: Duration::from_secs(5),
     };
     std::thread::scope(|s| {
-        let server = s.spawn(|| serve_with(&bell, &mut ring, &handler, stop_rx.as_fd(), options));
+        let server =
+            s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
         let slow = kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap();
         let fast: Vec<u16> = (0..20)
             .map(|_| kernel.submit(&[0, 0, 0, 0, 0, 0], &[], 0).unwrap())
@@ -81,9 +83,9 @@ fn stopping_waits_for_commands_in_flight() {
         let mut kernel = SimKernel::new(SimConfig::default());
         let mut ring = Ring::new(kernel.map()).unwrap();
         let bell = SimDoorbell::new().unwrap();
-        let handler = SlowOnRequest {
+        let handler = Arc::new(SlowOnRequest {
             calls: AtomicUsize::new(0),
-        };
+        });
         let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
         let options = ServeOptions {
             workers,
@@ -91,7 +93,7 @@ fn stopping_waits_for_commands_in_flight() {
         };
         std::thread::scope(|s| {
             let server =
-                s.spawn(|| serve_with(&bell, &mut ring, &handler, stop_rx.as_fd(), options));
+                s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
             let slow = kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap();
             bell.kick();
             while handler.calls.load(Ordering::SeqCst) == 0 {
@@ -130,7 +132,8 @@ fn many_commands_with_data_complete_exactly_once() {
         drain_timeout: Duration::from_secs(5),
     };
     std::thread::scope(|s| {
-        let server = s.spawn(|| serve_with(&bell, &mut ring, &Echo, stop_rx.as_fd(), options));
+        let server =
+            s.spawn(|| serve_with(&bell, &mut ring, Arc::new(Echo), stop_rx.as_fd(), options));
         let mut expected = std::collections::HashMap::new();
         let mut got = Vec::new();
         for round in 0..2000u32 {
@@ -157,6 +160,116 @@ fn many_commands_with_data_complete_exactly_once() {
                 c.id
             );
         }
+        stop_tx.write_all(&[1]).unwrap();
+        server.join().unwrap().unwrap();
+    });
+}
+
+/// Blocks every command whose CDB byte 1 is 1 until `release` gets a
+/// message (or forever), and counts the commands it executes.
+struct Gate {
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    calls: AtomicUsize,
+}
+
+impl CommandHandler for Gate {
+    fn handle(&self, cdb: &[u8], _data: &mut DataSegments) -> Reply {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if cdb[1] == 1 {
+            let _ = self.release.lock().unwrap().recv();
+        }
+        Reply::good()
+    }
+}
+
+fn gate() -> (Arc<Gate>, std::sync::mpsc::Sender<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let gate = Gate {
+        release: std::sync::Mutex::new(rx),
+        calls: AtomicUsize::new(0),
+    };
+    (Arc::new(gate), tx)
+}
+
+#[test]
+fn a_hung_backend_call_does_not_hang_the_stop() {
+    for force in [false, true] {
+        let mut kernel = SimKernel::new(SimConfig::default());
+        let mut ring = Ring::new(kernel.map()).unwrap();
+        let bell = SimDoorbell::new().unwrap();
+        let (handler, _never_released) = gate();
+        let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
+        // Without force the drain gives up after 300 ms; with force the
+        // drain would wait a minute, but a second byte ends it.
+        let drain_timeout = if force {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_millis(300)
+        };
+        let options = ServeOptions {
+            workers: 2,
+            drain_timeout,
+        };
+        std::thread::scope(|s| {
+            let server =
+                s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
+            kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap();
+            bell.kick();
+            while handler.calls.load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            stop_tx.write_all(&[1]).unwrap();
+            if force {
+                std::thread::sleep(Duration::from_millis(100));
+                stop_tx.write_all(&[1]).unwrap();
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            s.spawn(move || tx.send(server.join().unwrap().is_ok()).unwrap());
+            let stopped = rx.recv_timeout(Duration::from_secs(10));
+            assert_eq!(stopped, Ok(true), "force: {force}");
+        });
+    }
+}
+
+#[test]
+fn an_aborted_queued_command_is_answered_without_running() {
+    let mut kernel = SimKernel::new(SimConfig::default());
+    let mut ring = Ring::new(kernel.map()).unwrap();
+    let bell = SimDoorbell::new().unwrap();
+    let (handler, release) = gate();
+    let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
+    let options = ServeOptions {
+        workers: 1,
+        drain_timeout: Duration::from_secs(5),
+    };
+    std::thread::scope(|s| {
+        let server =
+            s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
+        let blocking = kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap();
+        let queued = kernel.submit(&[0, 0, 0, 0, 0, 0], &[], 0).unwrap();
+        kernel
+            .submit_tmr(tcmu_sys::TCMU_TMR_ABORT_TASK, &[queued])
+            .unwrap();
+        bell.kick();
+        while handler.calls.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The ring thread reads the whole batch (both commands and the TMR)
+        // in one pass; give it a moment before the worker moves on.
+        std::thread::sleep(Duration::from_millis(200));
+        release.send(()).unwrap();
+        let mut done = wait_for(&mut kernel, 2, Duration::from_secs(10));
+        done.sort_by_key(|c| c.id);
+        assert_eq!(
+            done.iter().map(|c| (c.id, c.status)).collect::<Vec<_>>(),
+            vec![(blocking, 0), (queued, 0x40)]
+        );
+        assert_eq!(
+            handler.calls.load(Ordering::SeqCst),
+            1,
+            "the aborted command ran"
+        );
+        assert!(kernel.broken().is_none());
         stop_tx.write_all(&[1]).unwrap();
         server.join().unwrap().unwrap();
     });

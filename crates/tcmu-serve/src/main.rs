@@ -204,7 +204,19 @@ fn run(plan: Plan) -> Result<(), String> {
             break;
         }
     }
-    log::info!("shutting down");
+    log::info!("shutting down (a second signal stops without waiting for commands in flight)");
+    if let Some(force) = target.force_stop_handle() {
+        std::thread::spawn(move || {
+            let mut byte = [0u8; 16];
+            loop {
+                if matches!(signals.read(&mut byte), Ok(n) if n > 0) {
+                    log::warn!("second signal: not waiting for commands in flight");
+                    force.force();
+                    return;
+                }
+            }
+        });
+    }
     target.shutdown().map_err(|e| e.to_string())
 }
 

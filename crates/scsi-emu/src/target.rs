@@ -75,6 +75,8 @@ pub struct TargetBuilder<D> {
     serve: ServeOptions,
     dev_config: String,
     disk_timeout: Duration,
+    cmd_time_out: Option<Duration>,
+    qfull_time_out: Option<Duration>,
 }
 
 impl<D: BlockDevice + 'static> TargetBuilder<D> {
@@ -105,6 +107,19 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
     /// Worker threads executing commands (0: on the ring thread).
     pub fn workers(mut self, workers: usize) -> Self {
         self.serve.workers = workers;
+        self
+    }
+
+    /// How long the kernel lets a command wait for its completion before
+    /// failing it to the initiator (`attrib/cmd_time_out`; kernel default
+    /// 30 s), and how long a command may wait for room in a full ring
+    /// (`attrib/qfull_time_out`; kernel default: the same as
+    /// `cmd_time_out`). A backend call that hangs is bounded by the first:
+    /// the initiator sees an error, the LUN recovers, and the late
+    /// completion is accepted once.
+    pub fn timeouts(mut self, command: Option<Duration>, queue_full: Option<Duration>) -> Self {
+        self.cmd_time_out = command;
+        self.qfull_time_out = queue_full;
         self
     }
 
@@ -199,6 +214,12 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
         } else {
             serial
         };
+        if let Some(t) = self.cmd_time_out {
+            backstore.set_attrib("cmd_time_out", &t.as_secs().max(1).to_string())?;
+        }
+        if let Some(t) = self.qfull_time_out {
+            backstore.set_attrib("qfull_time_out", &t.as_secs().to_string())?;
+        }
         let ring = Ring::new(uio.map())?;
         let identity = LunIdentity::new(serial.clone(), self.device.product_name());
         let emulator =
@@ -256,6 +277,8 @@ impl Target {
             serve: ServeOptions::default(),
             dev_config: "tcmu-rs/custom".into(),
             disk_timeout: Duration::from_secs(30),
+            cmd_time_out: None,
+            qfull_time_out: None,
         }
     }
 

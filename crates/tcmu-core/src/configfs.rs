@@ -253,6 +253,11 @@ impl Backstore {
         write_attr(&self.dir.join("action/reset_ring"), "1")
     }
 
+    /// Write an attribute under `attrib/` (e.g. `cmd_time_out`).
+    pub fn set_attrib(&self, name: &str, value: &str) -> Result<(), ConfigfsError> {
+        write_attr(&self.dir.join("attrib").join(name), value)
+    }
+
     /// The unit serial number configured in `wwn/vpd_unit_serial`.
     pub fn unit_serial(&self) -> Result<String, ConfigfsError> {
         let path = self.dir.join("wwn/vpd_unit_serial");

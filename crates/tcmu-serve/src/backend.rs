@@ -113,6 +113,9 @@ impl BackendSpec {
                 match fault.op {
                     FaultOp::Read => injector.fail_reads(fault.lbas(), BlockError::Medium),
                     FaultOp::Write => injector.fail_writes(fault.lbas(), BlockError::Medium),
+                    FaultOp::Hang => {
+                        injector.delay(fault.lbas(), std::time::Duration::from_secs(3600))
+                    }
                 }
             }
             Arc::new(injector)
@@ -215,6 +218,8 @@ pub enum FaultOp {
     Read,
     /// Writes (also FUA writes, unmaps and zeroing).
     Write,
+    /// Any access: the call does not return for an hour (a hung backend).
+    Hang,
 }
 
 /// A parsed `--inject-fault` value: `read:LBA[+COUNT]` or `write:LBA[+COUNT]`.
@@ -233,13 +238,14 @@ impl FaultSpec {
     pub fn parse(text: &str) -> Result<FaultSpec, String> {
         let bad = |why: &str| {
             format!(
-                "invalid --inject-fault {text:?}: {why} (use read:LBA[+COUNT] or write:LBA[+COUNT])"
+                "invalid --inject-fault {text:?}: {why} (use read:LBA[+COUNT], write:LBA[+COUNT] or hang:LBA[+COUNT])"
             )
         };
         let (op, range) = text.split_once(':').ok_or_else(|| bad("no ':'"))?;
         let op = match op {
             "read" => FaultOp::Read,
             "write" => FaultOp::Write,
+            "hang" => FaultOp::Hang,
             _ => return Err(bad(&format!("unknown operation {op:?}"))),
         };
         let (lba, count) = match range.split_once('+') {
@@ -275,6 +281,7 @@ impl std::fmt::Display for FaultSpec {
         let op = match self.op {
             FaultOp::Read => "read",
             FaultOp::Write => "write",
+            FaultOp::Hang => "hang",
         };
         write!(f, "{op}:{}+{}", self.lba, self.count)
     }
@@ -506,6 +513,11 @@ mod tests {
         let w = FaultSpec::parse("write:7+3").unwrap();
         assert_eq!((w.op, w.lbas()), (FaultOp::Write, 7..10));
         assert_eq!(w.to_string(), "write:7+3");
+        let h = FaultSpec::parse("hang:4096+8").unwrap();
+        assert_eq!(
+            (h.op, h.lbas(), h.to_string()),
+            (FaultOp::Hang, 4096..4104, "hang:4096+8".to_string())
+        );
         for (text, why) in [
             ("read", "no ':'"),
             ("erase:1", "unknown operation"),

@@ -53,9 +53,10 @@ struct Args {
     /// Bypass the page cache for a `file:` backend (O_DIRECT).
     #[arg(long)]
     direct: bool,
-    /// Testing aid: fail reads or writes of some blocks with MEDIUM ERROR.
-    /// OP is `read` or `write`; e.g. read:2048, or write:100+8 for COUNT
-    /// blocks from LBA. Repeatable.
+    /// Testing aid: fail reads or writes of some blocks with MEDIUM ERROR
+    /// (OP `read` or `write`), or make any access to them hang for an hour
+    /// (OP `hang`); e.g. read:2048, or write:100+8 for COUNT blocks from
+    /// LBA. Repeatable.
     #[arg(long, value_name = "OP:LBA[+COUNT]")]
     inject_fault: Vec<String>,
     /// Logical block size in bytes: 512, 1024, 2048 or 4096.
@@ -74,6 +75,14 @@ struct Args {
     /// default: one per CPU, between 2 and 8).
     #[arg(long)]
     workers: Option<usize>,
+    /// Seconds the kernel waits for a command before failing it to the
+    /// initiator (attrib/cmd_time_out; kernel default 30).
+    #[arg(long, value_name = "SECONDS")]
+    cmd_timeout: Option<u64>,
+    /// Seconds a command may wait for room in a full ring before it fails
+    /// (attrib/qfull_time_out; kernel default: the command timeout).
+    #[arg(long, value_name = "SECONDS")]
+    qfull_timeout: Option<u64>,
 }
 
 /// Everything checked before touching the system.
@@ -86,6 +95,8 @@ struct Plan {
     export: Export,
     max_sectors: u32,
     workers: Option<usize>,
+    cmd_timeout: Option<Duration>,
+    qfull_timeout: Option<Duration>,
 }
 
 fn plan(args: Args) -> Result<Plan, String> {
@@ -125,6 +136,9 @@ fn plan(args: Args) -> Result<Plan, String> {
         .iter()
         .map(|text| FaultSpec::parse(text))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.cmd_timeout == Some(0) {
+        return Err("invalid --cmd-timeout 0: use at least 1 second".into());
+    }
     let max_io = size::parse_size(&args.max_io)?;
     if max_io < block_size as u64 || max_io % 512 != 0 || max_io > 64 << 20 {
         return Err(format!(
@@ -153,6 +167,8 @@ fn plan(args: Args) -> Result<Plan, String> {
         export: args.export,
         max_sectors: (max_io / 512) as u32,
         workers: args.workers,
+        cmd_timeout: args.cmd_timeout.map(Duration::from_secs),
+        qfull_timeout: args.qfull_timeout.map(Duration::from_secs),
     })
 }
 
@@ -185,6 +201,7 @@ fn run(plan: Plan) -> Result<(), String> {
     if let Some(workers) = plan.workers {
         builder = builder.workers(workers);
     }
+    builder = builder.timeouts(plan.cmd_timeout, plan.qfull_timeout);
     let target = builder.start().map_err(|e| e.to_string())?;
     match target.disk() {
         Some(disk) => println!("ready: {}", disk.display()),

@@ -118,6 +118,8 @@ enum Target {
 enum Action {
     Fail(BlockError),
     Delay(Duration),
+    /// Delay the first request that touches the range, then disappear.
+    DelayOnce(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +194,12 @@ impl<D: BlockDevice> FaultInjector<D> {
         self.add(Target::All, lbas, Action::Delay(delay));
     }
 
+    /// Delay only the first request touching a block in `lbas` by `delay`
+    /// (a call that hangs once: the initiator's retry then succeeds).
+    pub fn delay_once(&self, lbas: Range<u64>, delay: Duration) {
+        self.add(Target::All, lbas, Action::DelayOnce(delay));
+    }
+
     /// Make `flush` fail with `error`, or succeed again with `None`.
     pub fn fail_flush(&self, error: Option<BlockError>) {
         self.rules
@@ -242,11 +250,12 @@ impl<D: BlockDevice> FaultInjector<D> {
     /// matches.
     fn check(&self, write: bool, lba: u64, blocks: u64) -> Result<(), BlockError> {
         let request = lba..lba.saturating_add(blocks);
-        let (delay, error) = {
+        let (mut delay, error, once) = {
             let rules = self.rules();
             let mut delay = Duration::ZERO;
             let mut error = None;
-            for rule in &rules.rules {
+            let mut once = None;
+            for (i, rule) in rules.rules.iter().enumerate() {
                 let applies = match rule.target {
                     Target::Reads => !write,
                     Target::Writes => write,
@@ -259,10 +268,23 @@ impl<D: BlockDevice> FaultInjector<D> {
                     Action::Delay(d) => delay = delay.max(*d),
                     Action::Fail(e) if error.is_none() => error = Some(e.clone()),
                     Action::Fail(_) => {}
+                    Action::DelayOnce(d) if once.is_none() => once = Some((i, *d)),
+                    Action::DelayOnce(_) => {}
                 }
             }
-            (delay, error)
+            (delay, error, once)
         };
+        if let Some((index, d)) = once {
+            // Only the request that removes the rule is delayed by it.
+            let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
+            let still_there = rules.rules.get(index).is_some_and(|r| {
+                matches!(r.action, Action::DelayOnce(x) if x == d) && overlaps(&r.lbas, &request)
+            });
+            if still_there {
+                rules.rules.remove(index);
+                delay = delay.max(d);
+            }
+        }
         // Sleep without holding the lock: rules may change meanwhile.
         if !delay.is_zero() {
             std::thread::sleep(delay);
@@ -490,6 +512,24 @@ mod tests {
         // A delayed and failing range delays, then fails.
         dev.fail_reads(5..6, BlockError::Medium);
         assert_eq!(dev.read(5, &mut [0; 512]), Err(BlockError::Medium));
+    }
+
+    #[test]
+    fn a_one_shot_delay_holds_back_only_the_first_request() {
+        let dev = FaultInjector::new(Clock {
+            start: std::time::Instant::now(),
+            inner: memory(),
+            seen: Default::default(),
+        });
+        dev.delay_once(5..6, Duration::from_millis(300));
+        dev.read(4, &mut [0; 1024]).unwrap(); // touches LBA 5: delayed
+        dev.read(5, &mut [0; 512]).unwrap(); // the rule is gone
+        dev.read(7, &mut [0; 512]).unwrap(); // never matched
+        let seen = dev.inner().seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3);
+        assert!(seen[0] >= Duration::from_millis(300), "{seen:?}");
+        // The later requests came right after the first, not 300 ms each.
+        assert!(seen[2] < seen[0] * 2, "{seen:?}");
     }
 
     #[test]

@@ -20,6 +20,25 @@ pub enum BackendSpec {
     File(PathBuf),
     /// `nbd:HOST[:PORT][/EXPORT]` or `nbd+unix:PATH[/EXPORT]`: an NBD export.
     Nbd { address: NbdAddress, export: String },
+    /// `rbd:POOL/IMAGE[?conf=PATH&id=NAME&timeout=SECS]`: an image of a
+    /// Ceph cluster (needs the `rbd` feature to open).
+    Rbd(RbdBackend),
+}
+
+/// The parts of an `rbd:` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbdBackend {
+    /// The pool.
+    pub pool: String,
+    /// The image in the pool.
+    pub image: String,
+    /// `conf=PATH`: the Ceph configuration file (default: where Ceph
+    /// clients look, `$CEPH_CONF` first).
+    pub conf: Option<PathBuf>,
+    /// `id=NAME`: the client, without `client.` (default `admin`).
+    pub id: Option<String>,
+    /// `timeout=SECS`: librados' monitor and OSD timeouts (default 10).
+    pub timeout: Option<u64>,
 }
 
 impl BackendSpec {
@@ -32,8 +51,9 @@ impl BackendSpec {
             Some(("file", path)) => Ok(BackendSpec::File(PathBuf::from(path))),
             Some(("nbd", rest)) => parse_nbd_tcp(rest),
             Some(("nbd+unix", rest)) => parse_nbd_unix(rest),
+            Some(("rbd", rest)) => parse_rbd(rest).map(BackendSpec::Rbd),
             _ => Err(format!(
-                "unknown backend {text:?} (supported: mem, file:PATH, nbd:HOST[:PORT][/EXPORT], nbd+unix:PATH[/EXPORT])"
+                "unknown backend {text:?} (supported: mem, file:PATH, nbd:HOST[:PORT][/EXPORT], nbd+unix:PATH[/EXPORT], rbd:POOL/IMAGE[?conf=PATH&id=NAME&timeout=SECS])"
             )),
         }
     }
@@ -45,6 +65,7 @@ impl BackendSpec {
             BackendSpec::Memory => "tcmu-rs/mem".to_string(),
             BackendSpec::File(_) => "tcmu-rs/file".to_string(),
             BackendSpec::Nbd { .. } => "tcmu-rs/nbd".to_string(),
+            BackendSpec::Rbd(_) => "tcmu-rs/rbd".to_string(),
         }
     }
 
@@ -53,7 +74,7 @@ impl BackendSpec {
         match self {
             BackendSpec::Memory => true,
             BackendSpec::File(_) => create,
-            BackendSpec::Nbd { .. } => false,
+            BackendSpec::Nbd { .. } | BackendSpec::Rbd(_) => false,
         }
     }
 
@@ -97,6 +118,7 @@ impl BackendSpec {
                 }
                 Arc::new(dev)
             }
+            BackendSpec::Rbd(rbd) => open_rbd(rbd, options)?,
         };
         let device = if options.faults.is_empty() {
             device
@@ -168,6 +190,115 @@ fn parse_nbd_unix(rest: &str) -> Result<BackendSpec, String> {
     })
 }
 
+const RBD_SYNTAX: &str = "rbd:POOL/IMAGE[?conf=PATH&id=NAME&timeout=SECS]";
+
+/// `POOL/IMAGE[?KEY=VALUE&...]` with the keys conf, id and timeout.
+fn parse_rbd(rest: &str) -> Result<RbdBackend, String> {
+    let bad = |why: String| format!("invalid backend \"rbd:{rest}\": {why} (use {RBD_SYNTAX})");
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    let Some((pool, image)) = path.split_once('/') else {
+        return Err(bad("needs POOL/IMAGE".into()));
+    };
+    if pool.is_empty() {
+        return Err(bad("the pool name is empty".into()));
+    }
+    if image.is_empty() {
+        return Err(bad("the image name is empty".into()));
+    }
+    if image.contains('/') {
+        return Err(bad(
+            "RADOS namespaces (POOL/NAMESPACE/IMAGE) are not supported".into(),
+        ));
+    }
+    if image.contains('@') {
+        return Err(bad("snapshots (IMAGE@SNAP) are not supported".into()));
+    }
+    let mut spec = RbdBackend {
+        pool: pool.to_string(),
+        image: image.to_string(),
+        conf: None,
+        id: None,
+        timeout: None,
+    };
+    let Some(query) = query else {
+        return Ok(spec);
+    };
+    for item in query.split('&') {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(bad(format!("{item:?} is not KEY=VALUE")));
+        };
+        if value.is_empty() {
+            return Err(bad(format!("{key}= has no value")));
+        }
+        let duplicate = match key {
+            "conf" => spec.conf.replace(PathBuf::from(value)).is_some(),
+            "id" => spec.id.replace(value.to_string()).is_some(),
+            "timeout" => {
+                let secs = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&secs| secs > 0)
+                    .ok_or_else(|| {
+                        bad(format!("timeout={value} is not a number of seconds >= 1"))
+                    })?;
+                spec.timeout.replace(secs).is_some()
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown option {key:?} (known: conf, id, timeout)"
+                )));
+            }
+        };
+        if duplicate {
+            return Err(bad(format!("{key}= is given twice")));
+        }
+    }
+    Ok(spec)
+}
+
+#[cfg(feature = "rbd")]
+fn open_rbd(spec: &RbdBackend, options: &DeviceOptions) -> Result<Arc<dyn BlockDevice>, String> {
+    use block_backends::{RbdDevice, RbdOptions, RbdSpec};
+
+    let rbd_options = RbdOptions {
+        block_size: options.block_size,
+        timeout: spec.timeout.map_or(
+            RbdOptions::default().timeout,
+            std::time::Duration::from_secs,
+        ),
+        ..RbdOptions::default()
+    };
+    let rbd_spec = RbdSpec {
+        pool: spec.pool.clone(),
+        image: spec.image.clone(),
+        conf: spec.conf.clone(),
+        client_id: spec.id.clone(),
+    };
+    let dev = RbdDevice::connect_with(rbd_spec, rbd_options)
+        .map_err(|e| format!("rbd:{}/{}: {e}", spec.pool, spec.image))?;
+    if let Some(size) = options.size
+        && size != dev.image_size()
+    {
+        return Err(format!(
+            "size mismatch: the RBD image is {} bytes but --size asks for {size} bytes",
+            dev.image_size()
+        ));
+    }
+    Ok(Arc::new(dev))
+}
+
+#[cfg(not(feature = "rbd"))]
+fn open_rbd(spec: &RbdBackend, _: &DeviceOptions) -> Result<Arc<dyn BlockDevice>, String> {
+    Err(format!(
+        "rbd:{}/{}: this tcmu-serve was built without RBD support \
+         (build it with --features rbd, which needs librbd-dev and librados-dev)",
+        spec.pool, spec.image
+    ))
+}
+
 fn missing_path() -> String {
     "backend \"file:\" needs a path: file:PATH".to_string()
 }
@@ -218,7 +349,8 @@ pub enum FaultOp {
     Read,
     /// Writes (also FUA writes, unmaps and zeroing).
     Write,
-    /// Any access: the call does not return for an hour (a hung backend).
+    /// The first access: the call does not return for an hour (a backend
+    /// call that hangs; the initiator's retry then succeeds).
     Hang,
 }
 
@@ -387,7 +519,7 @@ mod tests {
         let err = BackendSpec::parse("floppy").unwrap_err();
         assert!(err.contains("unknown backend \"floppy\""), "{err}");
         assert!(
-            BackendSpec::parse("rbd:pool/image")
+            BackendSpec::parse("sheepdog:vdi")
                 .unwrap_err()
                 .contains("unknown backend")
         );
@@ -395,6 +527,83 @@ mod tests {
             let err = BackendSpec::parse(text).unwrap_err();
             assert!(err.contains("needs a path"), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn rbd_specs_parse() {
+        let rbd = |text: &str| match BackendSpec::parse(text) {
+            Ok(BackendSpec::Rbd(rbd)) => rbd,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(
+            rbd("rbd:rbd/disk"),
+            RbdBackend {
+                pool: "rbd".into(),
+                image: "disk".into(),
+                conf: None,
+                id: None,
+                timeout: None,
+            }
+        );
+        assert_eq!(
+            rbd("rbd:tank/vm-1.img?conf=/etc/ceph/other.conf&id=tcmu&timeout=30"),
+            RbdBackend {
+                pool: "tank".into(),
+                image: "vm-1.img".into(),
+                conf: Some("/etc/ceph/other.conf".into()),
+                id: Some("tcmu".into()),
+                timeout: Some(30),
+            }
+        );
+        let spec = BackendSpec::parse("rbd:p/i?id=x").unwrap();
+        assert_eq!(spec.dev_config(), "tcmu-rs/rbd");
+        assert!(!spec.needs_size(false) && !spec.needs_size(true) && !spec.is_file());
+    }
+
+    #[test]
+    fn bad_rbd_specs_name_the_problem() {
+        for (text, why) in [
+            ("rbd:", "needs POOL/IMAGE"),
+            ("rbd:pool", "needs POOL/IMAGE"),
+            ("rbd:/img", "pool name is empty"),
+            ("rbd:pool/", "image name is empty"),
+            ("rbd:pool/?id=a", "image name is empty"),
+            ("rbd:pool/ns/img", "namespaces"),
+            ("rbd:pool/img@snap", "snapshots"),
+            ("rbd:p/i?", "\"\" is not KEY=VALUE"),
+            ("rbd:p/i?id=a&", "\"\" is not KEY=VALUE"),
+            ("rbd:p/i?conf", "\"conf\" is not KEY=VALUE"),
+            ("rbd:p/i?conf=", "conf= has no value"),
+            ("rbd:p/i?user=x", "unknown option \"user\""),
+            ("rbd:p/i?id=a&id=b", "id= is given twice"),
+            ("rbd:p/i?timeout=0", "timeout=0 is not a number"),
+            ("rbd:p/i?timeout=ten", "timeout=ten is not a number"),
+        ] {
+            let err = BackendSpec::parse(text).unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("rbd:POOL/IMAGE") && !err.contains('\n'),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[cfg(feature = "rbd")]
+    #[test]
+    fn rbd_open_reports_an_unreadable_config() {
+        let spec = BackendSpec::parse("rbd:rbd/disk?conf=/nonexistent/ceph.conf").unwrap();
+        let err = spec.open(&options(None, 512)).err().unwrap();
+        assert!(
+            err.starts_with("rbd:rbd/disk: ") && err.contains("/nonexistent/ceph.conf"),
+            "{err}"
+        );
+    }
+
+    #[cfg(not(feature = "rbd"))]
+    #[test]
+    fn rbd_open_needs_the_feature() {
+        let spec = BackendSpec::parse("rbd:rbd/disk").unwrap();
+        let err = spec.open(&options(None, 512)).err().unwrap();
+        assert!(err.contains("--features rbd"), "{err}");
     }
 
     #[test]

@@ -54,8 +54,8 @@ struct Args {
     #[arg(long)]
     direct: bool,
     /// Testing aid: fail reads or writes of some blocks with MEDIUM ERROR
-    /// (OP `read` or `write`), or make any access to them hang for an hour
-    /// (OP `hang`); e.g. read:2048, or write:100+8 for COUNT blocks from
+    /// (OP `read` or `write`), or make the first access to them hang for
+    /// an hour (OP `hang`); e.g. read:2048, or write:100+8 for COUNT blocks from
     /// LBA. Repeatable.
     #[arg(long, value_name = "OP:LBA[+COUNT]")]
     inject_fault: Vec<String>,

@@ -234,6 +234,7 @@ fn ring_loop(
             while let Some(entry) = ring.next_entry()? {
                 match entry {
                     RingEntry::Command(cmd) => {
+                        log::trace!("command {} {:02x?} queued", cmd.id(), cmd.cdb());
                         outstanding += 1;
                         if q.work.send(cmd).is_err() {
                             return Err(io::Error::other("all worker threads are gone").into());
@@ -255,6 +256,7 @@ fn ring_loop(
             }
         }
         while let Ok((cmd, reply)) = q.done.try_recv() {
+            log::trace!("command {} completed with status {:#04x}", cmd.id(), reply.status);
             outstanding -= 1;
             q.aborted.remove(cmd.id());
             ring.complete(cmd, &reply)?;

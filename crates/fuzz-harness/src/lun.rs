@@ -1,7 +1,7 @@
 //! The logical unit under test and the invariants every response obeys.
 
 use block_backends::MemoryDevice;
-use scsi_emu::{BlockDevice, Emulator, LunIdentity, ScsiResponse, status};
+use scsi_emu::{BlockDevice, CopyRegistry, Emulator, LunIdentity, ScsiResponse, status};
 use scsi_sense_codes::{Sense, SenseKey};
 
 use crate::buffer::Buffer;
@@ -119,7 +119,10 @@ impl Lun {
         let device = MemoryDevice::new(block_size, num_blocks)
             .expect("every geometry in GEOMETRIES is valid");
         Lun {
-            emulator: Emulator::new(device, LunIdentity::new("serial", "fuzz")),
+            // In a registry of its own, so that EXTENDED COPY naming this
+            // unit (from VPD page 83h) copies within it.
+            emulator: Emulator::new(device, LunIdentity::new("serial", "fuzz"))
+                .with_copy_registry(CopyRegistry::new()),
             log: Vec::new(),
         }
     }

@@ -28,6 +28,7 @@ use crate::report_opcodes::{ReportOpcodes, ReportTmf};
 use crate::unmap::Unmap;
 use crate::verify::{Verify, WriteAndVerify};
 use crate::write_same::WriteSame;
+use crate::xcopy::{ExtendedCopy, ReceiveCopyResults};
 
 /// Operation codes (SPC-5, SBC-4).
 pub(crate) mod opcode {
@@ -49,6 +50,8 @@ pub(crate) mod opcode {
     pub(crate) const UNMAP: u8 = 0x42;
     pub(crate) const MODE_SELECT_10: u8 = 0x55;
     pub(crate) const MODE_SENSE_10: u8 = 0x5A;
+    pub(crate) const THIRD_PARTY_COPY_OUT: u8 = 0x83;
+    pub(crate) const THIRD_PARTY_COPY_IN: u8 = 0x84;
     pub(crate) const READ_16: u8 = 0x88;
     pub(crate) const COMPARE_AND_WRITE: u8 = 0x89;
     pub(crate) const WRITE_16: u8 = 0x8A;
@@ -66,6 +69,16 @@ pub(crate) mod opcode {
 pub(crate) mod service_action_in {
     pub(crate) const READ_CAPACITY_16: u8 = 0x10;
     pub(crate) const GET_LBA_STATUS: u8 = 0x12;
+}
+
+/// Service actions of THIRD-PARTY COPY OUT (83h).
+pub(crate) mod copy_out {
+    pub(crate) const EXTENDED_COPY_LID1: u8 = 0x00;
+}
+
+/// Service actions of THIRD-PARTY COPY IN (84h).
+pub(crate) mod copy_in {
+    pub(crate) const RECEIVE_COPY_OPERATING_PARAMETERS: u8 = 0x03;
 }
 
 /// Service actions of MAINTENANCE IN.
@@ -96,6 +109,8 @@ pub(crate) enum Command {
     SynchronizeCache(SynchronizeCache),
     ReportOpcodes(ReportOpcodes),
     ReportTmf(ReportTmf),
+    ExtendedCopy(ExtendedCopy),
+    CopyOperatingParameters(ReceiveCopyResults),
 }
 
 /// What the logical unit can do beyond the mandatory commands; decided
@@ -109,6 +124,8 @@ pub(crate) struct Capabilities {
     pub(crate) unmap_reads_zeroes: bool,
     /// The device reports which blocks are mapped (GET LBA STATUS).
     pub(crate) lba_status: bool,
+    /// The unit is in a copy registry: EXTENDED COPY, 3PC.
+    pub(crate) third_party_copy: bool,
 }
 
 /// How a command touches the medium: decides NOT READY while the unit is
@@ -168,6 +185,10 @@ fn with_unmap(caps: &Capabilities) -> bool {
 
 fn with_lba_status(caps: &Capabilities) -> bool {
     caps.lba_status
+}
+
+fn with_third_party_copy(caps: &Capabilities) -> bool {
+    caps.third_party_copy
 }
 
 /// The CONTROL byte's usage: NACA is evaluated (and refused).
@@ -337,6 +358,34 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         supported: always,
         access: Access::None,
         decode: |c| ModeSense::decode(c).map(Command::ModeSense),
+    },
+    CommandSpec {
+        opcode: opcode::THIRD_PARTY_COPY_OUT,
+        service_action: Some(copy_out::EXTENDED_COPY_LID1),
+        name: "EXTENDED COPY(LID1)",
+        usage: &[
+            0x83, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, C,
+        ],
+        supported: with_third_party_copy,
+        // The medium touched is the source's and destination's, checked
+        // per unit by the copy, not this unit's.
+        access: Access::None,
+        decode: |c| Ok(Command::ExtendedCopy(ExtendedCopy::decode(c))),
+    },
+    CommandSpec {
+        opcode: opcode::THIRD_PARTY_COPY_IN,
+        service_action: Some(copy_in::RECEIVE_COPY_OPERATING_PARAMETERS),
+        name: "RECEIVE COPY OPERATING PARAMETERS",
+        usage: &[
+            0x84, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, C,
+        ],
+        supported: with_third_party_copy,
+        access: Access::None,
+        decode: |c| {
+            Ok(Command::CopyOperatingParameters(
+                ReceiveCopyResults::decode(c),
+            ))
+        },
     },
     CommandSpec {
         opcode: opcode::READ_16,
@@ -550,6 +599,7 @@ mod tests {
         unmap: true,
         unmap_reads_zeroes: true,
         lba_status: true,
+        third_party_copy: true,
     };
 
     fn decode(bytes: &[u8]) -> Result<Command, Sense> {
@@ -672,6 +722,15 @@ mod tests {
         let listed: Vec<_> = supported_commands(&none).map(|s| s.name).collect();
         assert!(!listed.contains(&"UNMAP"));
         assert!(!listed.contains(&"GET LBA STATUS"));
+        assert!(!listed.contains(&"EXTENDED COPY(LID1)"));
+        assert!(!listed.contains(&"RECEIVE COPY OPERATING PARAMETERS"));
+        let mut xcopy = [0u8; 16];
+        xcopy[0] = 0x83;
+        assert_eq!(
+            Command::decode(&xcopy, &none).unwrap_err(),
+            invalid_field(1, 4)
+        );
+        assert!(Command::decode(&xcopy, &ALL).is_ok());
         assert!(listed.contains(&"WRITE SAME(16)"));
         assert_eq!(supported_commands(&ALL).count(), COMMANDS.len());
     }

@@ -1,11 +1,13 @@
 //! The emulator: decode a CDB, run it against the device, report status.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
 use crate::block_device::BlockDevice;
 use crate::command::{Access, Capabilities, Command};
+use crate::copy_registry::{CopyRegistry, LunHandle};
 use crate::data_buffer::DataBuffer;
 use crate::identity::LunIdentity;
 use crate::mode_page::ModeState;
@@ -13,7 +15,7 @@ use crate::range_lock::RangeLocks;
 use crate::response::ScsiResponse;
 use crate::{
     compare_and_write, inquiry, lba_status, misc, mode_select, mode_sense, read_capacity,
-    read_write, report_opcodes, unmap, verify, write_same,
+    read_write, report_opcodes, unmap, verify, write_same, xcopy,
 };
 
 /// Largest data transfer of one command by default (MAXIMUM TRANSFER
@@ -94,16 +96,20 @@ impl Limits {
 /// commands is the initiator's business, as SCSI's unrestricted queue
 /// algorithm allows.
 pub struct Emulator<D: BlockDevice> {
-    device: D,
+    // Device, mode state, stopped flag and locks are shared with the copy
+    // registry, so that EXTENDED COPY on another unit can reach them.
+    device: Arc<D>,
     identity: LunIdentity,
     pub(crate) caps: Capabilities,
     max_transfer_bytes: u32,
     pub(crate) limits: Limits,
-    pub(crate) modes: ModeState,
+    pub(crate) modes: Arc<ModeState>,
     /// START STOP UNIT with START=0 was processed: medium access is
     /// refused until a START.
-    pub(crate) stopped: AtomicBool,
-    pub(crate) locks: RangeLocks,
+    pub(crate) stopped: Arc<AtomicBool>,
+    pub(crate) locks: Arc<RangeLocks>,
+    /// The copy registry this unit is registered in, and its entry's id.
+    copy: Option<(CopyRegistry, u64)>,
 }
 
 impl<D: BlockDevice> Emulator<D> {
@@ -122,18 +128,54 @@ impl<D: BlockDevice> Emulator<D> {
             unmap,
             unmap_reads_zeroes: unmap && device.unmap_reads_zeroes(),
             lba_status: device.num_blocks() > 0 && device.lba_status(0).is_some(),
+            third_party_copy: false,
         };
         let limits = Limits::new(device.block_size(), DEFAULT_MAX_TRANSFER_BYTES, &caps);
         let modes = ModeState::new(device.write_cache());
         Emulator {
-            device,
+            device: Arc::new(device),
             identity,
             caps,
             max_transfer_bytes: DEFAULT_MAX_TRANSFER_BYTES,
             limits,
-            modes,
-            stopped: AtomicBool::new(false),
-            locks: RangeLocks::default(),
+            modes: Arc::new(modes),
+            stopped: Arc::new(AtomicBool::new(false)),
+            locks: Arc::new(RangeLocks::default()),
+            copy: None,
+        }
+    }
+
+    /// The same logical unit taking part in third-party copy: it registers
+    /// itself in `registry` under its NAA designator (until it is
+    /// dropped), sets 3PC in its standard INQUIRY data, and executes
+    /// EXTENDED COPY(LID1) and RECEIVE COPY OPERATING PARAMETERS, copying
+    /// between any units registered in `registry` (itself included).
+    /// Without a registry both commands are unsupported.
+    pub fn with_copy_registry(mut self, registry: CopyRegistry) -> Self
+    where
+        D: 'static,
+    {
+        self.leave_copy_registry();
+        let handle = LunHandle {
+            device: self.device.clone(),
+            stopped: self.stopped.clone(),
+            locks: self.locks.clone(),
+            modes: self.modes.clone(),
+        };
+        let id = registry.register(self.identity.naa(), Arc::new(handle));
+        self.copy = Some((registry, id));
+        self.caps.third_party_copy = true;
+        self
+    }
+
+    /// The copy registry, when third-party copy is enabled.
+    pub fn copy_registry(&self) -> Option<&CopyRegistry> {
+        self.copy.as_ref().map(|(registry, _)| registry)
+    }
+
+    fn leave_copy_registry(&mut self) {
+        if let Some((registry, id)) = self.copy.take() {
+            registry.unregister(&self.identity.naa(), id);
         }
     }
 
@@ -210,7 +252,7 @@ impl<D: BlockDevice> Emulator<D> {
         if spec.access == Access::Write && self.device.read_only() {
             return ScsiResponse::check_condition(read_write::write_protected());
         }
-        let device = &self.device;
+        let device = self.device();
         match &command {
             Command::TestUnitReady => misc::test_unit_ready(self),
             Command::RequestSense(cmd) => misc::request_sense(self, cmd, data),
@@ -231,7 +273,15 @@ impl<D: BlockDevice> Emulator<D> {
             Command::SynchronizeCache(cmd) => misc::synchronize_cache(device, cmd),
             Command::ReportOpcodes(cmd) => report_opcodes::report_opcodes(self, cmd, data),
             Command::ReportTmf(cmd) => report_opcodes::report_tmf(cmd, data),
+            Command::ExtendedCopy(cmd) => xcopy::extended_copy(self, cmd, data),
+            Command::CopyOperatingParameters(cmd) => xcopy::operating_parameters(self, cmd, data),
         }
+    }
+}
+
+impl<D: BlockDevice> Drop for Emulator<D> {
+    fn drop(&mut self) {
+        self.leave_copy_registry();
     }
 }
 

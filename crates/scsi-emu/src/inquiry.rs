@@ -22,6 +22,8 @@ const VERSION_SPC4: u8 = 0x06;
 const HISUP_RDF2: u8 = 0x10 | 0x02;
 /// CMDQUE: full task management; Linux only queues commands when set.
 const CMDQUE: u8 = 0x02;
+/// Byte 5, 3PC: third-party copy (EXTENDED COPY) is supported.
+const THIRD_PARTY_COPY: u8 = 0x08;
 /// Length of the standard data we return: the minimum SPC defines, with
 /// vendor, product and revision. Nothing after byte 35 would be non-zero.
 const STANDARD_LEN: usize = 36;
@@ -104,7 +106,7 @@ pub(crate) fn inquiry<D: BlockDevice>(
 ) -> ScsiResponse {
     let identity = emu.identity();
     let payload = match cmd.page {
-        None => standard_data(identity),
+        None => standard_data(identity, emu.caps.third_party_copy),
         Some(page) => {
             let body = match page {
                 VpdPage::SupportedPages => supported_pages(),
@@ -121,15 +123,18 @@ pub(crate) fn inquiry<D: BlockDevice>(
     send_data_in(data, &payload, cmd.allocation_length)
 }
 
-fn standard_data(identity: &LunIdentity) -> Vec<u8> {
+fn standard_data(identity: &LunIdentity, third_party_copy: bool) -> Vec<u8> {
     let mut b = vec![0u8; STANDARD_LEN];
     b[0] = PERIPHERAL_DIRECT_ACCESS;
     b[2] = VERSION_SPC4;
     b[3] = HISUP_RDF2;
     // ADDITIONAL LENGTH: bytes after byte 4.
     b[4] = (STANDARD_LEN - 5) as u8;
-    // Byte 5 stays zero: no SCCS, ACC, TPGS (LIO handles ALUA), 3PC
-    // (EXTENDED COPY is not supported) or PROTECT.
+    // Byte 5: no SCCS, ACC, TPGS (LIO handles ALUA) or PROTECT; 3PC only
+    // in a copy registry.
+    if third_party_copy {
+        b[5] = THIRD_PARTY_COPY;
+    }
     b[7] = CMDQUE;
     b[8..16].copy_from_slice(&ascii_padded(&identity.vendor, 8));
     b[16..32].copy_from_slice(&ascii_padded(&identity.product, 16));

@@ -15,7 +15,9 @@
 //! VERIFY(10/16), WRITE AND VERIFY(10/16), COMPARE AND WRITE, WRITE
 //! SAME(10/16), SYNCHRONIZE CACHE(10/16), REPORT SUPPORTED OPERATION
 //! CODES and REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS; UNMAP when the
-//! device can unmap, GET LBA STATUS when it reports block mapping.
+//! device can unmap, GET LBA STATUS when it reports block mapping;
+//! EXTENDED COPY(LID1) and RECEIVE COPY OPERATING PARAMETERS between the
+//! units of one process when given a [`CopyRegistry`].
 //! Anything else ends in CHECK CONDITION, ILLEGAL REQUEST, INVALID COMMAND
 //! OPERATION CODE (or INVALID FIELD IN CDB for an unknown service action);
 //! every refused CDB field is pointed at in the sense data.
@@ -67,6 +69,7 @@ pub mod block_device;
 mod cdb;
 mod command;
 mod compare_and_write;
+mod copy_registry;
 pub mod data_buffer;
 mod emulator;
 mod identity;
@@ -95,8 +98,10 @@ mod unmap;
 mod verify;
 mod vpd;
 mod write_same;
+mod xcopy;
 
 pub use block_device::{BlockDevice, BlockError};
+pub use copy_registry::CopyRegistry;
 pub use data_buffer::DataBuffer;
 pub use emulator::{DEFAULT_MAX_TRANSFER_BYTES, Emulator};
 pub use identity::{DEFAULT_VENDOR, LunIdentity, MAX_SERIAL_LEN};

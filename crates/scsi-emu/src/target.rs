@@ -35,7 +35,7 @@ use tcmu_core::configfs::{self, Backstore, BackstoreConfig, ConfigfsError, Loopb
 use tcmu_core::server::{ServeError, ServeOptions, serve_with};
 use tcmu_core::uio::{UioDevice, UioError};
 
-use crate::{BlockDevice, Emulator, LunIdentity};
+use crate::{BlockDevice, CopyRegistry, Emulator, LunIdentity};
 
 /// How the LUN is made visible to the system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,9 +77,19 @@ pub struct TargetBuilder<D> {
     disk_timeout: Duration,
     cmd_time_out: Option<Duration>,
     qfull_time_out: Option<Duration>,
+    copy_registry: Option<CopyRegistry>,
 }
 
 impl<D: BlockDevice + 'static> TargetBuilder<D> {
+    /// Take part in third-party copy: the LUN registers in `registry`
+    /// while it is served and accepts EXTENDED COPY between any LUNs
+    /// registered there (see [`CopyRegistry`]). Give every target of the
+    /// process that should copy to each other a clone of one registry.
+    pub fn copy_registry(mut self, registry: CopyRegistry) -> Self {
+        self.copy_registry = Some(registry);
+        self
+    }
+
     /// The configfs backstore name (default `tcmurs-<pid>`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -222,8 +232,11 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
         }
         let ring = Ring::new(uio.map())?;
         let identity = LunIdentity::new(serial.clone(), self.device.product_name());
-        let emulator =
+        let mut emulator =
             Emulator::new(self.device, identity).with_max_transfer_bytes(self.max_io_bytes);
+        if let Some(registry) = self.copy_registry {
+            emulator = emulator.with_copy_registry(registry);
+        }
         let ring_thread = RingThread::spawn(uio, ring, emulator, self.serve)?;
         if reattached {
             backstore.unblock()?;
@@ -279,6 +292,7 @@ impl Target {
             disk_timeout: Duration::from_secs(30),
             cmd_time_out: None,
             qfull_time_out: None,
+            copy_registry: None,
         }
     }
 

@@ -256,7 +256,11 @@ fn ring_loop(
             }
         }
         while let Ok((cmd, reply)) = q.done.try_recv() {
-            log::trace!("command {} completed with status {:#04x}", cmd.id(), reply.status);
+            log::trace!(
+                "command {} completed with status {:#04x}",
+                cmd.id(),
+                reply.status
+            );
             outstanding -= 1;
             q.aborted.remove(cmd.id());
             ring.complete(cmd, &reply)?;

@@ -6,6 +6,8 @@
 //! - [`FileDevice`]: a regular file (an image) or a block device.
 //! - [`ReadOnly`] and [`FaultInjector`]: wrappers around any device that
 //!   refuse writes, or fail and delay chosen blocks for testing.
+//! - `RbdDevice` (feature `rbd`): an image of a Ceph cluster, through
+//!   librbd.
 //!
 //! ```
 //! use block_backends::MemoryDevice;
@@ -19,14 +21,20 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![forbid(unsafe_code)]
+// Unsafe code is denied everywhere but in the Ceph FFI module
+// (`rbd::ffi`, feature `rbd`), which allows it for itself.
+#![deny(unsafe_code)]
 
 pub mod file;
 pub mod memory;
 pub mod nbd;
+#[cfg(feature = "rbd")]
+pub mod rbd;
 pub mod wrappers;
 
 pub use file::{FileDevice, FileDeviceError, FileKind, FileOptions};
 pub use memory::{CHUNK_SIZE, MemoryDevice, MemoryDeviceError};
 pub use nbd::{NbdAddress, NbdAddressParseError, NbdDevice, NbdError, NbdOptions};
+#[cfg(feature = "rbd")]
+pub use rbd::{RbdDevice, RbdError, RbdOptions, RbdSpec};
 pub use wrappers::{FaultInjector, ReadOnly};

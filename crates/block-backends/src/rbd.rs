@@ -1,0 +1,835 @@
+//! A disk that is an image of a Ceph cluster: RBD (RADOS Block Device).
+//!
+//! [`RbdDevice`] opens one image with librbd (Ceph Octopus or later) and
+//! turns every block request into an asynchronous librbd call. The calling
+//! worker thread sleeps until librbd's completion callback wakes it, so
+//! requests of several workers are in flight at once and complete in
+//! whatever order the cluster answers them.
+//!
+//! Built only with the crate's `rbd` feature, which links `librbd` and
+//! `librados` (Debian: `apt-get install librbd-dev librados-dev`).
+//!
+//! Connecting:
+//! - The Ceph configuration is read from [`RbdSpec::conf`], else from the
+//!   places every Ceph client looks (`$CEPH_CONF`, /etc/ceph/ceph.conf,
+//!   ~/.ceph/config, ./ceph.conf); it names the monitors and the keyring.
+//! - The client is `client.ID` for [`RbdSpec::client_id`] `Some(ID)`,
+//!   else `client.admin`.
+//! - The image size must be a whole, non-zero number of blocks
+//!   ([`RbdError::BadSize`] otherwise). [`RbdDevice::refresh_size`] reads
+//!   it again after the image was resized.
+//!
+//! Requests:
+//! - READ and WRITE are `rbd_aio_read` and `rbd_aio_write` on a buffer of
+//!   the request's own (one copy of the data).
+//! - SYNCHRONIZE CACHE is `rbd_aio_flush`.
+//! - UNMAP and WRITE SAME with zeros are `rbd_aio_write_zeroes`, which
+//!   librbd carries out as a discard that deallocates whole objects and
+//!   zeroes partial ones. (`rbd_aio_discard` skips ranges smaller than
+//!   `rbd_discard_granularity_bytes`, 64 KiB by default, leaving their old
+//!   data; the zeroing discard does not, so unmapped blocks read as zeros
+//!   and [`BlockDevice::unmap_reads_zeroes`] is true.)
+//!
+//! Failures: librados is told to give up on monitor and OSD operations
+//! after [`RbdOptions::timeout`] (`client_mount_timeout`,
+//! `rados_mon_op_timeout`, `rados_osd_op_timeout`), so a request to a
+//! cluster that is gone fails with `ETIMEDOUT` instead of waiting for
+//! ever. As a second bound, a worker waits at most twice that plus one
+//! second for its request, then gives it up ([`BlockError::Busy`]; the
+//! request finishes unobserved). Errors map to [`BlockError`]s so that the
+//! initiator retries what may pass: `ETIMEDOUT`, `EAGAIN`, `EBUSY`,
+//! `ENOTCONN` and `ESHUTDOWN` are [`BlockError::Busy`]; `ENOSPC` and
+//! `EDQUOT` are [`BlockError::NoSpace`]; `EROFS` is
+//! [`BlockError::ReadOnly`]; anything else is [`BlockError::Io`]; a
+//! flush that fails is never [`BlockError::Busy`] (see below). The
+//! first failure after a success is logged at error level, the rest of an
+//! outage at debug level, and the first success after it at info level.
+//!
+//! A request that timed out may still be carried out by the cluster later;
+//! that is the price of not hanging, as with any storage timeout.
+//!
+//! librbd's cache is off unless [`RbdOptions::cache`] turns it on (the
+//! device sets `rbd_cache` either way, over what the configuration file
+//! says). Without it a write completes when the OSDs have it, and its
+//! error, if any, is the write's own: there is no volatile write cache
+//! ([`BlockDevice::write_cache`] is false). With it, librbd's write-around
+//! mode acknowledges writes before the OSDs have them (after the first
+//! flush) and reports their errors only at a later flush, and only at one
+//! issued while other requests are in flight: a SYNCHRONIZE CACHE with
+//! nothing else in flight passes an earlier loss by. A failed flush is
+//! therefore never reported as retryable (a retried flush would succeed
+//! and hide the loss); the cache is for those who accept that. An image
+//! whose own configuration (`rbd config image set`) turns the cache on
+//! overrides this.
+
+use std::ffi::CString;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use scsi_emu::{BlockDevice, BlockError};
+
+#[allow(unsafe_code)]
+mod ffi;
+
+/// Which image to open, and as whom.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RbdSpec {
+    /// The pool's name.
+    pub pool: String,
+    /// The image's name in the pool.
+    pub image: String,
+    /// The Ceph configuration file; `None` looks where Ceph clients do.
+    pub conf: Option<PathBuf>,
+    /// The client's ID, without `client.`; `None` is `admin`.
+    pub client_id: Option<String>,
+}
+
+impl fmt::Display for RbdSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.pool, self.image)
+    }
+}
+
+/// How to connect an [`RbdDevice`].
+///
+/// ```
+/// use std::time::Duration;
+/// use block_backends::RbdOptions;
+///
+/// let options = RbdOptions { block_size: 4096, ..RbdOptions::default() };
+/// assert_eq!(options.timeout, Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RbdOptions {
+    /// Logical block size: 512, 1024, 2048 or 4096. Default 512.
+    pub block_size: u32,
+    /// How long librados waits for the monitors (connecting, commands)
+    /// and for an OSD operation before it fails with `ETIMEDOUT`; whole
+    /// seconds, at least one. Default 10 seconds.
+    pub timeout: Duration,
+    /// Use librbd's write cache (`rbd_cache`), a volatile write cache for
+    /// SCSI; see the [module](self) documentation. Default off.
+    pub cache: bool,
+}
+
+impl Default for RbdOptions {
+    fn default() -> Self {
+        RbdOptions {
+            block_size: 512,
+            timeout: Duration::from_secs(10),
+            cache: false,
+        }
+    }
+}
+
+/// Why an [`RbdDevice`] could not be connected, or its size not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RbdError {
+    /// The block size is not 512, 1024, 2048 or 4096.
+    InvalidBlockSize(u32),
+    /// A name or path contains a NUL byte.
+    InvalidName {
+        /// What it names: "pool", "image", "client id", "config path".
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// librados could not make a cluster handle.
+    Create {
+        /// The client ID asked for.
+        client_id: Option<String>,
+        /// The errno.
+        errno: i32,
+    },
+    /// The configuration file could not be read.
+    Config {
+        /// The file, or `None` for the default places.
+        path: Option<PathBuf>,
+        /// The errno.
+        errno: i32,
+    },
+    /// A configuration option could not be set.
+    SetOption {
+        /// The option.
+        option: &'static str,
+        /// The errno.
+        errno: i32,
+    },
+    /// The cluster could not be reached or refused the client.
+    Connect {
+        /// The errno.
+        errno: i32,
+        /// The timeout that was in force, for the message.
+        timeout: Duration,
+    },
+    /// The cluster has no pool of that name.
+    NoPool {
+        /// The pool.
+        pool: String,
+    },
+    /// The pool could not be opened for another reason.
+    Pool {
+        /// The pool.
+        pool: String,
+        /// The errno.
+        errno: i32,
+    },
+    /// The pool has no image of that name.
+    NoImage {
+        /// The pool.
+        pool: String,
+        /// The image.
+        image: String,
+    },
+    /// The image could not be opened for another reason.
+    Open {
+        /// The pool.
+        pool: String,
+        /// The image.
+        image: String,
+        /// The errno.
+        errno: i32,
+    },
+    /// The image's size could not be read.
+    Size {
+        /// The errno.
+        errno: i32,
+    },
+    /// The image size is not a whole, non-zero number of blocks.
+    BadSize {
+        /// Image size in bytes.
+        size: u64,
+        /// The block size.
+        block_size: u32,
+    },
+}
+
+fn describe(errno: i32) -> &'static str {
+    Errno::from_raw(errno).desc()
+}
+
+impl fmt::Display for RbdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RbdError::InvalidBlockSize(size) => write!(
+                f,
+                "invalid block size {size}: must be 512, 1024, 2048 or 4096"
+            ),
+            RbdError::InvalidName { what, value } => {
+                write!(f, "invalid {what} {value:?}: contains a NUL byte")
+            }
+            RbdError::Create { client_id, errno } => write!(
+                f,
+                "cannot create a Ceph client handle for client.{}: {}",
+                client_id.as_deref().unwrap_or("admin"),
+                describe(*errno)
+            ),
+            RbdError::Config {
+                path: Some(path),
+                errno,
+            } => write!(
+                f,
+                "cannot read the Ceph configuration {}: {}",
+                path.display(),
+                describe(*errno)
+            ),
+            RbdError::Config { path: None, errno } => write!(
+                f,
+                "cannot read a Ceph configuration ($CEPH_CONF, /etc/ceph/ceph.conf, \
+                 ~/.ceph/config, ./ceph.conf): {}",
+                describe(*errno)
+            ),
+            RbdError::SetOption { option, errno } => {
+                write!(f, "cannot set Ceph option {option}: {}", describe(*errno))
+            }
+            RbdError::Connect { errno, timeout } => {
+                let errno = *errno;
+                write!(f, "cannot connect to the Ceph cluster: ")?;
+                if errno == Errno::ETIMEDOUT as i32 {
+                    write!(
+                        f,
+                        "no monitor answered within {} s (is the cluster up, is mon_host right?)",
+                        timeout.as_secs()
+                    )
+                } else if errno == Errno::EACCES as i32 || errno == Errno::EPERM as i32 {
+                    write!(
+                        f,
+                        "authentication refused ({}): check the client id and its keyring",
+                        describe(errno)
+                    )
+                } else if errno == Errno::ENOENT as i32 {
+                    f.write_str("no keyring or monitor address found in the configuration")
+                } else {
+                    f.write_str(describe(errno))
+                }
+            }
+            RbdError::NoPool { pool } => write!(f, "the Ceph cluster has no pool named {pool:?}"),
+            RbdError::Pool { pool, errno } => {
+                write!(f, "cannot open pool {pool:?}: {}", describe(*errno))
+            }
+            RbdError::NoImage { pool, image } => {
+                write!(f, "pool {pool:?} has no RBD image named {image:?}")
+            }
+            RbdError::Open { pool, image, errno } => write!(
+                f,
+                "cannot open RBD image {pool}/{image}: {}",
+                describe(*errno)
+            ),
+            RbdError::Size { errno } => {
+                write!(f, "cannot read the RBD image's size: {}", describe(*errno))
+            }
+            RbdError::BadSize { size, block_size } => write!(
+                f,
+                "RBD image size {size} is not a non-zero multiple of the block size {block_size}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RbdError {}
+
+/// The [`BlockError`] for a librbd errno (positive).
+///
+/// ```
+/// use block_backends::rbd::block_error;
+/// use scsi_emu::BlockError;
+///
+/// assert_eq!(block_error(110), BlockError::Busy); // ETIMEDOUT: retry
+/// assert_eq!(block_error(28), BlockError::NoSpace);
+/// assert_eq!(block_error(5), BlockError::Io(5));
+/// ```
+pub fn block_error(errno: i32) -> BlockError {
+    match Errno::from_raw(errno) {
+        Errno::ETIMEDOUT | Errno::EAGAIN | Errno::EBUSY | Errno::ENOTCONN | Errno::ESHUTDOWN => {
+            BlockError::Busy
+        }
+        Errno::ENOSPC | Errno::EDQUOT => BlockError::NoSpace,
+        Errno::EROFS => BlockError::ReadOnly,
+        _ => BlockError::Io(errno),
+    }
+}
+
+/// An RBD image as a [`BlockDevice`]. See the [module](self) documentation.
+///
+/// Dropping it closes the image (`rbd_close` waits for the requests still
+/// in flight and releases the image's exclusive lock), then the cluster
+/// connection. With the cluster unreachable that takes a few
+/// [`RbdOptions::timeout`]s: three with the only OSD down, in the tests.
+pub struct RbdDevice {
+    image: ffi::Image,
+    /// "pool/image", for messages.
+    name: String,
+    block_size: u32,
+    num_blocks: AtomicU64,
+    object_size: u64,
+    timeout: Duration,
+    cache: bool,
+    /// How long a worker waits for one request.
+    request_bound: Duration,
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+    /// Requests failed since the last success (for logging an outage once).
+    failures: AtomicU64,
+}
+
+impl fmt::Debug for RbdDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RbdDevice")
+            .field("image", &self.name)
+            .field("block_size", &self.block_size)
+            .field("num_blocks", &self.num_blocks)
+            .field("object_size", &self.object_size)
+            .field("timeout", &self.timeout)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+fn c_string(what: &'static str, value: &str) -> Result<CString, RbdError> {
+    CString::new(value).map_err(|_| RbdError::InvalidName {
+        what,
+        value: value.to_owned(),
+    })
+}
+
+/// Counts a request in flight while alive.
+struct InFlight<'a>(&'a RbdDevice);
+
+impl<'a> InFlight<'a> {
+    fn enter(dev: &'a RbdDevice) -> InFlight<'a> {
+        let now = dev.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        dev.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        InFlight(dev)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl RbdDevice {
+    /// Opens `spec`'s image with `block_size`-byte blocks and the default
+    /// [`RbdOptions`] otherwise.
+    pub fn connect(spec: RbdSpec, block_size: u32) -> Result<RbdDevice, RbdError> {
+        RbdDevice::connect_with(
+            spec,
+            RbdOptions {
+                block_size,
+                ..RbdOptions::default()
+            },
+        )
+    }
+
+    /// Opens `spec`'s image as `options` say. Blocks until connected, at
+    /// most about [`RbdOptions::timeout`] per step when the cluster does
+    /// not answer.
+    pub fn connect_with(spec: RbdSpec, options: RbdOptions) -> Result<RbdDevice, RbdError> {
+        let block_size = options.block_size;
+        if !matches!(block_size, 512 | 1024 | 2048 | 4096) {
+            return Err(RbdError::InvalidBlockSize(block_size));
+        }
+        let pool = c_string("pool", &spec.pool)?;
+        let image_name = c_string("image", &spec.image)?;
+        let client_id = spec
+            .client_id
+            .as_deref()
+            .map(|id| c_string("client id", id))
+            .transpose()?;
+        let conf = spec
+            .conf
+            .as_deref()
+            .map(|path| {
+                CString::new(path.as_os_str().as_bytes()).map_err(|_| RbdError::InvalidName {
+                    what: "config path",
+                    value: path.display().to_string(),
+                })
+            })
+            .transpose()?;
+
+        let mut cluster =
+            ffi::Cluster::create(client_id.as_deref()).map_err(|errno| RbdError::Create {
+                client_id: spec.client_id.clone(),
+                errno,
+            })?;
+        cluster
+            .read_conf(conf.as_deref())
+            .map_err(|errno| RbdError::Config {
+                path: spec.conf.clone(),
+                errno,
+            })?;
+        let secs = options.timeout.as_secs().max(1);
+        let timeout = Duration::from_secs(secs);
+        let value = CString::new(secs.to_string()).expect("digits have no NUL");
+        for option in [
+            c"client_mount_timeout",
+            c"rados_mon_op_timeout",
+            c"rados_osd_op_timeout",
+        ] {
+            cluster
+                .set(option, &value)
+                .map_err(|errno| RbdError::SetOption {
+                    option: option.to_str().unwrap_or("?"),
+                    errno,
+                })?;
+        }
+        let cache = if options.cache { c"true" } else { c"false" };
+        cluster
+            .set(c"rbd_cache", cache)
+            .map_err(|errno| RbdError::SetOption {
+                option: "rbd_cache",
+                errno,
+            })?;
+        cluster
+            .connect()
+            .map_err(|errno| RbdError::Connect { errno, timeout })?;
+        let ioctx = ffi::IoCtx::create(cluster, &pool).map_err(|errno| {
+            if errno == Errno::ENOENT as i32 {
+                RbdError::NoPool {
+                    pool: spec.pool.clone(),
+                }
+            } else {
+                RbdError::Pool {
+                    pool: spec.pool.clone(),
+                    errno,
+                }
+            }
+        })?;
+        let image = ffi::Image::open(ioctx, &image_name).map_err(|errno| {
+            if errno == Errno::ENOENT as i32 {
+                RbdError::NoImage {
+                    pool: spec.pool.clone(),
+                    image: spec.image.clone(),
+                }
+            } else {
+                RbdError::Open {
+                    pool: spec.pool.clone(),
+                    image: spec.image.clone(),
+                    errno,
+                }
+            }
+        })?;
+        let info = image.stat().map_err(|errno| RbdError::Size { errno })?;
+        let num_blocks = blocks_of(info.size, block_size)?;
+        log::info!(
+            "RBD image {spec}: {} bytes in objects of {} bytes, {num_blocks} blocks of {block_size}",
+            info.size,
+            info.object_size
+        );
+        Ok(RbdDevice {
+            image,
+            name: spec.to_string(),
+            block_size,
+            num_blocks: AtomicU64::new(num_blocks),
+            object_size: info.object_size,
+            timeout,
+            cache: options.cache,
+            request_bound: timeout * 2 + Duration::from_secs(1),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    /// Reads the image's size again (after a resize) and takes it as the
+    /// device's; the new number of blocks.
+    pub fn refresh_size(&self) -> Result<u64, RbdError> {
+        let size = self
+            .image
+            .size()
+            .map_err(|errno| RbdError::Size { errno })?;
+        let blocks = blocks_of(size, self.block_size)?;
+        let old = self.num_blocks.swap(blocks, Ordering::Relaxed);
+        if old != blocks {
+            log::info!("RBD image {}: now {blocks} blocks (was {old})", self.name);
+        }
+        Ok(blocks)
+    }
+
+    /// The image size in bytes, as last read.
+    pub fn image_size(&self) -> u64 {
+        self.num_blocks() * u64::from(self.block_size)
+    }
+
+    /// The size of the RADOS objects the image is striped over (4 MiB
+    /// unless the image was created otherwise).
+    pub fn object_size(&self) -> u64 {
+        self.object_size
+    }
+
+    /// "pool/image".
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The most requests that were in flight at once so far.
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Byte offset and length of `bytes` bytes at `lba`, checked against
+    /// the device.
+    fn range(&self, lba: u64, bytes: u64) -> Result<(u64, usize), BlockError> {
+        let bs = u64::from(self.block_size);
+        if bytes % bs != 0 {
+            return Err(BlockError::Io(Errno::EINVAL as i32));
+        }
+        let len = usize::try_from(bytes).map_err(|_| BlockError::OutOfRange)?;
+        match lba.checked_add(bytes / bs) {
+            Some(end) if end <= self.num_blocks() => Ok((lba * bs, len)),
+            _ => Err(BlockError::OutOfRange),
+        }
+    }
+
+    /// Submits one request, waits for it (bounded) and returns librbd's
+    /// non-negative result and the request's buffer.
+    fn run(
+        &self,
+        op: Op,
+        offset: u64,
+        len: usize,
+        submit: impl FnOnce() -> Result<ffi::Pending, i32>,
+    ) -> Result<(usize, Vec<u8>), BlockError> {
+        let _counted = InFlight::enter(self);
+        let pending = submit().map_err(|errno| self.failed(op, offset, len, errno))?;
+        match pending.wait(Some(Instant::now() + self.request_bound)) {
+            Some((result, buf)) => match usize::try_from(result) {
+                Ok(n) => {
+                    self.succeeded();
+                    Ok((n, buf))
+                }
+                Err(_) => {
+                    let errno = i32::try_from(-result).unwrap_or(Errno::EIO as i32);
+                    Err(self.failed(op, offset, len, errno))
+                }
+            },
+            None => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                let error = op.error(Errno::ETIMEDOUT as i32);
+                log::error!(
+                    "RBD image {}: {op} of {len} bytes at {offset} got no answer in {} s; \
+                     given up (the cluster may carry it out later); reported as {error}",
+                    self.name,
+                    self.request_bound.as_secs()
+                );
+                Err(error)
+            }
+        }
+    }
+
+    fn failed(&self, op: Op, offset: u64, len: usize, errno: i32) -> BlockError {
+        let error = op.error(errno);
+        let hint = match Errno::from_raw(errno) {
+            Errno::ETIMEDOUT => " (cluster unreachable or OSDs down?)",
+            Errno::ESHUTDOWN => " (client blocklisted or connection shut down?)",
+            _ => "",
+        };
+        if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+            log::error!(
+                "RBD image {}: {op} of {len} bytes at {offset} failed: {}{hint}; reported as {error}",
+                self.name,
+                describe(errno)
+            );
+        } else {
+            log::debug!(
+                "RBD image {}: {op} of {len} bytes at {offset} failed: {}",
+                self.name,
+                describe(errno)
+            );
+        }
+        error
+    }
+
+    fn succeeded(&self) {
+        let failed = self.failures.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            log::info!(
+                "RBD image {}: I/O works again after {failed} failed request(s)",
+                self.name
+            );
+        }
+    }
+
+    fn zero(&self, op: Op, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let bytes = blocks
+            .checked_mul(u64::from(self.block_size))
+            .ok_or(BlockError::OutOfRange)?;
+        let (offset, len) = self.range(lba, bytes)?;
+        if len == 0 {
+            return Ok(());
+        }
+        self.run(op, offset, len, || self.image.aio_write_zeroes(offset, len))
+            .map(drop)
+    }
+}
+
+/// The kinds of request, for messages and error mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+    Flush,
+    Unmap,
+    WriteZeroes,
+}
+
+impl Op {
+    /// The [`BlockError`] for this request failing with `errno`.
+    ///
+    /// A failed flush may mean that writes librbd's cache acknowledged
+    /// earlier are lost (its write-around mode acknowledges writes before
+    /// the OSDs have them and reports their errors at a later flush), so
+    /// it is never reported as retryable: a retried flush would succeed
+    /// and hide the loss.
+    fn error(self, errno: i32) -> BlockError {
+        match (self, block_error(errno)) {
+            (Op::Flush, BlockError::Busy) => BlockError::Io(errno),
+            (_, error) => error,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Flush => "flush",
+            Op::Unmap => "unmap",
+            Op::WriteZeroes => "write zeroes",
+        })
+    }
+}
+
+fn blocks_of(size: u64, block_size: u32) -> Result<u64, RbdError> {
+    let bs = u64::from(block_size);
+    if size == 0 || size % bs != 0 {
+        return Err(RbdError::BadSize { size, block_size });
+    }
+    Ok(size / bs)
+}
+
+impl BlockDevice for RbdDevice {
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    fn num_blocks(&self) -> u64 {
+        self.num_blocks.load(Ordering::Relaxed)
+    }
+
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let (offset, len) = self.range(lba, buf.len() as u64)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let (n, data) = self.run(Op::Read, offset, len, || self.image.aio_read(offset, len))?;
+        if n != len || data.len() != len {
+            // librbd clips reads at the end of the image: it shrank.
+            log::error!(
+                "RBD image {}: read of {len} bytes at {offset} returned {n} bytes (image shrunk?)",
+                self.name
+            );
+            return Err(BlockError::OutOfRange);
+        }
+        buf.copy_from_slice(&data);
+        Ok(())
+    }
+
+    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        let (offset, len) = self.range(lba, buf.len() as u64)?;
+        if len == 0 {
+            return Ok(());
+        }
+        self.run(Op::Write, offset, len, || {
+            self.image.aio_write(offset, buf.to_vec())
+        })
+        .map(drop)
+    }
+
+    fn flush(&self) -> Result<(), BlockError> {
+        self.run(Op::Flush, 0, 0, || self.image.aio_flush())
+            .map(drop)
+    }
+
+    fn write_cache(&self) -> bool {
+        self.cache
+    }
+
+    fn product_name(&self) -> &str {
+        "RBD image"
+    }
+
+    fn can_unmap(&self) -> bool {
+        true
+    }
+
+    fn unmap_reads_zeroes(&self) -> bool {
+        true
+    }
+
+    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        self.zero(Op::Unmap, lba, blocks)
+    }
+
+    fn can_write_zeroes(&self) -> bool {
+        true
+    }
+
+    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        self.zero(Op::WriteZeroes, lba, blocks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errnos_map_to_block_errors() {
+        for retry in [110, 11, 16, 107, 108] {
+            assert_eq!(block_error(retry), BlockError::Busy, "errno {retry}");
+        }
+        assert_eq!(block_error(28), BlockError::NoSpace);
+        assert_eq!(block_error(122), BlockError::NoSpace);
+        assert_eq!(block_error(30), BlockError::ReadOnly);
+        assert_eq!(block_error(5), BlockError::Io(5));
+        assert_eq!(block_error(2), BlockError::Io(2));
+        // Flushes are never retryable; their other errors map as usual.
+        assert_eq!(Op::Flush.error(110), BlockError::Io(110));
+        assert_eq!(Op::Flush.error(28), BlockError::NoSpace);
+        assert_eq!(Op::Write.error(110), BlockError::Busy);
+    }
+
+    #[test]
+    fn sizes_must_be_whole_blocks() {
+        assert_eq!(blocks_of(1 << 20, 4096), Ok(256));
+        assert_eq!(
+            blocks_of((1 << 20) + 512, 4096),
+            Err(RbdError::BadSize {
+                size: (1 << 20) + 512,
+                block_size: 4096
+            })
+        );
+        assert!(blocks_of(0, 512).is_err());
+    }
+
+    #[test]
+    fn bad_arguments_fail_before_touching_a_cluster() {
+        let spec = RbdSpec {
+            pool: "rbd".into(),
+            image: "x".into(),
+            ..RbdSpec::default()
+        };
+        assert_eq!(
+            RbdDevice::connect(spec.clone(), 1000).unwrap_err(),
+            RbdError::InvalidBlockSize(1000)
+        );
+        let nul = RbdSpec {
+            image: "a\0b".into(),
+            ..spec
+        };
+        let err = RbdDevice::connect(nul, 512).unwrap_err();
+        assert!(
+            matches!(err, RbdError::InvalidName { what: "image", .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("NUL"), "{err}");
+    }
+
+    #[test]
+    fn messages_name_what_is_missing() {
+        let e = RbdError::NoPool {
+            pool: "tank".into(),
+        };
+        assert_eq!(e.to_string(), "the Ceph cluster has no pool named \"tank\"");
+        let e = RbdError::NoImage {
+            pool: "rbd".into(),
+            image: "disk".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "pool \"rbd\" has no RBD image named \"disk\""
+        );
+        let e = RbdError::Connect {
+            errno: 110,
+            timeout: Duration::from_secs(7),
+        };
+        assert!(e.to_string().contains("within 7 s"), "{e}");
+        let e = RbdError::Config {
+            path: Some("/nonexistent/ceph.conf".into()),
+            errno: 2,
+        };
+        assert!(
+            e.to_string().contains("/nonexistent/ceph.conf")
+                && e.to_string().contains("No such file"),
+            "{e}"
+        );
+    }
+}

@@ -103,6 +103,19 @@ impl<D: BlockDevice> BlockDevice for ReadOnly<D> {
     fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
         self.inner.lba_status(lba)
     }
+
+    fn can_compare_and_write(&self) -> bool {
+        self.inner.can_compare_and_write()
+    }
+
+    fn compare_and_write(
+        &self,
+        _lba: u64,
+        _compare: &[u8],
+        _write: &[u8],
+    ) -> Result<Option<usize>, BlockError> {
+        Err(BlockError::ReadOnly)
+    }
 }
 
 /// Which requests a fault applies to.
@@ -377,6 +390,20 @@ impl<D: BlockDevice> BlockDevice for FaultInjector<D> {
 
     fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
         self.inner.lba_status(lba)
+    }
+
+    fn can_compare_and_write(&self) -> bool {
+        self.inner.can_compare_and_write()
+    }
+
+    fn compare_and_write(
+        &self,
+        lba: u64,
+        compare: &[u8],
+        write: &[u8],
+    ) -> Result<Option<usize>, BlockError> {
+        self.check(true, lba, self.blocks_in(write.len()))?;
+        self.inner.compare_and_write(lba, compare, write)
     }
 }
 

@@ -154,6 +154,30 @@ pub trait BlockDevice: Send + Sync {
         let _ = lba;
         None
     }
+
+    /// Whether [`compare_and_write`](Self::compare_and_write) is implemented
+    /// natively (atomic in the store itself, e.g. against other clients of
+    /// a shared image). Otherwise the SCSI layer emulates COMPARE AND WRITE
+    /// with a read, a compare and a write under a range lock, which is
+    /// atomic against every command of this process.
+    fn can_compare_and_write(&self) -> bool {
+        false
+    }
+
+    /// Atomically compare the blocks at `lba` with `compare` and, if they
+    /// are equal, write `write` there (both the same length). `Ok(None)`:
+    /// written; `Ok(Some(offset))`: the first differing byte, nothing
+    /// written. Called only when
+    /// [`can_compare_and_write`](Self::can_compare_and_write) says so.
+    fn compare_and_write(
+        &self,
+        lba: u64,
+        compare: &[u8],
+        write: &[u8],
+    ) -> Result<Option<usize>, BlockError> {
+        let _ = (lba, compare, write);
+        Err(BlockError::Unsupported)
+    }
 }
 
 impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
@@ -201,5 +225,16 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
         (**self).lba_status(lba)
+    }
+    fn can_compare_and_write(&self) -> bool {
+        (**self).can_compare_and_write()
+    }
+    fn compare_and_write(
+        &self,
+        lba: u64,
+        compare: &[u8],
+        write: &[u8],
+    ) -> Result<Option<usize>, BlockError> {
+        (**self).compare_and_write(lba, compare, write)
     }
 }

@@ -74,6 +74,18 @@ pub(crate) fn compare_and_write<D: BlockDevice>(
     data.read_at(len, &mut new);
 
     let _range = emu.locks.lock(cmd.lba, cmd.blocks);
+    if device.can_compare_and_write() {
+        // The store does it atomically itself; FUA then needs a flush.
+        return match device.compare_and_write(cmd.lba, &expected, &new) {
+            Ok(Some(offset)) => miscompare(offset).into(),
+            Ok(None) if cmd.fua || emu.write_through() => match device.flush() {
+                Ok(()) => ScsiResponse::good(),
+                Err(err) => backend_failure(&err, cmd.lba, Direction::Write),
+            },
+            Ok(None) => ScsiResponse::good(),
+            Err(err) => backend_failure(&err, cmd.lba, Direction::Write),
+        };
+    }
     let mut medium = vec![0u8; len];
     if let Err(err) = device.read(cmd.lba, &mut medium) {
         return backend_failure(&err, cmd.lba, Direction::Read);
@@ -196,6 +208,63 @@ mod tests {
             SenseKey::MediumError,
             AdditionalSense::UNRECOVERED_READ_ERROR,
         );
+    }
+
+    /// A device with its own compare-and-write: the emulator hands the
+    /// whole operation over instead of reading and writing itself.
+    struct NativeCaw(VecDevice);
+
+    impl BlockDevice for NativeCaw {
+        fn block_size(&self) -> u32 {
+            self.0.block_size()
+        }
+        fn num_blocks(&self) -> u64 {
+            self.0.num_blocks()
+        }
+        fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            self.0.read(lba, buf)
+        }
+        fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+            self.0.write(lba, buf)
+        }
+        fn can_compare_and_write(&self) -> bool {
+            true
+        }
+        fn compare_and_write(
+            &self,
+            lba: u64,
+            compare: &[u8],
+            write: &[u8],
+        ) -> Result<Option<usize>, BlockError> {
+            let mut medium = vec![0u8; compare.len()];
+            self.0.read(lba, &mut medium)?;
+            if let Some(i) = medium.iter().zip(compare).position(|(a, b)| a != b) {
+                return Ok(Some(i + 1000)); // marked, to see that this path ran
+            }
+            self.0.write(lba, write).map(|()| None)
+        }
+    }
+
+    #[test]
+    fn a_native_compare_and_write_is_used_when_declared() {
+        let emu = Emulator::new(
+            NativeCaw(VecDevice::new(BS as u32, 8)),
+            crate::LunIdentity::new("s", "p"),
+        );
+        emu.device().0.write(1, &[0u8; BS]).unwrap();
+        let mut data = vec![0u8; 2 * BS];
+        data[BS..].fill(7);
+        assert_eq!(
+            emu.execute(&caw(0, 1, 1), &mut data).status,
+            crate::status::GOOD
+        );
+        let mut back = vec![0u8; BS];
+        emu.device().0.read(1, &mut back).unwrap();
+        assert!(back.iter().all(|&b| b == 7));
+        // Now the medium holds 7s: comparing with zeros fails at byte 0.
+        let r = emu.execute(&caw(0, 1, 1), &mut data);
+        assert_eq!(r.status, crate::status::CHECK_CONDITION);
+        assert_eq!(r.sense.unwrap().information, Some(1000));
     }
 
     #[test]

@@ -155,6 +155,38 @@ pub trait BlockDevice: Send + Sync {
         None
     }
 
+    /// Fill `bufs`, one after the other, from the blocks starting at `lba`
+    /// (each buffer a whole number of blocks): one call for a command whose
+    /// data is scattered over several ring segments. The default reads
+    /// each buffer in turn; a file-like device overrides it with one
+    /// vectored system call.
+    fn read_vectored(&self, lba: u64, bufs: &mut [&mut [u8]]) -> Result<(), BlockError> {
+        let bs = u64::from(self.block_size().max(1));
+        let mut at = lba;
+        for buf in bufs.iter_mut().filter(|b| !b.is_empty()) {
+            self.read(at, buf)?;
+            at += buf.len() as u64 / bs;
+        }
+        Ok(())
+    }
+
+    /// Store `bufs`, one after the other, at the blocks starting at `lba`
+    /// (each a whole number of blocks), durable before returning when
+    /// `fua`. The default writes each buffer in turn.
+    fn write_vectored(&self, lba: u64, bufs: &[&[u8]], fua: bool) -> Result<(), BlockError> {
+        let bs = u64::from(self.block_size().max(1));
+        let mut at = lba;
+        for buf in bufs.iter().filter(|b| !b.is_empty()) {
+            if fua {
+                self.write_fua(at, buf)?;
+            } else {
+                self.write(at, buf)?;
+            }
+            at += buf.len() as u64 / bs;
+        }
+        Ok(())
+    }
+
     /// Whether [`compare_and_write`](Self::compare_and_write) is implemented
     /// natively (atomic in the store itself, e.g. against other clients of
     /// a shared image). Otherwise the SCSI layer emulates COMPARE AND WRITE
@@ -225,6 +257,12 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
         (**self).lba_status(lba)
+    }
+    fn read_vectored(&self, lba: u64, bufs: &mut [&mut [u8]]) -> Result<(), BlockError> {
+        (**self).read_vectored(lba, bufs)
+    }
+    fn write_vectored(&self, lba: u64, bufs: &[&[u8]], fua: bool) -> Result<(), BlockError> {
+        (**self).write_vectored(lba, bufs, fua)
     }
     fn can_compare_and_write(&self) -> bool {
         (**self).can_compare_and_write()

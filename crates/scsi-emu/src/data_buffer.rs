@@ -17,6 +17,17 @@ pub trait DataBuffer {
     /// Segment `index`, writable (`index < segment_count()`).
     fn segment_mut(&mut self, index: usize) -> &mut [u8];
 
+    /// Every segment at once, writable, for one vectored backend call;
+    /// `None` when the buffer cannot lend them together.
+    fn segments_mut(&mut self) -> Option<Vec<&mut [u8]>> {
+        None
+    }
+
+    /// Every segment at once, for one vectored backend call.
+    fn segments(&self) -> Vec<&[u8]> {
+        (0..self.segment_count()).map(|i| self.segment(i)).collect()
+    }
+
     /// Total length in bytes over all segments.
     fn len(&self) -> usize {
         (0..self.segment_count())
@@ -101,6 +112,9 @@ impl DataBuffer for Vec<u8> {
     fn segment_mut(&mut self, _index: usize) -> &mut [u8] {
         self
     }
+    fn segments_mut(&mut self) -> Option<Vec<&mut [u8]>> {
+        Some(vec![self.as_mut_slice()])
+    }
     fn len(&self) -> usize {
         self.as_slice().len()
     }
@@ -117,5 +131,8 @@ impl DataBuffer for Vec<Vec<u8>> {
     }
     fn segment_mut(&mut self, index: usize) -> &mut [u8] {
         &mut self[index]
+    }
+    fn segments_mut(&mut self) -> Option<Vec<&mut [u8]>> {
+        Some(self.iter_mut().map(|v| v.as_mut_slice()).collect())
     }
 }

@@ -241,6 +241,31 @@ pub(crate) fn write<D: BlockDevice>(
     }
 }
 
+/// The segments cut to the first `len` bytes, when each of them holds
+/// whole blocks; `None` otherwise (the caller then goes block by block).
+fn whole_block_prefix<'b>(
+    segs: &'b mut [&mut [u8]],
+    len: usize,
+    bs: usize,
+) -> Option<Vec<&'b mut [u8]>> {
+    let mut taken = 0;
+    let mut out = Vec::with_capacity(segs.len());
+    for seg in segs.iter_mut() {
+        if taken >= len {
+            break;
+        }
+        let n = seg.len().min(len - taken);
+        if n % bs != 0 {
+            return None;
+        }
+        taken += n;
+        if n > 0 {
+            out.push(&mut seg[..n]);
+        }
+    }
+    Some(out)
+}
+
 /// The LBA of the block holding byte `pos` of a transfer from `start`.
 fn lba_at(start: u64, pos: usize, bs: usize) -> u64 {
     start + (pos / bs) as u64
@@ -256,6 +281,16 @@ pub(crate) fn read_into<D: BlockDevice + ?Sized>(
     data: &mut dyn DataBuffer,
     len: usize,
 ) -> Result<(), (BlockError, u64)> {
+    // The usual case: every segment holds whole blocks (the ring's data
+    // pages do), so one vectored call serves the whole command.
+    if data.segment_count() > 1
+        && let Some(mut segs) = data.segments_mut()
+        && let Some(mut segs) = whole_block_prefix(&mut segs, len, bs)
+    {
+        return device
+            .read_vectored(start, &mut segs)
+            .map_err(|e| (e, start));
+    }
     let mut bounce = Vec::new();
     let mut pos = 0;
     for i in 0..data.segment_count() {
@@ -320,6 +355,26 @@ pub(crate) fn write_from<D: BlockDevice + ?Sized>(
         };
         result.map_err(|e| (e, lba))
     };
+    if data.segment_count() > 1 {
+        let segs = data.segments();
+        let mut taken = 0;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(segs.len());
+        for seg in segs {
+            if taken >= len {
+                break;
+            }
+            let seg = &seg[..seg.len().min(len - taken)];
+            taken += seg.len();
+            if !seg.is_empty() {
+                parts.push(seg);
+            }
+        }
+        if parts.iter().all(|p| p.len() % bs == 0) {
+            return device
+                .write_vectored(start, &parts, fua)
+                .map_err(|e| (e, start));
+        }
+    }
     let mut bounce = Vec::new();
     let mut pos = 0;
     for i in 0..data.segment_count() {

@@ -19,6 +19,9 @@ impl DataBuffer for DataSegments {
     fn len(&self) -> usize {
         self.total_len() as usize
     }
+    fn segments_mut(&mut self) -> Option<Vec<&mut [u8]>> {
+        Some(DataSegments::segments_mut(self))
+    }
 }
 
 impl<D: BlockDevice> CommandHandler for Emulator<D> {

@@ -331,6 +331,23 @@ impl DataSegments {
             )
         }
     }
+
+    /// Every segment at once, as mutable slices.
+    pub fn segments_mut(&mut self) -> Vec<&mut [u8]> {
+        let base = self.map.ptr.as_ptr();
+        self.regions
+            .iter()
+            .map(|r| {
+                // SAFETY: as in `segment_mut`; the regions are pairwise
+                // disjoint (checked in `new`), so the slices do not alias,
+                // and they borrow `self` mutably, so no other slice of this
+                // buffer is live meanwhile.
+                unsafe {
+                    std::slice::from_raw_parts_mut(base.add(r.offset as usize), r.len as usize)
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -68,8 +68,8 @@ rb_stop() {
   ((SERVE_RC == 0)) || fail "exit status $SERVE_RC: $(stderr_tail "$RB_OUT-restarted.stderr")" || return
   local left
   left=$(cfs_leftovers)
-  [[ -z "$left" ]] || fail "configfs not clean: $(tr '\n' ' ' <<< "$left")"
   rm -f "$RB_IMG"
+  [[ -z "$left" ]] || fail "configfs not clean: $(tr '\n' ' ' <<< "$left")"
 }
 
 step robust_fio_survives_sigkill rb_fio_survives_kill

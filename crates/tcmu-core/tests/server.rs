@@ -274,3 +274,51 @@ fn an_aborted_queued_command_is_answered_without_running() {
         server.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn a_command_hung_forever_does_not_stall_the_ring() {
+    // The kernel gave up on the hung command (cmd_time_out) but it keeps
+    // its ring entry and data pages: the retry and everything after it
+    // complete out of order past it, around the ring several times.
+    let mut kernel = SimKernel::new(SimConfig::default());
+    let mut ring = Ring::new(kernel.map()).unwrap();
+    let bell = SimDoorbell::new().unwrap();
+    let (handler, _never_released) = gate();
+    let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
+    let options = ServeOptions {
+        workers: 2,
+        drain_timeout: Duration::from_millis(300),
+    };
+    std::thread::scope(|s| {
+        let server =
+            s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
+        let hung = kernel.submit(&[0x28, 1, 0, 0, 0, 0], &[], 4096).unwrap();
+        bell.kick();
+        let mut completed = 0;
+        for i in 0..3000 {
+            // READ(10) or TEST UNIT READY, all on the one free worker.
+            let cdb: &[u8] = if i % 3 == 0 {
+                &[0, 0, 0, 0, 0, 0]
+            } else {
+                &[0x28, 0, 0, 0, 0, 0]
+            };
+            let len = if cdb[0] == 0 { 0 } else { 8192 };
+            while kernel.submit(cdb, &[], len).is_err() {
+                let done = wait_for(&mut kernel, 1, Duration::from_secs(10));
+                assert!(!done.is_empty(), "completions stopped after {completed}");
+                assert!(done.iter().all(|c| c.id != hung && c.status == 0));
+                completed += done.len();
+            }
+            bell.kick();
+        }
+        while completed < 3000 {
+            let done = wait_for(&mut kernel, 1, Duration::from_secs(10));
+            assert!(!done.is_empty(), "completions stopped after {completed}");
+            completed += done.len();
+        }
+        assert!(kernel.broken().is_none(), "{:?}", kernel.broken());
+        assert_eq!(kernel.in_flight(), 1, "only the hung command is left");
+        stop_tx.write_all(&[1]).unwrap();
+        server.join().unwrap().unwrap();
+    });
+}

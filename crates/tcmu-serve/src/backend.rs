@@ -135,8 +135,10 @@ impl BackendSpec {
                 match fault.op {
                     FaultOp::Read => injector.fail_reads(fault.lbas(), BlockError::Medium),
                     FaultOp::Write => injector.fail_writes(fault.lbas(), BlockError::Medium),
+                    // Only the first access hangs: the initiator's retry
+                    // after its timeout and abort must go through.
                     FaultOp::Hang => {
-                        injector.delay(fault.lbas(), std::time::Duration::from_secs(3600))
+                        injector.delay_once(fault.lbas(), std::time::Duration::from_secs(3600))
                     }
                 }
             }
@@ -707,6 +709,41 @@ mod tests {
             err.contains("read:63+2") && err.contains("64 blocks"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_injected_hang_hangs_the_first_access_only() {
+        let hanging = DeviceOptions {
+            faults: vec![FaultSpec::parse("hang:8+8").unwrap()],
+            ..options(Some(64 * 512), 512)
+        };
+        let dev = BackendSpec::Memory.open(&hanging).unwrap();
+        let mut buf = [0; 512];
+        // Outside the range nothing waits.
+        dev.read(0, &mut buf).unwrap();
+        // Two concurrent reads of the range: whichever comes first hangs
+        // (its thread is left behind), the other returns at once.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for lba in [9, 12] {
+            let (dev, done_tx) = (dev.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0; 512];
+                let _ = done_tx.send((lba, dev.read(lba, &mut buf)));
+            });
+        }
+        let (_, first) = done_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("both accesses of a hang:LBA range hang");
+        assert_eq!(first, Ok(()));
+        assert!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "no access hung"
+        );
+        // The rule is gone: later accesses, writes too, return at once.
+        assert_eq!(dev.write(8, &buf), Ok(()));
+        assert_eq!(dev.read(15, &mut buf), Ok(()));
     }
 
     #[test]

@@ -14,7 +14,7 @@ VM_INITRD="$VM_WORK/initramfs.cpio.gz"
 # Host packages. The guest's userland is the host's root filesystem (shared
 # read-only over virtio-9p), so the guest-side tools are installed here too.
 VM_HOST_PKGS=(qemu-system-x86 busybox-static kmod cpio xz-utils gzip
-  sg3-utils fio e2fsprogs qemu-utils tcmu-runner dbus util-linux coreutils procps python3)
+  sg3-utils fio e2fsprogs qemu-utils tcmu-runner dbus util-linux coreutils procps python3 open-iscsi)
 
 log() { printf '[vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -18,11 +18,14 @@
 //! Starting needs root: it loads the kernel modules, creates a `user_0`
 //! backstore in configfs, maps its UIO device, serves the ring on a thread
 //! (with a pool of workers executing commands) and, with
-//! [`Export::Loopback`], makes a local `/dev/sdX` through tcm_loop.
+//! [`Export::Loopback`], makes a local `/dev/sdX` through tcm_loop, or with
+//! [`Export::Iscsi`] an iSCSI target of the kernel (LIO) that initiators
+//! log in to.
 //! Everything created is removed again by [`Target::shutdown`] or, if that
 //! is never called, when the `Target` is dropped.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -31,19 +34,36 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tcmu_core::Ring;
-use tcmu_core::configfs::{self, Backstore, BackstoreConfig, ConfigfsError, LoopbackExport};
+use tcmu_core::configfs::{
+    self, Backstore, BackstoreConfig, ConfigfsError, IscsiConfig, IscsiExport, LoopbackExport,
+};
 use tcmu_core::server::{ServeError, ServeOptions, serve_with};
 use tcmu_core::uio::{UioDevice, UioError};
 
 use crate::{BlockDevice, CopyRegistry, Emulator, LunIdentity};
 
+pub use tcmu_core::configfs::IscsiAuth;
+
 /// How the LUN is made visible to the system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Export {
     /// A local SCSI disk (`/dev/sdX`) through tcm_loop.
     Loopback,
     /// No fabric: only the configfs backstore (link it yourself).
     None,
+    /// An iSCSI target of the kernel (LIO): LUN 0 of TPG 1, one portal,
+    /// any initiator may log in (demo mode), with CHAP if `auth` says so.
+    /// [`Target::iscsi_url`] tells where. Everything is removed on
+    /// shutdown.
+    Iscsi {
+        /// The target name (`iqn.YYYY-MM.reversed.domain[:name]`); default
+        /// [`configfs::default_iqn`] of the backstore name.
+        iqn: Option<String>,
+        /// Where the target listens, e.g. `127.0.0.1:3260`.
+        portal: SocketAddr,
+        /// Who may log in.
+        auth: IscsiAuth,
+    },
 }
 
 /// Why a target could not be started or stopped.
@@ -178,10 +198,26 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
             return Err(ConfigfsError::BadName(name).into());
         }
 
+        let iscsi = match &self.export {
+            Export::Iscsi { iqn, portal, auth } => {
+                let config = IscsiConfig {
+                    iqn: iqn.clone().unwrap_or_else(|| configfs::default_iqn(&name)),
+                    portal: *portal,
+                    auth: auth.clone(),
+                };
+                config.validate().map_err(TargetError::Config)?;
+                Some(config)
+            }
+            _ => None,
+        };
+
         let mut modules = vec!["configfs", "target_core_mod", "target_core_user"];
         if self.export == Export::Loopback {
             // No udev may be running: load the disk drivers ourselves.
             modules.extend(["tcm_loop", "sd_mod", "sg"]);
+        }
+        if iscsi.is_some() {
+            modules.push("iscsi_target_mod");
         }
         configfs::load_modules(&modules)?;
         let root = Path::new(configfs::TARGET_ROOT);
@@ -255,10 +291,22 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
                 let disk = export.wait_for_disk(self.disk_timeout)?;
                 (Some(export), Some(disk))
             }
-            Export::None => (None, None),
+            Export::None | Export::Iscsi { .. } => (None, None),
+        };
+        let iscsi = match iscsi {
+            Some(config) => {
+                if let Some(stale) = IscsiExport::find(root, backstore.dir(), &config) {
+                    // Left behind by a handler of this backstore that died.
+                    log::warn!("removing iSCSI target {} left behind", config.iqn);
+                    stale.remove()?;
+                }
+                Some(IscsiExport::create(root, backstore.dir(), &config)?)
+            }
+            None => None,
         };
         Ok(Target {
             export,
+            iscsi,
             ring_thread: Some(ring_thread),
             backstore: Some(backstore),
             disk,
@@ -270,8 +318,9 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
 /// A LUN being served. Dropping it shuts it down (errors are logged);
 /// [`shutdown`](Target::shutdown) reports them.
 pub struct Target {
-    // Drop order matters: export, then ring thread, then backstore.
+    // Drop order matters: exports, then ring thread, then backstore.
     export: Option<LoopbackExport>,
+    iscsi: Option<IscsiExport>,
     ring_thread: Option<RingThread>,
     backstore: Option<Backstore>,
     disk: Option<PathBuf>,
@@ -299,6 +348,12 @@ impl Target {
     /// The local disk (`/dev/sdX`) with [`Export::Loopback`].
     pub fn disk(&self) -> Option<&Path> {
         self.disk.as_deref()
+    }
+
+    /// Where initiators find the LUN with [`Export::Iscsi`]:
+    /// `iscsi://ADDR:PORT/IQN/0`.
+    pub fn iscsi_url(&self) -> Option<&str> {
+        self.iscsi.as_ref().map(|e| e.url())
     }
 
     /// The configfs directory of the backstore.
@@ -350,6 +405,9 @@ impl Target {
     /// the backstore.
     pub fn shutdown(mut self) -> Result<(), TargetError> {
         if let Some(export) = self.export.take() {
+            export.remove()?;
+        }
+        if let Some(export) = self.iscsi.take() {
             export.remove()?;
         }
         let served = match self.ring_thread.take() {

@@ -2,7 +2,8 @@
 //! through TCMU, exported locally with tcm_loop.
 //!
 //! Prints exactly one line `ready: /dev/sdX` (or, with `--export none`,
-//! `ready: <configfs backstore dir>`) on stdout once the disk can be used,
+//! `ready: <configfs backstore dir>`, with `--export iscsi`,
+//! `ready: iscsi://ADDR:PORT/IQN/0`) on stdout once the disk can be used,
 //! serves until SIGINT or SIGTERM, then removes everything it created.
 //! Errors are one line on stderr and a non-zero exit status.
 
@@ -10,23 +11,95 @@ mod backend;
 mod size;
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use scsi_emu::target::{Export as TargetExport, Target};
+use clap::Parser;
+use scsi_emu::target::{Export as TargetExport, IscsiAuth, Target};
 use tcmu_core::configfs;
 
 use backend::{BackendSpec, DeviceOptions, FaultSpec};
 
 /// How the LUN is made visible.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Export {
     /// A local SCSI disk through tcm_loop.
     Loop,
     /// No export: only the configfs backstore.
     None,
+    /// An iSCSI target (LIO) on a portal.
+    Iscsi(configfs::IscsiConfig),
+}
+
+/// The portal of `--export iscsi` without `@ADDR:PORT`: loopback only.
+const DEFAULT_ISCSI_PORTAL: &str = "127.0.0.1:3260";
+
+/// `--export` as given: `loop`, `none` or `iscsi[:IQN][@ADDR:PORT]`
+/// (IQN `None`: derived from the backstore name).
+#[derive(Debug, PartialEq, Eq)]
+enum ExportSpec {
+    Loop,
+    None,
+    Iscsi {
+        iqn: Option<String>,
+        portal: SocketAddr,
+    },
+}
+
+fn parse_export(text: &str) -> Result<ExportSpec, String> {
+    let usage = "use loop, none or iscsi[:IQN][@ADDR:PORT]";
+    match text {
+        "loop" => return Ok(ExportSpec::Loop),
+        "none" => return Ok(ExportSpec::None),
+        _ => {}
+    }
+    let Some(rest) = text
+        .strip_prefix("iscsi")
+        .filter(|r| r.is_empty() || r.starts_with([':', '@']))
+    else {
+        return Err(format!("invalid --export {text:?}: {usage}"));
+    };
+    // An IQN never holds '@'; an address never comes before it.
+    let (iqn, portal) = match rest.split_once('@') {
+        Some((iqn, portal)) => (iqn, Some(portal)),
+        None => (rest, None),
+    };
+    let iqn = match iqn.strip_prefix(':') {
+        Some(iqn) => {
+            configfs::check_iqn(iqn).map_err(|e| format!("--export {text:?}: {e}"))?;
+            Some(iqn.to_string())
+        }
+        None => None,
+    };
+    let portal = configfs::parse_portal(portal.unwrap_or(DEFAULT_ISCSI_PORTAL))
+        .map_err(|e| format!("--export {text:?}: {e}"))?;
+    Ok(ExportSpec::Iscsi { iqn, portal })
+}
+
+/// A CHAP secret from a file: its first line, without the line end.
+fn read_chap_password(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --chap-password-file {}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or("");
+    if !text[line.len()..].trim().is_empty() {
+        return Err(format!(
+            "--chap-password-file {}: want the password alone on one line",
+            path.display()
+        ));
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            log::warn!(
+                "{} is readable by other users: make it mode 0600",
+                path.display()
+            );
+        }
+    }
+    Ok(line.to_string())
 }
 
 /// Serve a block device to the Linux kernel as a SCSI disk (TCMU).
@@ -65,9 +138,27 @@ struct Args {
     /// Backstore name in configfs (default: tcmurs-<pid>).
     #[arg(long)]
     name: Option<String>,
-    /// Export the LUN through tcm_loop (`loop`) or not at all (`none`).
-    #[arg(long, value_enum, default_value_t = Export::Loop)]
-    export: Export,
+    /// Export the LUN through tcm_loop (`loop`), not at all (`none`), or
+    /// as an iSCSI target (`iscsi[:IQN][@ADDR:PORT]`; default IQN
+    /// iqn.2026-11.org.tcmu-rs:<name>, default portal 127.0.0.1:3260). iSCSI
+    /// needs --chap-user and --chap-password-file, or --iscsi-no-auth.
+    #[arg(
+        long,
+        default_value = "loop",
+        value_name = "loop|none|iscsi[:IQN][@ADDR:PORT]"
+    )]
+    export: String,
+    /// iSCSI: initiators log in with CHAP as this user.
+    #[arg(long, value_name = "USER")]
+    chap_user: Option<String>,
+    /// iSCSI: the file holding the CHAP password (one line, at least 12
+    /// characters); never pass it on the command line.
+    #[arg(long, value_name = "PATH")]
+    chap_password_file: Option<PathBuf>,
+    /// iSCSI: no authentication; any initiator that reaches the portal may
+    /// log in and write (demo mode).
+    #[arg(long)]
+    iscsi_no_auth: bool,
     /// Largest command in bytes the kernel may send (hw_max_sectors).
     #[arg(long, default_value = "1MiB")]
     max_io: String,
@@ -153,6 +244,55 @@ fn plan(args: Args) -> Result<Plan, String> {
             "invalid name {name:?}: use letters, digits, '-', '_' and '.'"
         ));
     }
+    let export = parse_export(&args.export)?;
+    if !matches!(export, ExportSpec::Iscsi { .. }) {
+        for (given, flag) in [
+            (args.chap_user.is_some(), "--chap-user"),
+            (args.chap_password_file.is_some(), "--chap-password-file"),
+            (args.iscsi_no_auth, "--iscsi-no-auth"),
+        ] {
+            if given {
+                return Err(format!("{flag} only applies to --export iscsi"));
+            }
+        }
+    }
+    let export = match export {
+        ExportSpec::Loop => Export::Loop,
+        ExportSpec::None => Export::None,
+        ExportSpec::Iscsi { iqn, portal } => {
+            let auth = match (args.chap_user, args.chap_password_file, args.iscsi_no_auth) {
+                (None, None, true) => IscsiAuth::None,
+                (Some(user), Some(file), false) => IscsiAuth::Chap {
+                    user,
+                    password: read_chap_password(&file)?,
+                },
+                (None, None, false) => {
+                    return Err("--export iscsi needs a choice of authentication: \
+                                --chap-user USER --chap-password-file PATH, or \
+                                --iscsi-no-auth (any initiator may log in)"
+                        .into());
+                }
+                (_, _, true) => {
+                    return Err("--iscsi-no-auth cannot be combined with --chap-user or \
+                         --chap-password-file"
+                        .into());
+                }
+                (Some(_), None, false) => {
+                    return Err("--chap-user needs --chap-password-file PATH".into());
+                }
+                (None, Some(_), false) => {
+                    return Err("--chap-password-file needs --chap-user USER".into());
+                }
+            };
+            let config = configfs::IscsiConfig {
+                iqn: iqn.unwrap_or_else(|| configfs::default_iqn(&name)),
+                portal,
+                auth,
+            };
+            config.validate()?;
+            Export::Iscsi(config)
+        }
+    };
     Ok(Plan {
         backend,
         device: DeviceOptions {
@@ -164,7 +304,7 @@ fn plan(args: Args) -> Result<Plan, String> {
             faults,
         },
         name,
-        export: args.export,
+        export,
         max_sectors: (max_io / 512) as u32,
         workers: args.workers,
         cmd_timeout: args.cmd_timeout.map(Duration::from_secs),
@@ -194,18 +334,24 @@ fn run(plan: Plan) -> Result<(), String> {
         .name(plan.name.clone())
         .dev_config(plan.backend.dev_config())
         .max_io_bytes(plan.max_sectors * 512)
-        .export(match plan.export {
+        .export(match &plan.export {
             Export::Loop => TargetExport::Loopback,
             Export::None => TargetExport::None,
+            Export::Iscsi(config) => TargetExport::Iscsi {
+                iqn: Some(config.iqn.clone()),
+                portal: config.portal,
+                auth: config.auth.clone(),
+            },
         });
     if let Some(workers) = plan.workers {
         builder = builder.workers(workers);
     }
     builder = builder.timeouts(plan.cmd_timeout, plan.qfull_timeout);
     let target = builder.start().map_err(|e| e.to_string())?;
-    match target.disk() {
-        Some(disk) => println!("ready: {}", disk.display()),
-        None => println!("ready: {}", target.backstore_dir().display()),
+    match (target.disk(), target.iscsi_url()) {
+        (Some(disk), _) => println!("ready: {}", disk.display()),
+        (None, Some(url)) => println!("ready: {url}"),
+        (None, None) => println!("ready: {}", target.backstore_dir().display()),
     }
     let _ = std::io::stdout().flush();
     log::info!(
@@ -393,5 +539,199 @@ mod tests {
             err.contains("--inject-fault") && err.contains("trim"),
             "{err}"
         );
+    }
+
+    fn iscsi(extra: &[&str]) -> Result<Plan, String> {
+        let mut v = vec!["--size", "1MiB", "--name", "Disk_1"];
+        v.extend_from_slice(extra);
+        args(&v)
+    }
+
+    fn iscsi_config(p: &Plan) -> &configfs::IscsiConfig {
+        match &p.export {
+            Export::Iscsi(c) => c,
+            other => panic!("not iSCSI: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn export_specs_are_parsed() {
+        let local: SocketAddr = "127.0.0.1:3260".parse().unwrap();
+        assert_eq!(parse_export("loop"), Ok(ExportSpec::Loop));
+        assert_eq!(parse_export("none"), Ok(ExportSpec::None));
+        assert_eq!(
+            parse_export("iscsi"),
+            Ok(ExportSpec::Iscsi {
+                iqn: None,
+                portal: local
+            })
+        );
+        assert_eq!(
+            parse_export("iscsi:iqn.2003-01.org.example:disk"),
+            Ok(ExportSpec::Iscsi {
+                iqn: Some("iqn.2003-01.org.example:disk".into()),
+                portal: local
+            })
+        );
+        assert_eq!(
+            parse_export("iscsi@10.1.2.3:3261"),
+            Ok(ExportSpec::Iscsi {
+                iqn: None,
+                portal: "10.1.2.3:3261".parse().unwrap()
+            })
+        );
+        assert_eq!(
+            parse_export("iscsi:iqn.2003-01.org.example@[::1]:860"),
+            Ok(ExportSpec::Iscsi {
+                iqn: Some("iqn.2003-01.org.example".into()),
+                portal: "[::1]:860".parse().unwrap()
+            })
+        );
+        for (bad, want) in [
+            ("iscsi:", "invalid IQN"),
+            ("iscsi:foo", "invalid IQN"),
+            ("iscsi:iqn.2003-1.org.x", "invalid IQN"),
+            ("iscsi:iqn.2003-01.org.x:Upper", "invalid IQN"),
+            ("iscsi@", "invalid portal"),
+            ("iscsi@localhost:3260", "invalid portal"),
+            ("iscsi@::1:3260", "invalid portal"),
+            ("iscsi@1.2.3.4:0", "port 0"),
+            ("iscsi:iqn.2003-01.org.x@1.2.3.4:70000", "invalid portal"),
+            ("iscsix", "invalid --export"),
+            ("tcp", "invalid --export"),
+            ("", "invalid --export"),
+        ] {
+            let err = parse_export(bad).unwrap_err();
+            assert!(err.contains(want), "{bad:?}: {err}");
+            assert!(!err.contains('\n'), "{bad:?}: one line, got {err}");
+        }
+    }
+
+    #[test]
+    fn iscsi_export_needs_an_explicit_authentication_choice() {
+        let p = iscsi(&["--export", "iscsi", "--iscsi-no-auth"]).unwrap();
+        let c = iscsi_config(&p);
+        assert_eq!(c.iqn, "iqn.2026-11.org.tcmu-rs:disk-1");
+        assert_eq!(c.auth, IscsiAuth::None);
+        assert_eq!(
+            c.url(),
+            "iscsi://127.0.0.1:3260/iqn.2026-11.org.tcmu-rs:disk-1/0"
+        );
+
+        let dir = std::env::temp_dir().join(format!("chap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, "correct-horse-battery\n").unwrap();
+        let good = good.to_str().unwrap();
+        let p = iscsi(&[
+            "--export",
+            "iscsi:iqn.2003-01.org.example:d@0.0.0.0:3262",
+            "--chap-user",
+            "bob",
+            "--chap-password-file",
+            good,
+        ])
+        .unwrap();
+        let c = iscsi_config(&p);
+        assert_eq!(
+            c.auth,
+            IscsiAuth::Chap {
+                user: "bob".into(),
+                password: "correct-horse-battery".into()
+            }
+        );
+        assert_eq!(c.url(), "iscsi://0.0.0.0:3262/iqn.2003-01.org.example:d/0");
+
+        let short = dir.join("short");
+        std::fs::write(&short, "tiny\n").unwrap();
+        let two = dir.join("two");
+        std::fs::write(&two, "correct-horse-battery\nsecond line\n").unwrap();
+        let (short, two) = (short.to_str().unwrap(), two.to_str().unwrap());
+        let missing = dir.join("missing");
+        let missing = missing.to_str().unwrap();
+        for (argv, want) in [
+            (&["--export", "iscsi"][..], "--iscsi-no-auth"),
+            (
+                &["--export", "iscsi"][..],
+                "--chap-user USER --chap-password-file PATH",
+            ),
+            (
+                &["--export", "iscsi", "--iscsi-no-auth", "--chap-user", "bob"][..],
+                "cannot be combined",
+            ),
+            (
+                &["--export", "iscsi", "--chap-user", "bob"][..],
+                "needs --chap-password-file",
+            ),
+            (
+                &["--export", "iscsi", "--chap-password-file", good][..],
+                "needs --chap-user",
+            ),
+            (
+                &[
+                    "--export",
+                    "iscsi",
+                    "--chap-user",
+                    "bob",
+                    "--chap-password-file",
+                    missing,
+                ][..],
+                "cannot read --chap-password-file",
+            ),
+            (
+                &[
+                    "--export",
+                    "iscsi",
+                    "--chap-user",
+                    "bob",
+                    "--chap-password-file",
+                    short,
+                ][..],
+                "shorter than 12",
+            ),
+            (
+                &[
+                    "--export",
+                    "iscsi",
+                    "--chap-user",
+                    "bob",
+                    "--chap-password-file",
+                    two,
+                ][..],
+                "alone on one line",
+            ),
+            (
+                &[
+                    "--export",
+                    "iscsi",
+                    "--chap-user",
+                    "b b",
+                    "--chap-password-file",
+                    good,
+                ][..],
+                "CHAP user",
+            ),
+            (
+                &["--export", "loop", "--iscsi-no-auth"][..],
+                "only applies to --export iscsi",
+            ),
+            (
+                &["--chap-user", "bob"][..],
+                "only applies to --export iscsi",
+            ),
+            (
+                &["--export", "none", "--chap-password-file", good][..],
+                "only applies",
+            ),
+            (
+                &["--export", "iscsi:bad", "--iscsi-no-auth"][..],
+                "invalid IQN",
+            ),
+        ] {
+            let err = iscsi(argv).unwrap_err();
+            assert!(err.contains(want), "{argv:?}: {err}");
+            assert!(!err.contains('\n'), "{argv:?}: one line, got {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -67,7 +67,8 @@ kernel_dir() { echo "$VM_WORK/kernel/$1"; }
 kernel_image() { echo "$VM_WORK/kernel/$1/boot/vmlinuz-$1"; }
 
 # build_tcmu_serve: set TCMU_SERVE to the binary under test. A TCMU_SERVE
-# already set is used as is; otherwise `cargo build --release -p tcmu-serve`.
+# already set is used as is; otherwise `cargo build --release -p tcmu-serve`,
+# with `--features rbd` when librbd-dev and librados-dev are installed.
 # The guest runs it by its host path (not under /run or /dev/shm). On failure
 # BUILD_ERROR says why.
 BUILD_ERROR=""
@@ -78,9 +79,15 @@ build_tcmu_serve() {
     # rustup installs into ~/.cargo/bin, which a non-login shell may lack.
     command -v cargo > /dev/null || PATH=$HOME/.cargo/bin:$PATH
     command -v cargo > /dev/null || { BUILD_ERROR="cargo not found"; return 1; }
-    log "cargo build --release -p tcmu-serve"
-    (cd "$REPO_ROOT" && cargo build --release -p tcmu-serve >&2) ||
-      { BUILD_ERROR="cargo build --release -p tcmu-serve failed"; return 1; }
+    # With the rbd: backend (vm/tests/ceph-iscsi.sh) when librbd and
+    # librados can be linked; the plain build otherwise.
+    local features=(--features rbd) p
+    for p in librbd-dev librados-dev; do
+      dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q 'ok installed' || features=()
+    done
+    log "cargo build --release -p tcmu-serve ${features[*]}"
+    (cd "$REPO_ROOT" && cargo build --release -p tcmu-serve "${features[@]}" >&2) ||
+      { BUILD_ERROR="cargo build --release -p tcmu-serve ${features[*]} failed"; return 1; }
     # The library's example devices run in the VM too (vm/tests/examples.sh).
     # So do the library's example devices (vm/tests/examples.sh) and the
     # netlink probe (vm/tests/netlink.sh).

@@ -1,0 +1,293 @@
+# shellcheck shell=bash
+# A Ceph image over iSCSI: scripts/ceph-cluster starts a single-node cluster
+# in the guest, tcmu-serve serves an RBD image of it (rbd: backend) as an
+# iSCSI target, open-iscsi logs in on 127.0.0.1 and the disk passes the ext4
+# and fio checks. Then the OSD is stopped under a direct write: tcmu-serve
+# keeps answering (TEST UNIT READY within 10 s), nothing hangs, and once the
+# OSD is back the LUN reads and writes again. Clean teardown on SIGTERM.
+# Sourced by vm/guest/suite; needs tcmu-serve built with `--features rbd`
+# (vm/lib.sh does when librbd-dev and librados-dev are installed).
+
+# shellcheck source=vm/guest/disk-suite.sh
+source "$GUEST_DIR/disk-suite.sh"
+
+CI_CLUSTER=/tmp/ceph
+CI_CONF=$CI_CLUSTER/ceph.conf
+CI_CEPH=$REPO_ROOT/scripts/ceph-cluster
+CI_IMAGE=rbd/vmdisk
+CI_NAME=ceph0
+CI_IQN=iqn.2026-11.org.tcmu-rs:ceph0
+CI_PORTAL=127.0.0.1:3260
+CI_RBD=0
+CI_UP=0
+CI_ISCSID_PID=""
+CI_PID=""
+CI_OUT=""
+CI_DEV=""
+CI_DD=""
+
+# ci_cluster ARGS...: scripts/ceph-cluster ARGS --dir $CI_CLUSTER, bounded.
+# Under TCG a start takes far longer than on a host.
+ci_cluster() {
+  local limit=$1
+  shift
+  echo "+ scripts/ceph-cluster $* --dir $CI_CLUSTER"
+  timeout -k 5 "$limit" "$CI_CEPH" "$@" --dir "$CI_CLUSTER"
+}
+
+ci_rbd_support() {
+  [[ -x "$TCMU_SERVE" ]] || fail "no executable $TCMU_SERVE" || return
+  # The rbd feature links librbd; without it the rbd: backend only says so.
+  local libs
+  libs=$(ldd "$TCMU_SERVE" 2>&1 | grep -E 'librbd|librados')
+  echo "$libs"
+  grep -q 'librbd\.so' <<< "$libs" ||
+    fail "tcmu-serve built without the rbd feature: install librbd-dev librados-dev" || return
+  CI_RBD=1
+}
+ci_need_rbd() { ((CI_RBD)) || fail "skipped: tcmu-serve has no rbd support"; }
+
+ci_cluster_start() {
+  ci_need_rbd || return
+  local out rc=0
+  out=$(ci_cluster 300 start 2>&1) || rc=$?
+  echo "$out"
+  ((rc != 124 && rc != 137)) || fail "scripts/ceph-cluster start did not finish within 300s" || return
+  ((rc == 0)) || fail "scripts/ceph-cluster start exited $rc: $(tail -n1 <<< "$out")" || return
+  CI_UP=1
+  grep -qx "ready: $CI_CONF" <<< "$out" || fail "no 'ready: $CI_CONF' line"
+}
+ci_need_cluster() { ((CI_UP)) || fail "skipped: no Ceph cluster"; }
+
+ci_image_create() {
+  ci_need_cluster || return
+  # layering only: no exclusive lock to hand over between clients.
+  must "rbd create" rbd -c "$CI_CONF" create --size 256M --image-feature layering "$CI_IMAGE" || return
+  timeout 60 rbd -c "$CI_CONF" info "$CI_IMAGE"
+}
+
+ci_iscsid_start() {
+  command -v iscsid > /dev/null && command -v iscsiadm > /dev/null ||
+    fail "open-iscsi is not installed (iscsid, iscsiadm)" || return
+  must "modprobe iscsi_tcp" modprobe iscsi_tcp || return
+  mkdir -p /etc/iscsi /run/lock/iscsi /var/lib/iscsi
+  echo "InitiatorName=iqn.2026-11.org.tcmu-rs.test:guest" > /etc/iscsi/initiatorname.iscsi
+  # Its own session: on SIGTERM iscsid signals its whole process group.
+  setsid iscsid -f > "$VM_RUN/iscsid-ceph.log" 2>&1 &
+  CI_ISCSID_PID=$!
+  local i
+  for ((i = 0; i < 100; i++)); do
+    grep -q '@ISCSIADM_ABSTRACT_NAMESPACE' /proc/net/unix && return 0
+    kill -0 "$CI_ISCSID_PID" 2> /dev/null || fail "iscsid exited: $(tail -n1 "$VM_RUN/iscsid-ceph.log")" || return
+    sleep 0.1
+  done
+  fail "iscsid did not open its control socket within 10s"
+}
+
+ci_serve() {
+  ci_need_cluster || return
+  CI_OUT=$VM_RUN/tcmu-serve-$CI_NAME
+  serve_start "$CI_OUT" --backend "rbd:$CI_IMAGE?conf=$CI_CONF&timeout=10" --name "$CI_NAME" \
+    --export iscsi --iscsi-no-auth
+  local rc=$?
+  if [[ -n "$SERVE_PID" ]] && kill -0 "$SERVE_PID" 2> /dev/null; then CI_PID=$SERVE_PID; fi
+  ((rc == 0)) || return 1
+  [[ "$READY" == "iscsi://$CI_PORTAL/$CI_IQN/0" ]] ||
+    fail "ready line names '$READY', want iscsi://$CI_PORTAL/$CI_IQN/0"
+}
+ci_need_serve() { [[ -n "$CI_PID" ]] || fail "skipped: tcmu-serve is not running"; }
+
+ci_login() {
+  ci_need_serve || return
+  local out i s blk
+  out=$(timeout 60 iscsiadm -m discovery -t st -p "$CI_PORTAL" 2>&1) ||
+    fail "discovery failed: $(tail -n1 <<< "$out")" || return
+  echo "$out"
+  grep -q "^$CI_PORTAL,1 $CI_IQN\$" <<< "$out" || fail "discovery does not list $CI_PORTAL,1 $CI_IQN" || return
+  must "iscsiadm login to $CI_IQN" iscsiadm -m node -T "$CI_IQN" -p "$CI_PORTAL" --login || return
+  for ((i = 0; i < 300; i++)); do
+    for s in /sys/class/iscsi_session/session*; do
+      [[ $(cat "$s/targetname" 2> /dev/null) == "$CI_IQN" ]] || continue
+      for blk in "$s"/device/target*/*:0/block/*; do
+        [[ -e "$blk" && -b /dev/${blk##*/} ]] || continue
+        CI_DEV=/dev/${blk##*/}
+        echo "session ${s##*/}: $CI_DEV"
+        return 0
+      done
+    done
+    sleep 0.1
+  done
+  fail "no disk of an iSCSI session with $CI_IQN within 30s"
+}
+ci_need_dev() { [[ -n "$CI_DEV" ]] || fail "skipped: no iSCSI disk"; }
+
+ci_inquiry() {
+  ci_need_dev || return
+  local out
+  out=$(timeout 60 sg_inq "$CI_DEV" 2>&1) || fail "sg_inq exited $?: $(tail -n1 <<< "$out")" || return
+  echo "$out"
+  grep -q 'Vendor identification: TCMU-RS' <<< "$out" || fail "vendor is not TCMU-RS" || return
+  out=$(timeout 60 sg_readcap --16 "$CI_DEV" 2>&1) || fail "sg_readcap exited $?: $(tail -n1 <<< "$out")" || return
+  echo "$out"
+  grep -q 'Number of logical blocks=524288$' <<< "$out" ||
+    fail "want 524288 blocks, got: $(grep -o 'Number of logical blocks=[0-9]*' <<< "$out")"
+}
+
+# The generic ext4 checks of disk-suite.sh on the iSCSI disk.
+ci_as_sk() {
+  ci_need_dev || return
+  SK_DEV=$CI_DEV SK_NAME=$CI_NAME
+  "$@"
+}
+
+ci_fio() {
+  ci_need_dev || return
+  CMD_TIMEOUT=300 must "fio verify failed, see fio-ceph.txt" fio --name=ceph-verify --filename="$CI_DEV" \
+    --direct=1 --ioengine=libaio --rw=randwrite --bs=4k --iodepth=16 --size=32M \
+    --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --eta=never \
+    --output="$VM_RUN/fio-ceph.txt" || return
+  cat "$VM_RUN/fio-ceph.txt"
+  ! grep -qiE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$VM_RUN/fio-ceph.txt" ||
+    fail "fio reported errors, see fio-ceph.txt"
+}
+
+# ci_turs: TEST UNIT READY answered within 10 s (any status; a hang fails).
+ci_turs() {
+  local rc=0 t0=$SECONDS
+  timeout -k 2 10 sg_turs "$CI_DEV" || rc=$?
+  echo "sg_turs exit $rc after $((SECONDS - t0))s"
+  ((rc != 124 && rc != 137)) || fail "no TEST UNIT READY answer within 10s"
+}
+
+# The OSD stops while a direct write runs: tcmu-serve stays alive and
+# answers, the write ends or retries but is bounded.
+ci_outage() {
+  ci_need_dev || return
+  # 4 KiB writes, one at a time: the 16 MiB take long enough to be under
+  # way when the OSD goes.
+  timeout -k 5 240 dd if=/dev/urandom of="$CI_DEV" bs=4k count=4096 seek=16384 oflag=direct status=none &
+  CI_DD=$!
+  sleep 1
+  kill -0 "$CI_DD" 2> /dev/null || info "ceph-iscsi: the write ended before the OSD was stopped"
+  ci_cluster 120 stop-osd || fail "scripts/ceph-cluster stop-osd failed" || return
+  kill -0 "$CI_DD" 2> /dev/null && echo "the write is still running with the OSD down"
+  # Beyond the rbd timeout (10 s) and tcmu-serve's own bound (2 x 10 + 1 s):
+  # failed requests have come back by then.
+  local i
+  for i in 1 2 3; do
+    kill -0 "$CI_PID" 2> /dev/null || fail "tcmu-serve exited during the outage: $(stderr_tail "$CI_OUT.stderr")" || return
+    ci_turs || return
+    sleep 8
+  done
+  if kill -0 "$CI_DD" 2> /dev/null; then echo "write still retrying after ~30s of outage"; fi
+}
+
+ci_recover() {
+  ci_need_dev || return
+  ci_need_cluster || return
+  local t0=$SECONDS rc=0
+  ci_cluster 180 start-osd || fail "scripts/ceph-cluster start-osd failed" || return
+  echo "OSD back after $((SECONDS - t0))s"
+  if [[ -n "$CI_DD" ]]; then
+    # The write started before the outage ends (well or with an error)
+    # within 120 s of the OSD's return; its own timeout is the hard bound.
+    local i
+    for ((i = 0; i < 1200; i++)); do
+      kill -0 "$CI_DD" 2> /dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$CI_DD" 2> /dev/null && { fail "the outage's write still runs 120s after the OSD is back"; return; }
+    wait "$CI_DD" || rc=$?
+    CI_DD=""
+    echo "the outage's write exited $rc"
+    ((rc != 124 && rc != 137)) || fail "the outage's write hung until its timeout" || return
+  fi
+  # A direct write and read back of 1 MiB succeed within 60 s.
+  head -c 1M /dev/urandom > /tmp/ceph-iscsi-pattern
+  t0=$SECONDS
+  while ((SECONDS - t0 < 60)); do
+    if timeout 20 dd if=/tmp/ceph-iscsi-pattern of="$CI_DEV" bs=64k seek=2048 oflag=direct status=none &&
+      cmp /tmp/ceph-iscsi-pattern <(timeout 20 dd if="$CI_DEV" bs=64k skip=2048 count=16 iflag=direct status=none); then
+      echo "read and write pass $((SECONDS - t0))s after the OSD is back"
+      timeout 10 sg_turs "$CI_DEV" || true
+      return 0
+    fi
+    sleep 1
+  done
+  fail "no successful direct write and read within 60s after the OSD is back"
+}
+
+ci_logout() {
+  ci_need_serve || return
+  local dev=$CI_DEV
+  if mountpoint -q "$SK_MNT"; then umount "$SK_MNT"; fi
+  must "iscsiadm logout from $CI_IQN" iscsiadm -m node -T "$CI_IQN" -p "$CI_PORTAL" --logout || return
+  CI_DEV=""
+  if [[ -n "$dev" ]]; then
+    wait_gone "$dev" 30 || fail "$dev still exists 30s after logout" || return
+  fi
+  ! grep -qs "^$CI_IQN\$" /sys/class/iscsi_session/session*/targetname || fail "a session with $CI_IQN remains"
+}
+
+ci_sigterm() {
+  ci_need_serve || return
+  serve_stop "$CI_PID" TERM 60 || fail "still running 60s after SIGTERM" || return
+  CI_PID=""
+  ((SERVE_RC == 0)) || fail "exit status $SERVE_RC after SIGTERM: $(stderr_tail "$CI_OUT.stderr")" || return
+  [[ ! -d "$CFS/iscsi/$CI_IQN" ]] || fail "iSCSI target $CI_IQN left in configfs" || return
+  local left
+  left=$(cfs_leftovers)
+  [[ -z "$left" ]] || fail "configfs not clean: $(tr '\n' ' ' <<< "$left")" || return
+  ! grep -q 'panicked' "$CI_OUT.stderr" || fail "tcmu-serve panicked: $(grep -m1 panicked "$CI_OUT.stderr")"
+}
+
+ci_iscsid_stop() {
+  [[ -n "$CI_ISCSID_PID" ]] || fail "skipped: iscsid was not started" || return
+  kill -TERM "$CI_ISCSID_PID" 2> /dev/null
+  local i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$CI_ISCSID_PID" 2> /dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$CI_ISCSID_PID" 2> /dev/null; then
+    kill -KILL "$CI_ISCSID_PID"
+    fail "iscsid still running 10s after SIGTERM"
+    return
+  fi
+  wait "$CI_ISCSID_PID" 2> /dev/null || true
+  CI_ISCSID_PID=""
+}
+
+ci_cluster_stop() {
+  ((CI_UP)) || fail "skipped: no Ceph cluster" || return
+  ci_cluster 60 stop || fail "scripts/ceph-cluster stop failed" || return
+  CI_UP=0
+}
+
+step ceph_iscsi_rbd_support ci_rbd_support
+step ceph_iscsi_cluster_start ci_cluster_start
+step ceph_iscsi_image_create ci_image_create
+step ceph_iscsi_iscsid_start ci_iscsid_start
+step ceph_iscsi_start ci_serve
+step ceph_iscsi_login ci_login
+step ceph_iscsi_inquiry_readcap ci_inquiry
+step ceph_iscsi_ext4_mkfs ci_as_sk sk_mkfs
+step ceph_iscsi_ext4_write ci_as_sk sk_write
+step ceph_iscsi_ext4_fsck_clean ci_as_sk sk_fsck
+step ceph_iscsi_ext4_remount_verify ci_as_sk sk_verify
+step ceph_iscsi_fio_randwrite_verify ci_fio
+step ceph_iscsi_kernel_log_clean klog_clean
+step ceph_iscsi_osd_outage ci_outage
+step ceph_iscsi_osd_back_recovers ci_recover
+step ceph_iscsi_logout ci_logout
+step ceph_iscsi_sigterm_teardown ci_sigterm
+step ceph_iscsi_iscsid_stop ci_iscsid_stop
+step ceph_iscsi_cluster_stop ci_cluster_stop
+# The outage makes the initiator and the target log I/O errors on purpose.
+klog_mark
+# Whatever failed above: nothing of this file outlives it.
+if [[ -n "$CI_DD" ]]; then kill -KILL "$CI_DD" 2> /dev/null || true; fi
+if [[ -n "$CI_PID" ]]; then kill -KILL "$CI_PID" 2> /dev/null || true; fi
+if [[ -n "$CI_ISCSID_PID" ]]; then kill -KILL "$CI_ISCSID_PID" 2> /dev/null || true; fi
+if ((CI_UP)); then ci_cluster 60 stop > /dev/null 2>&1 || true; fi
+rm -f /tmp/ceph-iscsi-pattern

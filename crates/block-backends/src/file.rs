@@ -26,7 +26,7 @@ use std::io::{self, IoSlice, IoSliceMut, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, fallocate};
@@ -299,7 +299,8 @@ pub struct FileDevice {
     path: PathBuf,
     kind: FileKind,
     block_size: u32,
-    num_blocks: u64,
+    /// Changes only on [`BlockDevice::resize`].
+    num_blocks: AtomicU64,
     read_only: bool,
     direct: bool,
     /// Cleared once the file system refuses `FALLOC_FL_ZERO_RANGE`.
@@ -393,7 +394,7 @@ impl FileDevice {
             path: path.to_path_buf(),
             kind,
             block_size,
-            num_blocks: size / u64::from(block_size),
+            num_blocks: AtomicU64::new(size / u64::from(block_size)),
             read_only: options.read_only,
             direct: options.direct,
             zero_range: AtomicBool::new(true),
@@ -423,7 +424,7 @@ impl FileDevice {
 
     /// Size of the disk in bytes.
     pub fn len_bytes(&self) -> u64 {
-        self.num_blocks * u64::from(self.block_size)
+        self.num_blocks() * u64::from(self.block_size)
     }
 
     /// Whether I/O bypasses the page cache (`O_DIRECT`).
@@ -480,7 +481,7 @@ impl FileDevice {
     fn block_range(&self, lba: u64, blocks: u64) -> Result<(u64, u64), BlockError> {
         match lba.checked_add(blocks) {
             // Cannot overflow: the disk's size fits in an i64.
-            Some(end) if end <= self.num_blocks => {
+            Some(end) if end <= self.num_blocks() => {
                 let block_size = u64::from(self.block_size);
                 Ok((lba * block_size, blocks * block_size))
             }
@@ -591,7 +592,35 @@ impl BlockDevice for FileDevice {
     }
 
     fn num_blocks(&self) -> u64 {
-        self.num_blocks
+        self.num_blocks.load(Ordering::Acquire)
+    }
+
+    /// A regular file is truncated or extended (sparse) to the new size;
+    /// a block device keeps its size, and the disk may take any size up to
+    /// it.
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        let bytes = u64::from(self.block_size)
+            .checked_mul(num_blocks)
+            .filter(|&n| n > 0)
+            .ok_or(BlockError::OutOfRange)?;
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        match self.kind {
+            FileKind::Regular => self.file.set_len(bytes)?,
+            FileKind::BlockDevice => {
+                let available = (&self.file).seek(SeekFrom::End(0))?;
+                if bytes > available {
+                    return Err(BlockError::OutOfRange);
+                }
+            }
+        }
+        let old = self.num_blocks.swap(num_blocks, Ordering::AcqRel);
+        log::info!(
+            "{}: resized from {old} to {num_blocks} blocks",
+            self.path.display()
+        );
+        Ok(())
     }
 
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
@@ -748,7 +777,7 @@ impl BlockDevice for FileDevice {
     /// `SEEK_HOLE`); a block that holds any data counts as mapped. Block
     /// devices do not tell.
     fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
-        if self.kind != FileKind::Regular || lba >= self.num_blocks {
+        if self.kind != FileKind::Regular || lba >= self.num_blocks() {
             return None;
         }
         let block_size = u64::from(self.block_size);
@@ -1060,6 +1089,39 @@ mod tests {
             dev.read_vectored(2047, &mut [&mut tail]),
             Err(BlockError::OutOfRange)
         );
+    }
+
+    #[test]
+    fn resize_truncates_or_extends_the_file() {
+        let path = TempPath::new("resize");
+        let dev = create(&path, 512, 8 * 512);
+        dev.write(6, &pattern(1024, 3)).unwrap();
+        dev.resize(16).unwrap();
+        assert_eq!((dev.num_blocks(), dev.len_bytes()), (16, 16 * 512));
+        assert_eq!(std::fs::metadata(&path.0).unwrap().len(), 16 * 512);
+        assert_eq!(read_vec(&dev, 6, 2), pattern(1024, 3));
+        assert_eq!(read_vec(&dev, 8, 8), vec![0; 8 * 512]);
+        dev.write(15, &pattern(512, 9)).unwrap();
+        // Shrinking cuts the file; what was beyond the end reads as zeros
+        // after growing again.
+        dev.resize(7).unwrap();
+        assert_eq!(std::fs::metadata(&path.0).unwrap().len(), 7 * 512);
+        assert_eq!(dev.read(7, &mut [0; 512]), Err(BlockError::OutOfRange));
+        dev.resize(16).unwrap();
+        assert_eq!(read_vec(&dev, 6, 1), pattern(512, 3));
+        assert_eq!(read_vec(&dev, 7, 9), vec![0; 9 * 512]);
+        assert_eq!(dev.resize(0), Err(BlockError::OutOfRange));
+
+        let read_only = FileDevice::open(
+            &path.0,
+            FileOptions {
+                read_only: true,
+                ..FileOptions::new(512)
+            },
+        )
+        .unwrap();
+        assert_eq!(read_only.resize(32), Err(BlockError::ReadOnly));
+        assert_eq!(read_only.num_blocks(), 16);
     }
 
     #[test]

@@ -91,8 +91,9 @@ impl std::error::Error for MemoryDeviceError {}
 /// ```
 pub struct MemoryDevice {
     block_size: u32,
-    num_blocks: u64,
-    len: u64,
+    // Both change together, under every shard's lock, on resize.
+    num_blocks: AtomicU64,
+    len: AtomicU64,
     shards: Box<[Shard]>,
     allocated: AtomicU64,
 }
@@ -126,8 +127,8 @@ impl MemoryDevice {
                 })?;
         Ok(MemoryDevice {
             block_size,
-            num_blocks,
-            len,
+            num_blocks: AtomicU64::new(num_blocks),
+            len: AtomicU64::new(len),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             allocated: AtomicU64::new(0),
         })
@@ -141,7 +142,7 @@ impl MemoryDevice {
 
     /// Size of the device in bytes.
     pub fn len_bytes(&self) -> u64 {
-        self.len
+        self.len.load(Ordering::Acquire)
     }
 
     /// Byte range of a request, or `OutOfRange` if it is not a whole number
@@ -154,7 +155,7 @@ impl MemoryDevice {
         }
         match lba.checked_add(buf_len / block_size) {
             // Cannot overflow: the end lies within the device, whose size fits u64.
-            Some(end) if end <= self.num_blocks => Ok(lba * block_size..end * block_size),
+            Some(end) if end <= self.num_blocks() => Ok(lba * block_size..end * block_size),
             _ => Err(BlockError::OutOfRange),
         }
     }
@@ -162,7 +163,7 @@ impl MemoryDevice {
     /// Length of chunk `index`; only the last one can be short.
     fn chunk_len(&self, index: u64) -> usize {
         let start = index * CHUNK_SIZE as u64;
-        (self.len - start).min(CHUNK_SIZE as u64) as usize
+        (self.len_bytes() - start).min(CHUNK_SIZE as u64) as usize
     }
 
     fn shard(&self, index: u64) -> &Shard {
@@ -269,7 +270,7 @@ impl MemoryDevice {
         // Whole chunks inside the range; the last chunk of the device counts
         // as whole when the range reaches the end of the device.
         let first_whole = range.start.div_ceil(chunk);
-        let end_whole = if range.end == self.len {
+        let end_whole = if range.end == self.len_bytes() {
             range.end.div_ceil(chunk)
         } else {
             range.end / chunk
@@ -284,7 +285,7 @@ impl MemoryDevice {
         for seg in segments(range.start..(first_whole * chunk).min(range.end)) {
             self.zero_segment(&seg);
         }
-        let tail_start = (end_whole * chunk).min(self.len);
+        let tail_start = (end_whole * chunk).min(self.len_bytes());
         for seg in segments(tail_start.max(range.start)..range.end) {
             self.zero_segment(&seg);
         }
@@ -311,7 +312,7 @@ impl MemoryDevice {
     /// Byte range of `blocks` blocks from `lba`, or `OutOfRange`.
     fn block_range(&self, lba: u64, blocks: u64) -> Result<Range<u64>, BlockError> {
         match lba.checked_add(blocks) {
-            Some(end) if end <= self.num_blocks => {
+            Some(end) if end <= self.num_blocks() => {
                 let block_size = u64::from(self.block_size);
                 Ok(lba * block_size..end * block_size)
             }
@@ -364,7 +365,48 @@ impl BlockDevice for MemoryDevice {
     }
 
     fn num_blocks(&self) -> u64 {
-        self.num_blocks
+        self.num_blocks.load(Ordering::Acquire)
+    }
+
+    /// Grows or shrinks the device; what is cut off is gone (growing again
+    /// shows zeros there).
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        let new_len = u64::from(self.block_size)
+            .checked_mul(num_blocks)
+            .filter(|&n| n > 0)
+            .ok_or(BlockError::OutOfRange)?;
+        // Every shard locked: no chunk is read or written while the
+        // geometry changes.
+        let mut maps: Vec<_> = self
+            .shards
+            .iter()
+            .map(|s| s.write().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        for map in maps.iter_mut() {
+            map.retain(|&index, chunk| {
+                let start = index * CHUNK_SIZE as u64;
+                if start >= new_len {
+                    self.allocated
+                        .fetch_sub(chunk.len() as u64, Ordering::Relaxed);
+                    return false;
+                }
+                // The old or the new last chunk is short: cut or pad it.
+                let want = (new_len - start).min(CHUNK_SIZE as u64) as usize;
+                if chunk.len() != want {
+                    let mut bytes = std::mem::take(chunk).into_vec();
+                    let old = bytes.len() as u64;
+                    bytes.resize(want, 0);
+                    *chunk = bytes.into_boxed_slice();
+                    self.allocated.fetch_sub(old, Ordering::Relaxed);
+                    self.allocated.fetch_add(want as u64, Ordering::Relaxed);
+                }
+                true
+            });
+        }
+        self.len.store(new_len, Ordering::Release);
+        self.num_blocks.store(num_blocks, Ordering::Release);
+        drop(maps);
+        Ok(())
     }
 
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
@@ -416,7 +458,7 @@ impl BlockDevice for MemoryDevice {
 
     /// Mapped means: in a chunk that holds memory.
     fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
-        if lba >= self.num_blocks {
+        if lba >= self.num_blocks() {
             return None;
         }
         let block_size = u64::from(self.block_size);
@@ -426,15 +468,15 @@ impl BlockDevice for MemoryDevice {
         let end_chunk = if mapped {
             // Runs of allocated chunks are as long as the data they hold.
             let mut next = index + 1;
-            while next.saturating_mul(chunk) < self.len && self.is_allocated(next) {
+            while next.saturating_mul(chunk) < self.len_bytes() && self.is_allocated(next) {
                 next += 1;
             }
             next
         } else {
             self.next_allocated(index)
-                .unwrap_or_else(|| self.len.div_ceil(chunk))
+                .unwrap_or_else(|| self.len_bytes().div_ceil(chunk))
         };
-        let end = end_chunk.saturating_mul(chunk).min(self.len);
+        let end = end_chunk.saturating_mul(chunk).min(self.len_bytes());
         Some((end.div_ceil(block_size) - lba, mapped))
     }
 }
@@ -466,6 +508,37 @@ mod tests {
         let mut buf = vec![0xee; blocks * dev.block_size() as usize];
         dev.read(lba, &mut buf).unwrap();
         buf
+    }
+
+    #[test]
+    fn resize_keeps_the_data_inside_and_zeroes_what_comes_back() {
+        // 1.5 chunks: the last chunk is short.
+        let blocks = (CHUNK_SIZE + CHUNK_SIZE / 2) as u64 / 512;
+        let dev = MemoryDevice::new(512, blocks).unwrap();
+        dev.write(blocks - 1, &[0x11; 512]).unwrap();
+        dev.write(0, &[0x22; 512]).unwrap();
+        assert_eq!(dev.allocated_bytes(), (CHUNK_SIZE + CHUNK_SIZE / 2) as u64);
+        // Growing pads the short chunk to a whole one.
+        dev.resize(blocks * 4).unwrap();
+        assert_eq!(
+            (dev.num_blocks(), dev.len_bytes()),
+            (blocks * 4, blocks * 4 * 512)
+        );
+        assert_eq!(dev.allocated_bytes(), 2 * CHUNK_SIZE as u64);
+        assert_eq!(read_vec(&dev, blocks - 1, 1), vec![0x11; 512]);
+        assert_eq!(read_vec(&dev, blocks, 4), vec![0; 4 * 512]);
+        dev.write(blocks * 4 - 1, &[0x33; 512]).unwrap();
+        // Shrinking drops what lies beyond; it reads as zeros after growing again.
+        dev.resize(1).unwrap();
+        assert_eq!(dev.allocated_bytes(), 512);
+        assert_eq!(dev.read(1, &mut [0; 512]), Err(BlockError::OutOfRange));
+        dev.resize(blocks * 4).unwrap();
+        assert_eq!(read_vec(&dev, 0, 1), vec![0x22; 512]);
+        assert_eq!(read_vec(&dev, blocks - 1, 1), vec![0; 512]);
+        assert_eq!(read_vec(&dev, blocks * 4 - 1, 1), vec![0; 512]);
+        assert_eq!(dev.allocated_bytes(), CHUNK_SIZE as u64);
+        assert_eq!(dev.resize(0), Err(BlockError::OutOfRange));
+        assert_eq!(dev.resize(u64::MAX), Err(BlockError::OutOfRange));
     }
 
     #[test]

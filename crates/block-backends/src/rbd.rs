@@ -684,6 +684,24 @@ impl BlockDevice for RbdDevice {
         self.num_blocks.load(Ordering::Relaxed)
     }
 
+    /// The image is resized in Ceph (`rbd resize`), not here: the new size
+    /// is accepted when the image, read again, has exactly that size.
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        let now = self.refresh_size().map_err(|e| {
+            log::error!("RBD image {}: {e}", self.name);
+            BlockError::Busy
+        })?;
+        if now == num_blocks {
+            return Ok(());
+        }
+        log::error!(
+            "RBD image {}: refusing a size of {num_blocks} blocks: the image has {now}; \
+             resize it first (rbd resize)",
+            self.name
+        );
+        Err(BlockError::Unsupported)
+    }
+
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         let (offset, len) = self.range(lba, buf.len() as u64)?;
         if len == 0 {

@@ -58,6 +58,10 @@ impl<D: BlockDevice> BlockDevice for ReadOnly<D> {
         self.inner.num_blocks()
     }
 
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        self.inner.resize(num_blocks)
+    }
+
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         self.inner.read(lba, buf)
     }
@@ -328,6 +332,10 @@ impl<D: BlockDevice> BlockDevice for FaultInjector<D> {
 
     fn num_blocks(&self) -> u64 {
         self.inner.num_blocks()
+    }
+
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        self.inner.resize(num_blocks)
     }
 
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {

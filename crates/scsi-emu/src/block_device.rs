@@ -196,6 +196,17 @@ pub trait BlockDevice: Send + Sync {
         false
     }
 
+    /// Change the number of blocks to `num_blocks` (grow or shrink), e.g.
+    /// because the kernel's device size (`attrib/dev_size`) was changed.
+    /// After `Ok`, [`num_blocks`](Self::num_blocks) returns the new value;
+    /// blocks beyond the old end read as zeros (or as what an external
+    /// store already holds there). An error refuses the change. The
+    /// default refuses with `Unsupported`.
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        let _ = num_blocks;
+        Err(BlockError::Unsupported)
+    }
+
     /// Atomically compare the blocks at `lba` with `compare` and, if they
     /// are equal, write `write` there (both the same length). `Ok(None)`:
     /// written; `Ok(Some(offset))`: the first differing byte, nothing
@@ -218,6 +229,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn num_blocks(&self) -> u64 {
         (**self).num_blocks()
+    }
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        (**self).resize(num_blocks)
     }
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         (**self).read(lba, buf)

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
-use crate::block_device::BlockDevice;
+use crate::block_device::{BlockDevice, BlockError};
 use crate::command::{Access, Capabilities, Command};
 use crate::copy_registry::{CopyRegistry, LunHandle};
 use crate::data_buffer::DataBuffer;
@@ -108,6 +108,9 @@ pub struct Emulator<D: BlockDevice> {
     /// refused until a START.
     pub(crate) stopped: Arc<AtomicBool>,
     pub(crate) locks: Arc<RangeLocks>,
+    /// The capacity changed ([`Emulator::resize`]) and no command has
+    /// reported it yet: the next one gets the unit attention.
+    capacity_changed: AtomicBool,
     /// The copy registry this unit is registered in, and its entry's id.
     copy: Option<(CopyRegistry, u64)>,
 }
@@ -141,6 +144,7 @@ impl<D: BlockDevice> Emulator<D> {
             modes: Arc::new(modes),
             stopped: Arc::new(AtomicBool::new(false)),
             locks: Arc::new(RangeLocks::default()),
+            capacity_changed: AtomicBool::new(false),
             copy: None,
         }
     }
@@ -219,6 +223,33 @@ impl<D: BlockDevice> Emulator<D> {
         self.modes.current().wce
     }
 
+    /// Set the write cache on or off (the caching mode page's WCE bit), as
+    /// MODE SELECT would; e.g. when the kernel's `emulate_write_cache`
+    /// attribute changes.
+    pub fn set_write_cache_enabled(&self, on: bool) {
+        self.modes.lock().wce = on;
+    }
+
+    /// Change the capacity to `bytes` (a whole, non-zero number of blocks)
+    /// through [`BlockDevice::resize`]. On success the next command
+    /// (other than INQUIRY and REQUEST SENSE) is answered with the unit
+    /// attention CAPACITY DATA HAS CHANGED, so the initiator reads the
+    /// capacity again. TCMU does not say which initiator sent a command, so
+    /// the attention is reported once, to whoever comes first.
+    pub fn resize(&self, bytes: u64) -> Result<(), BlockError> {
+        let block_size = u64::from(self.device.block_size());
+        if bytes == 0 || bytes % block_size != 0 {
+            return Err(BlockError::OutOfRange);
+        }
+        let blocks = bytes / block_size;
+        if blocks == self.device.num_blocks() {
+            return Ok(());
+        }
+        self.device.resize(blocks)?;
+        self.capacity_changed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Whether writes must reach stable storage before completing even
     /// without FUA: the initiator turned the device's cache off.
     pub(crate) fn write_through(&self) -> bool {
@@ -243,6 +274,15 @@ impl<D: BlockDevice> Emulator<D> {
                 return ScsiResponse::check_condition(sense);
             }
         };
+        if self.capacity_changed.load(Ordering::Relaxed)
+            && !matches!(command, Command::Inquiry(_) | Command::RequestSense(_))
+            && self.capacity_changed.swap(false, Ordering::SeqCst)
+        {
+            return ScsiResponse::check_condition(Sense::new(
+                SenseKey::UnitAttention,
+                AdditionalSense::CAPACITY_DATA_HAS_CHANGED,
+            ));
+        }
         if spec.access != Access::None && self.stopped.load(Ordering::SeqCst) {
             return ScsiResponse::check_condition(Sense::new(
                 SenseKey::NotReady,
@@ -568,5 +608,76 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn last_lba(emu: &Emulator<Resizable>) -> u32 {
+        let mut buf = vec![0u8; 8];
+        let resp = emu.execute(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &mut buf);
+        assert_eq!(resp, ScsiResponse::data_in(8));
+        u32::from_be_bytes(buf[..4].try_into().unwrap())
+    }
+
+    #[test]
+    fn a_resize_is_reported_once_as_a_unit_attention() {
+        let dev = Resizable::new(100);
+        let identity = LunIdentity::for_device("SN0002", &dev);
+        let emu = Emulator::new(dev, identity);
+        assert_eq!(last_lba(&emu), 99);
+        emu.resize(200 * 512).unwrap();
+        // INQUIRY does not consume the attention; the next other command does.
+        let mut buf = vec![0u8; 36];
+        assert_eq!(
+            emu.execute(&[0x12, 0, 0, 0, 36, 0], &mut buf).status,
+            status::GOOD
+        );
+        let tur = emu.execute(&[0, 0, 0, 0, 0, 0], &mut buf);
+        assert_check(
+            &tur,
+            SenseKey::UnitAttention,
+            AdditionalSense::CAPACITY_DATA_HAS_CHANGED,
+        );
+        assert_eq!(
+            emu.execute(&[0, 0, 0, 0, 0, 0], &mut buf),
+            ScsiResponse::good()
+        );
+        assert_eq!(last_lba(&emu), 199);
+
+        // The same size again changes nothing and reports nothing.
+        emu.resize(200 * 512).unwrap();
+        assert_eq!(
+            emu.execute(&[0, 0, 0, 0, 0, 0], &mut buf),
+            ScsiResponse::good()
+        );
+        // Refused sizes leave the capacity alone.
+        assert_eq!(emu.resize(2000 * 512), Err(BlockError::NoSpace));
+        assert_eq!(emu.resize(100 * 512 + 1), Err(BlockError::OutOfRange));
+        assert_eq!(emu.resize(0), Err(BlockError::OutOfRange));
+        assert_eq!(
+            emu.execute(&[0, 0, 0, 0, 0, 0], &mut buf),
+            ScsiResponse::good()
+        );
+        assert_eq!(last_lba(&emu), 199);
+    }
+
+    #[test]
+    fn a_device_without_resize_refuses_it() {
+        let emu = emulator(VecDevice::new(512, 8));
+        assert_eq!(emu.resize(16 * 512), Err(BlockError::Unsupported));
+        let mut buf = vec![0u8; 8];
+        assert_eq!(
+            emu.execute(&[0, 0, 0, 0, 0, 0], &mut buf),
+            ScsiResponse::good()
+        );
+    }
+
+    #[test]
+    fn the_write_cache_can_be_switched_from_outside() {
+        let emu = emulator(VecDevice::new(512, 8).with_write_cache());
+        assert!(emu.write_cache_enabled());
+        emu.set_write_cache_enabled(false);
+        assert!(!emu.write_cache_enabled());
+        assert!(emu.write_through());
+        emu.set_write_cache_enabled(true);
+        assert!(emu.write_cache_enabled());
     }
 }

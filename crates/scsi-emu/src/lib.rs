@@ -84,6 +84,7 @@ mod model_tests;
 mod range_lock;
 mod read_capacity;
 mod read_write;
+mod reconfig;
 mod report_opcodes;
 mod response;
 mod sense_format;

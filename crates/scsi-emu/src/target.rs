@@ -40,6 +40,7 @@ use tcmu_core::configfs::{
 use tcmu_core::server::{ServeError, ServeOptions, serve_with};
 use tcmu_core::uio::{UioDevice, UioError};
 
+use crate::reconfig::ReconfigWatcher;
 use crate::{BlockDevice, CopyRegistry, Emulator, LunIdentity};
 
 pub use tcmu_core::configfs::IscsiAuth;
@@ -224,6 +225,7 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
         configfs::ensure_target_root(root)?;
 
         let serial = self.serial.unwrap_or_else(new_serial);
+        let dev_config = self.dev_config.clone();
         let config = BackstoreConfig {
             name: name.clone(),
             hba: 0,
@@ -266,6 +268,12 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
         if let Some(t) = self.qfull_time_out {
             backstore.set_attrib("qfull_time_out", &t.as_secs().to_string())?;
         }
+        // Task management reaches the ring only when asked for (Linux 5.9+).
+        if backstore.dir().join("attrib/tmr_notification").exists() {
+            backstore.set_attrib("tmr_notification", "1")?;
+        } else {
+            log::info!("this kernel does not pass task management to the handler");
+        }
         let ring = Ring::new(uio.map())?;
         let identity = LunIdentity::new(serial.clone(), self.device.product_name());
         let mut emulator =
@@ -273,6 +281,16 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
         if let Some(registry) = self.copy_registry {
             emulator = emulator.with_copy_registry(registry);
         }
+        let emulator = Arc::new(emulator);
+        let reconfig = match uio_minor(uio.path()) {
+            Some(minor) => ReconfigWatcher::spawn(
+                minor,
+                backstore.dir().to_path_buf(),
+                dev_config,
+                emulator.clone(),
+            )?,
+            None => None,
+        };
         let ring_thread = RingThread::spawn(uio, ring, emulator, self.serve)?;
         if reattached {
             backstore.unblock()?;
@@ -305,6 +323,7 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
             None => None,
         };
         Ok(Target {
+            reconfig,
             export,
             iscsi,
             ring_thread: Some(ring_thread),
@@ -319,6 +338,7 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
 /// [`shutdown`](Target::shutdown) reports them.
 pub struct Target {
     // Drop order matters: exports, then ring thread, then backstore.
+    reconfig: Option<ReconfigWatcher>,
     export: Option<LoopbackExport>,
     iscsi: Option<IscsiExport>,
     ring_thread: Option<RingThread>,
@@ -404,6 +424,7 @@ impl Target {
     /// Unexport, stop serving (waiting for commands in flight), and remove
     /// the backstore.
     pub fn shutdown(mut self) -> Result<(), TargetError> {
+        drop(self.reconfig.take());
         if let Some(export) = self.export.take() {
             export.remove()?;
         }
@@ -443,11 +464,10 @@ impl RingThread {
     fn spawn<D: BlockDevice + 'static>(
         uio: UioDevice,
         mut ring: Ring,
-        emulator: Emulator<D>,
+        emulator: Arc<Emulator<D>>,
         options: ServeOptions,
     ) -> Result<RingThread, TargetError> {
         let (stop, stop_rx) = UnixStream::pair()?;
-        let emulator = Arc::new(emulator);
         let handle = std::thread::Builder::new()
             .name("tcmu-ring".into())
             .spawn(move || serve_with(&uio, &mut ring, emulator, stop_rx.as_fd(), options))?;
@@ -487,6 +507,15 @@ impl Drop for RingThread {
     }
 }
 
+/// The minor number of a UIO device node (`/dev/uio<minor>`).
+fn uio_minor(path: &Path) -> Option<u32> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("uio")?
+        .parse()
+        .ok()
+}
+
 /// A unit serial number: a random UUID from the kernel.
 fn new_serial() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid")
@@ -506,6 +535,13 @@ fn loop_wwn(serial: &str, salt: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uio_minors_come_from_the_node_name() {
+        assert_eq!(uio_minor(Path::new("/dev/uio12")), Some(12));
+        assert_eq!(uio_minor(Path::new("/dev/uio")), None);
+        assert_eq!(uio_minor(Path::new("/dev/sda")), None);
+    }
 
     #[test]
     fn wwns_are_well_formed_and_distinct() {

@@ -263,3 +263,35 @@ pub(crate) fn assert_invalid_field(resp: &ScsiResponse, byte: u16, bit: u8) {
     assert!(fp.in_cdb, "{resp:?}");
     assert_eq!((fp.byte, fp.bit), (byte, Some(bit)), "{resp:?}");
 }
+
+/// A zero-filled disk whose size can change (up to 1000 blocks).
+pub(crate) struct Resizable(std::sync::atomic::AtomicU64);
+
+impl Resizable {
+    pub(crate) fn new(blocks: u64) -> Self {
+        Resizable(std::sync::atomic::AtomicU64::new(blocks))
+    }
+}
+
+impl BlockDevice for Resizable {
+    fn block_size(&self) -> u32 {
+        512
+    }
+    fn num_blocks(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn read(&self, _lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        buf.fill(0);
+        Ok(())
+    }
+    fn write(&self, _lba: u64, _buf: &[u8]) -> Result<(), BlockError> {
+        Ok(())
+    }
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        if num_blocks > 1000 {
+            return Err(BlockError::NoSpace);
+        }
+        self.0.store(num_blocks, Ordering::SeqCst);
+        Ok(())
+    }
+}

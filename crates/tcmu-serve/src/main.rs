@@ -6,8 +6,13 @@
 //! `ready: iscsi://ADDR:PORT/IQN/0`) on stdout once the disk can be used,
 //! serves until SIGINT or SIGTERM, then removes everything it created.
 //! Errors are one line on stderr and a non-zero exit status.
+//!
+//! With `--control PATH` it is a daemon serving any number of devices,
+//! added and removed at run time through a Unix socket (see [`daemon`]);
+//! `tcmu-serve --control PATH REQUEST...` sends one request to it.
 
 mod backend;
+mod daemon;
 mod size;
 
 use std::io::{Read, Write};
@@ -110,7 +115,7 @@ struct Args {
     /// or a block device), `nbd:HOST[:PORT][/EXPORT]` or
     /// `nbd+unix:PATH[/EXPORT]` (an NBD server's export).
     #[arg(long, value_name = "SPEC")]
-    backend: String,
+    backend: Option<String>,
     /// Size of the disk, e.g. 512MiB, 2GiB, 1048576. Required for `mem` and
     /// with --create. For an existing file it must equal the file's size,
     /// for a block device be at most the device's (default: their size).
@@ -174,6 +179,21 @@ struct Args {
     /// (attrib/qfull_time_out; kernel default: the command timeout).
     #[arg(long, value_name = "SECONDS")]
     qfull_timeout: Option<u64>,
+    /// Daemon mode: also (or only) serve devices added and removed at run
+    /// time through a control socket at PATH. Without device flags it
+    /// starts with no device and prints `ready: PATH`. Followed by a
+    /// REQUEST, send that request to the daemon at PATH instead.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// A request for the daemon at --control: `add DEVICE-FLAGS...` (the
+    /// flags above, e.g. `add --backend mem --size 1GiB --name d2`; prints
+    /// the device's `ready:` line), `remove NAME`, or `list`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "REQUEST"
+    )]
+    request: Vec<String>,
 }
 
 /// Everything checked before touching the system.
@@ -191,7 +211,10 @@ struct Plan {
 }
 
 fn plan(args: Args) -> Result<Plan, String> {
-    let backend = BackendSpec::parse(&args.backend)?;
+    let Some(backend) = &args.backend else {
+        return Err("--backend is required (or --control PATH for a daemon)".into());
+    };
+    let backend = BackendSpec::parse(backend)?;
     let block_size = args.block_size;
     if !block_size.is_power_of_two() || !(512..=4096).contains(&block_size) {
         return Err(format!(
@@ -312,24 +335,11 @@ fn plan(args: Args) -> Result<Plan, String> {
     })
 }
 
-fn run(plan: Plan) -> Result<(), String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("must run as root: configuring the kernel target (configfs) needs it".into());
-    }
+/// Open the backing store, then create and export the LUN.
+fn start_target(plan: &Plan) -> Result<Target, String> {
     // Problems with the backing store show before anything in the kernel changes.
     let device = plan.backend.open(&plan.device)?;
     let size = device.num_blocks() * u64::from(device.block_size());
-    // Signals are caught from here on, so a stop during setup still tears down.
-    let (mut signals, signal_tx) = UnixStream::pair().map_err(|e| e.to_string())?;
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let tx = signal_tx.try_clone().map_err(|e| e.to_string())?;
-        signal_hook::low_level::pipe::register(sig, tx)
-            .map_err(|e| format!("cannot catch signal {sig}: {e}"))?;
-    }
-    signals
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .map_err(|e| e.to_string())?;
-
     let mut builder = Target::builder(device)
         .name(plan.name.clone())
         .dev_config(plan.backend.dev_config())
@@ -348,17 +358,60 @@ fn run(plan: Plan) -> Result<(), String> {
     }
     builder = builder.timeouts(plan.cmd_timeout, plan.qfull_timeout);
     let target = builder.start().map_err(|e| e.to_string())?;
-    match (target.disk(), target.iscsi_url()) {
-        (Some(disk), _) => println!("ready: {}", disk.display()),
-        (None, Some(url)) => println!("ready: {url}"),
-        (None, None) => println!("ready: {}", target.backstore_dir().display()),
-    }
-    let _ = std::io::stdout().flush();
     log::info!(
         "serving {} ({size} bytes, {}-byte blocks)",
         plan.name,
         plan.device.block_size
     );
+    Ok(target)
+}
+
+/// What the `ready:` line names: the disk, the iSCSI URL, or the backstore.
+fn ready_target(target: &Target) -> String {
+    match (target.disk(), target.iscsi_url()) {
+        (Some(disk), _) => disk.display().to_string(),
+        (None, Some(url)) => url.to_string(),
+        (None, None) => target.backstore_dir().display().to_string(),
+    }
+}
+
+/// SIGINT and SIGTERM, as bytes on a socket (read with a 200 ms timeout).
+fn catch_signals() -> Result<UnixStream, String> {
+    let (signals, signal_tx) = UnixStream::pair().map_err(|e| e.to_string())?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let tx = signal_tx.try_clone().map_err(|e| e.to_string())?;
+        signal_hook::low_level::pipe::register(sig, tx)
+            .map_err(|e| format!("cannot catch signal {sig}: {e}"))?;
+    }
+    signals
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    Ok(signals)
+}
+
+/// On the next signal, call `force` (a second signal during shutdown).
+fn force_on_signal(mut signals: UnixStream, force: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        let mut byte = [0u8; 16];
+        loop {
+            if matches!(signals.read(&mut byte), Ok(n) if n > 0) {
+                log::warn!("second signal: not waiting for commands in flight");
+                force();
+                return;
+            }
+        }
+    });
+}
+
+fn run(plan: Plan) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("must run as root: configuring the kernel target (configfs) needs it".into());
+    }
+    // Signals are caught from here on, so a stop during setup still tears down.
+    let mut signals = catch_signals()?;
+    let target = start_target(&plan)?;
+    println!("ready: {}", ready_target(&target));
+    let _ = std::io::stdout().flush();
 
     // Wait for a signal, or for serving to fail on its own.
     let mut byte = [0u8; 16];
@@ -369,16 +422,7 @@ fn run(plan: Plan) -> Result<(), String> {
     }
     log::info!("shutting down (a second signal stops without waiting for commands in flight)");
     if let Some(force) = target.force_stop_handle() {
-        std::thread::spawn(move || {
-            let mut byte = [0u8; 16];
-            loop {
-                if matches!(signals.read(&mut byte), Ok(n) if n > 0) {
-                    log::warn!("second signal: not waiting for commands in flight");
-                    force.force();
-                    return;
-                }
-            }
-        });
+        force_on_signal(signals, move || force.force());
     }
     target.shutdown().map_err(|e| e.to_string())
 }
@@ -388,7 +432,16 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let args = Args::parse();
-    match plan(args).and_then(run) {
+    let result = match (&args.control, args.request.is_empty()) {
+        (Some(control), false) => daemon::send_request(control, &args.request),
+        (None, false) => Err(format!(
+            "unexpected argument {:?} (a request needs --control PATH)",
+            args.request[0]
+        )),
+        (Some(_), true) => daemon::run(args),
+        (None, true) => plan(args).and_then(run),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tcmu-serve: error: {e}");

@@ -217,6 +217,36 @@ ci_recover() {
   fail "no successful direct write and read within 60s after the OSD is back"
 }
 
+# ci_blocks_wait N: wait until READ CAPACITY reports N blocks (the first
+# command after a resize gets the unit attention instead).
+ci_blocks_wait() {
+  local i out=""
+  for ((i = 0; i < 10; i++)); do
+    out=$(timeout 60 sg_readcap --16 "$CI_DEV" 2>&1) || true
+    grep -q "Number of logical blocks=$1\$" <<< "$out" && return 0
+    sleep 1
+  done
+  fail "want $1 blocks, got: $(grep -o 'Number of logical blocks=[0-9]*' <<< "$out")"
+}
+
+ci_resize() {
+  ci_need_dev || return
+  local dir=$CFS/core/user_0/$CI_NAME new=$((384 << 20)) i
+  # A size the image does not have (yet) is refused and written back.
+  must "dev_size=$new before rbd resize" sh -c "echo $new > $dir/attrib/dev_size" || return
+  for ((i = 0; i < 100; i++)); do
+    [[ "$(cat "$dir/attrib/dev_size")" == $((256 << 20)) ]] && break
+    sleep 0.1
+  done
+  [[ "$(cat "$dir/attrib/dev_size")" == $((256 << 20)) ]] || fail "dev_size was not set back" || return
+  grep -q "refusing cannot resize to $new bytes" "$CI_OUT.stderr" || fail "no refusal in the log" || return
+  ci_blocks_wait 524288 || return
+  # Resized in Ceph first, the new size is taken.
+  must "rbd resize" rbd -c "$CI_CONF" resize --size 384M "$CI_IMAGE" || return
+  must "dev_size=$new after rbd resize" sh -c "echo $new > $dir/attrib/dev_size" || return
+  ci_blocks_wait $((new / 512))
+}
+
 ci_logout() {
   ci_need_serve || return
   local dev=$CI_DEV
@@ -279,6 +309,7 @@ step ceph_iscsi_fio_randwrite_verify ci_fio
 step ceph_iscsi_kernel_log_clean klog_clean
 step ceph_iscsi_osd_outage ci_outage
 step ceph_iscsi_osd_back_recovers ci_recover
+step ceph_iscsi_resize_on_reconfig ci_resize
 step ceph_iscsi_logout ci_logout
 step ceph_iscsi_sigterm_teardown ci_sigterm
 step ceph_iscsi_iscsid_stop ci_iscsid_stop

@@ -239,7 +239,7 @@ ci_resize() {
     sleep 0.1
   done
   [[ "$(cat "$dir/attrib/dev_size")" == $((256 << 20)) ]] || fail "dev_size was not set back" || return
-  grep -q "refusing cannot resize to $new bytes" "$CI_OUT.stderr" || fail "no refusal in the log" || return
+  grep -q "refused dev_size $new: the device cannot take that size" "$CI_OUT.stderr" || fail "no refusal in the log" || return
   ci_blocks_wait 524288 || return
   # Resized in Ceph first, the new size is taken.
   must "rbd resize" rbd -c "$CI_CONF" resize --size 384M "$CI_IMAGE" || return

@@ -5,7 +5,8 @@
 # dev_config) reach the served LUN; SIGTERM removes everything.
 # Sourced by vm/guest/suite inside the VM (helpers: vm/guest/lib.sh).
 
-DM_SOCK=$VM_RUN/tcmu-serve.sock
+# Not under $VM_RUN: its 9p file system has no sockets.
+DM_SOCK=/tmp/tcmu-serve-daemon.sock
 DM_OUT=$VM_RUN/tcmu-serve-daemon
 DM_IMG=/tmp/daemon-a.img
 DM_PID=""
@@ -145,7 +146,7 @@ dm_resize_refused() {
   before=$(cat "$DM_A_DIR/attrib/dev_size")
   # Not a whole number of blocks: refused, and the old size is written back.
   must "write dev_size 1000" sh -c "echo 1000 > $DM_A_DIR/attrib/dev_size" || return
-  dm_log_wait 'refusing cannot resize to 1000 bytes' 10 || return
+  dm_log_wait 'refused dev_size 1000: not a whole' 10 || return
   dm_attr_wait dev_size "$before" 10 || return
   must "TEST UNIT READY" timeout 60 sg_turs "$DM_A"
 }
@@ -177,7 +178,7 @@ dm_dev_config_refused() {
   before=$(cat "$DM_A_DIR/attrib/dev_config")
   [[ "$before" == tcmu-rs/file ]] || fail "dev_config is '$before'" || return
   must "write dev_config" sh -c "echo -n tcmu-rs/other > $DM_A_DIR/attrib/dev_config" || return
-  dm_log_wait 'refusing dev_config "tcmu-rs/other"' 10 || return
+  dm_log_wait 'refused dev_config "tcmu-rs/other"' 10 || return
   dm_attr_wait dev_config "$before" 10 || return
   must "TEST UNIT READY" timeout 60 sg_turs "$DM_A"
 }

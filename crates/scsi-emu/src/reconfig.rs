@@ -58,7 +58,17 @@ pub(crate) fn decide<D: BlockDevice>(
     match change {
         Change::DevSize(bytes) => {
             let device = emulator.device();
-            let old = device.num_blocks() * u64::from(device.block_size());
+            let block_size = u64::from(device.block_size());
+            let old = device.num_blocks() * block_size;
+            if *bytes == 0 || bytes % block_size != 0 {
+                return Decision::Refused {
+                    attribute: "dev_size",
+                    restore: old.to_string(),
+                    reason: format!(
+                        "dev_size {bytes}: not a whole, non-zero number of {block_size}-byte blocks"
+                    ),
+                };
+            }
             match emulator.resize(*bytes) {
                 Ok(()) if *bytes == old => Decision::Accepted(format!("size stays {old} bytes")),
                 Ok(()) => Decision::Accepted(format!(
@@ -68,7 +78,7 @@ pub(crate) fn decide<D: BlockDevice>(
                 Err(e) => Decision::Refused {
                     attribute: "dev_size",
                     restore: old.to_string(),
-                    reason: format!("cannot resize to {bytes} bytes: {e}"),
+                    reason: format!("dev_size {bytes}: the device cannot take that size ({e})"),
                 },
             }
         }
@@ -207,7 +217,7 @@ fn apply<D: BlockDevice>(
             reason,
         } => {
             log::warn!(
-                "{}: refusing {reason}; attrib/{attribute} is set back to {restore:?}",
+                "{}: refused {reason}; attrib/{attribute} is set back to {restore:?}",
                 backstore_dir.display()
             );
             if let Err(e) = restore_attribute(backstore_dir, attribute, &restore) {
@@ -270,7 +280,7 @@ mod tests {
             assert!(
                 matches!(&d, Decision::Refused { attribute: "dev_size", restore, reason }
                     if restore == "51200"
-                        && reason.starts_with(&format!("cannot resize to {bytes} bytes: "))),
+                        && reason.starts_with(&format!("dev_size {bytes}: "))),
                 "{d:?}"
             );
             assert_eq!(lun.device().num_blocks(), 100);

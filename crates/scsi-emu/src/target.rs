@@ -23,6 +23,13 @@
 //! log in to.
 //! Everything created is removed again by [`Target::shutdown`] or, if that
 //! is never called, when the `Target` is dropped.
+//!
+//! While it runs, the target follows the kernel's attribute changes
+//! (`attrib/dev_size`, `emulate_write_cache`, `dev_config`, announced on
+//! netlink): the device is resized through [`BlockDevice::resize`] and the
+//! initiator told CAPACITY DATA HAS CHANGED, the write cache follows, and a
+//! change that cannot be made is written back (see the `reconfig` module's
+//! notes in the README). Task management notification is turned on.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;

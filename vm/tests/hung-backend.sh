@@ -61,7 +61,7 @@ hb_other_io() {
 }
 
 # The hung read comes back - the retry after the abort succeeds - and the
-# kernel log shows the abort.
+# kernel log and the handler's log show the abort.
 hb_hung_read_returns() {
   [[ -n "$HB_DD" ]] || fail "skipped: no hung read" || return
   local rc=0 took new
@@ -73,6 +73,9 @@ hb_hung_read_returns() {
   new=$(dmesg | tail -n +$((HB_DMESG_FROM + 1)))
   echo "$new"
   grep -q 'ABORT_TASK' <<< "$new" || fail "no ABORT_TASK in dmesg" || return
+  # tmr_notification is on: the abort reached the handler's ring as well.
+  grep -q 'task management 1 for commands' "$HB_OUT.stderr" ||
+    fail "the ABORT TASK did not reach the handler's ring" || return
   ((took >= HB_TIMEOUT)) || fail "the hung read ended after ${took}s, before the ${HB_TIMEOUT}s timeout" || return
   ((rc == 0)) || fail "the retry of the hung read failed (exit status $rc)" || return
   cmp -n 4096 "$HB_TMP/hung" /dev/zero || fail "the retried read returned wrong data"

@@ -113,7 +113,9 @@ pub fn serve<H: CommandHandler + Send + Sync + 'static>(
 /// second byte on `stop` cuts the wait short.
 ///
 /// Worker threads are not joined: a backend call that never returns keeps
-/// its thread, not the caller. Its command is completed late (exactly
+/// its thread, not the caller. While commands wait for a worker, every
+/// worker busy in one call for over a second is replaced by a new one (at
+/// most 32 beyond `options.workers`), so hung calls never take the pool. Its command is completed late (exactly
 /// once) if serving still runs, or left to the kernel's `cmd_time_out`.
 pub fn serve_with<H: CommandHandler + Send + Sync + 'static>(
     uio: &(impl Doorbell + ?Sized),
@@ -131,37 +133,54 @@ pub fn serve_with<H: CommandHandler + Send + Sync + 'static>(
     let (wake_rx, wake_tx) = UnixStream::pair()?;
     wake_rx.set_nonblocking(true)?;
     let aborted = Arc::new(IdSet::default());
-    for n in 0..options.workers {
-        let (work_rx, done_tx, mut wake_tx) =
-            (work_rx.clone(), done_tx.clone(), wake_tx.try_clone()?);
-        let (handler, aborted) = (handler.clone(), aborted.clone());
-        std::thread::Builder::new()
-            .name(format!("tcmu-worker-{n}"))
-            .spawn(move || {
-                loop {
-                    // The lock is held only to take one command.
-                    let next = work_rx.lock().map(|rx| rx.recv());
-                    let Ok(Ok(mut cmd)) = next else { return };
-                    let reply = if aborted.contains(cmd.id()) {
-                        // Aborted while queued: never executed.
-                        Reply::status(TASK_ABORTED)
-                    } else {
-                        let (cdb, data) = cmd.cdb_and_data();
-                        handler.handle(cdb, data)
-                    };
-                    if done_tx.send((cmd, reply)).is_err() {
-                        return;
+    let epoch = Instant::now();
+    let spawn = {
+        let aborted = aborted.clone();
+        move |n: usize, busy_since: Arc<AtomicU64>| -> io::Result<()> {
+            let (work_rx, done_tx, mut wake_tx) =
+                (work_rx.clone(), done_tx.clone(), wake_tx.try_clone()?);
+            let (handler, aborted) = (handler.clone(), aborted.clone());
+            std::thread::Builder::new()
+                .name(format!("tcmu-worker-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only to take one command.
+                        let next = work_rx.lock().map(|rx| rx.recv());
+                        let Ok(Ok(mut cmd)) = next else { return };
+                        busy_since.store(since(epoch), Ordering::Relaxed);
+                        let reply = if aborted.contains(cmd.id()) {
+                            // Aborted while queued: never executed.
+                            Reply::status(TASK_ABORTED)
+                        } else {
+                            let (cdb, data) = cmd.cdb_and_data();
+                            handler.handle(cdb, data)
+                        };
+                        busy_since.store(IDLE, Ordering::Relaxed);
+                        if done_tx.send((cmd, reply)).is_err() {
+                            return;
+                        }
+                        let _ = wake_tx.write(&[1]);
                     }
-                    let _ = wake_tx.write(&[1]);
-                }
-            })?;
+                })
+                .map(drop)
+        }
+    };
+    let mut pool = Pool {
+        spawn: Box::new(spawn),
+        busy_since: Vec::new(),
+        epoch,
+        size: options.workers,
+        limit: options.workers + EXTRA_WORKERS,
+    };
+    for _ in 0..options.workers {
+        pool.add()?;
     }
-    drop(done_tx);
     let queues = Queues {
         work: work_tx,
         done: done_rx,
         wake: wake_rx,
         aborted,
+        pool,
     };
     // Dropping the queues on return ends the idle workers.
     ring_loop(uio, ring, stop, queues, options.drain_timeout)
@@ -169,6 +188,71 @@ pub fn serve_with<H: CommandHandler + Send + Sync + 'static>(
 
 /// SCSI status TASK ABORTED.
 const TASK_ABORTED: u8 = 0x40;
+
+/// A worker whose backend call has run this long counts as stuck: a
+/// replacement is started, so that hung calls never take the whole pool.
+const STUCK_AFTER: Duration = Duration::from_secs(1);
+/// At most this many workers beyond the configured number (each one left
+/// behind by a call that hangs for good holds a thread).
+const EXTRA_WORKERS: usize = 32;
+/// `busy_since` of a worker that is not executing a command.
+const IDLE: u64 = 0;
+
+/// Milliseconds since `epoch`, plus one (never [`IDLE`]).
+fn since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64 + 1
+}
+
+/// The worker threads: how many, and since when each one is busy.
+struct Pool {
+    spawn: Box<dyn Fn(usize, Arc<AtomicU64>) -> io::Result<()>>,
+    busy_since: Vec<Arc<AtomicU64>>,
+    epoch: Instant,
+    /// Workers that should be available (not stuck).
+    size: usize,
+    /// Most workers ever started.
+    limit: usize,
+}
+
+impl Pool {
+    fn add(&mut self) -> io::Result<()> {
+        let busy_since = Arc::new(AtomicU64::new(IDLE));
+        (self.spawn)(self.busy_since.len(), busy_since.clone())?;
+        self.busy_since.push(busy_since);
+        Ok(())
+    }
+
+    /// With commands waiting for a worker, start one for each worker stuck
+    /// in a backend call beyond [`STUCK_AFTER`] (up to the limit).
+    fn replace_stuck(&mut self, outstanding: usize) {
+        let now = since(self.epoch);
+        let stuck_after = STUCK_AFTER.as_millis() as u64;
+        let (mut busy, mut stuck) = (0, 0);
+        for worker in &self.busy_since {
+            let started = worker.load(Ordering::Relaxed);
+            if started != IDLE {
+                busy += 1;
+                if now.saturating_sub(started) >= stuck_after {
+                    stuck += 1;
+                }
+            }
+        }
+        if outstanding <= busy {
+            return; // nothing is waiting
+        }
+        while self.busy_since.len() - stuck < self.size && self.busy_since.len() < self.limit {
+            log::warn!(
+                "{stuck} backend calls have run for over {} s: starting worker {}",
+                STUCK_AFTER.as_secs(),
+                self.busy_since.len()
+            );
+            if let Err(e) = self.add() {
+                log::error!("cannot start a worker thread: {e}");
+                return;
+            }
+        }
+    }
+}
 
 /// A set of command ids, shared by the ring thread and the workers.
 struct IdSet(Vec<AtomicU64>);
@@ -197,6 +281,7 @@ struct Queues {
     done: mpsc::Receiver<(Command, Reply)>,
     wake: UnixStream,
     aborted: Arc<IdSet>,
+    pool: Pool,
 }
 
 fn serve_inline<H: CommandHandler + ?Sized>(
@@ -268,6 +353,9 @@ fn ring_loop(
         if ring.take_notify() {
             uio.notify()?;
         }
+        if outstanding > 0 && stopping.is_none() {
+            q.pool.replace_stuck(outstanding);
+        }
         if let Some(since) = stopping {
             if outstanding == 0 {
                 return Ok(());
@@ -277,7 +365,12 @@ fn ring_loop(
                 return Ok(());
             }
         }
-        let timeout = stopping.map(|_| Duration::from_millis(100));
+        // While commands are out, look at the workers now and then.
+        let timeout = match (stopping, outstanding) {
+            (Some(_), _) => Some(Duration::from_millis(100)),
+            (None, 0) => None,
+            (None, _) => Some(STUCK_AFTER / 2),
+        };
         match uio.wait(&[q.wake.as_fd(), stop], timeout)? {
             Wake::Other(1) => {
                 // First byte: drain; any further byte: stop now.

@@ -322,3 +322,49 @@ fn a_command_hung_forever_does_not_stall_the_ring() {
         server.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn hung_calls_on_every_worker_do_not_stall_the_lun() {
+    // Both workers hang in the backend; after a second a replacement
+    // worker serves the commands queued behind them.
+    let mut kernel = SimKernel::new(SimConfig::default());
+    let mut ring = Ring::new(kernel.map()).unwrap();
+    let bell = SimDoorbell::new().unwrap();
+    let (handler, _never_released) = gate();
+    let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
+    let options = ServeOptions {
+        workers: 2,
+        drain_timeout: Duration::from_millis(300),
+    };
+    std::thread::scope(|s| {
+        let server =
+            s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
+        let hung: Vec<u16> = (0..2)
+            .map(|_| kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap())
+            .collect();
+        bell.kick();
+        while handler.calls.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let queued: Vec<u16> = (0..5)
+            .map(|_| kernel.submit(&[0, 0, 0, 0, 0, 0], &[], 0).unwrap())
+            .collect();
+        bell.kick();
+        let mut done = wait_for(&mut kernel, 5, Duration::from_secs(10));
+        // Stop first, so that a failed check below ends the test instead
+        // of leaving the server running.
+        stop_tx.write_all(&[1]).unwrap();
+        server.join().unwrap().unwrap();
+        done.sort_by_key(|c| c.id);
+        assert_eq!(
+            done.iter().map(|c| (c.id, c.status)).collect::<Vec<_>>(),
+            queued.iter().map(|&id| (id, 0)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            kernel.in_flight(),
+            hung.len(),
+            "only the hung commands are left"
+        );
+        assert!(kernel.broken().is_none());
+    });
+}

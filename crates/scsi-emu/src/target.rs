@@ -465,7 +465,12 @@ impl ForceStop {
 struct RingThread {
     stop: UnixStream,
     handle: Option<JoinHandle<Result<(), ServeError>>>,
+    /// The emulator (and so the device), also held by the worker threads.
+    emulator: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
+
+/// How long a stop waits for the worker threads to let go of the device.
+const WORKERS_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RingThread {
     fn spawn<D: BlockDevice + 'static>(
@@ -475,12 +480,14 @@ impl RingThread {
         options: ServeOptions,
     ) -> Result<RingThread, TargetError> {
         let (stop, stop_rx) = UnixStream::pair()?;
+        let held = emulator.clone();
         let handle = std::thread::Builder::new()
             .name("tcmu-ring".into())
             .spawn(move || serve_with(&uio, &mut ring, emulator, stop_rx.as_fd(), options))?;
         Ok(RingThread {
             stop,
             handle: Some(handle),
+            emulator: Some(held),
         })
     }
 
@@ -497,12 +504,33 @@ impl RingThread {
             return Ok(());
         };
         let _ = self.stop.write_all(&[1]);
-        match handle.join() {
-            Ok(result) => Ok(result?),
+        let result = match handle.join() {
+            Ok(result) => result.map_err(TargetError::from),
             Err(_) => Err(TargetError::Io(std::io::Error::other(
                 "the ring thread panicked",
             ))),
+        };
+        self.release_device();
+        result
+    }
+
+    /// Close the device here, not on a worker thread that may still be
+    /// exiting when the process does (a library such as librbd must not be
+    /// torn down under a thread that is still using it). Workers let go as
+    /// soon as serving stops, unless one is stuck in a backend call.
+    fn release_device(&mut self) {
+        let Some(emulator) = self.emulator.take() else {
+            return;
+        };
+        let start = std::time::Instant::now();
+        while Arc::strong_count(&emulator) > 1 {
+            if start.elapsed() >= WORKERS_EXIT_TIMEOUT {
+                log::warn!("a backend call is still running; the device is closed when it returns");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
+        drop(emulator);
     }
 }
 

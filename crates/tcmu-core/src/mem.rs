@@ -131,6 +131,18 @@ impl SharedMap {
         Ok(())
     }
 
+    /// Copy `N` bytes at `offset` out of the area with one bounds check:
+    /// a fixed-size part of an entry, decoded from the copy.
+    pub(crate) fn read_array<const N: usize>(&self, offset: u64) -> Result<[u8; N], OutOfBounds> {
+        let off = self.check(offset, N as u64)?;
+        let mut out = [0u8; N];
+        // SAFETY: as in `read_bytes`: the source range is inside the mapping
+        // (checked above) and cannot overlap the local array; whatever bytes
+        // the kernel left there are validated by the caller.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), out.as_mut_ptr(), N) };
+        Ok(out)
+    }
+
     /// Copy `src` into the area.
     pub fn write_bytes(&self, offset: u64, src: &[u8]) -> Result<(), OutOfBounds> {
         let off = self.check(offset, src.len() as u64)?;
@@ -259,6 +271,9 @@ impl DataSegments {
     /// Take the regions; `None` when one lies outside `[data_start, map end)`
     /// or two overlap.
     pub(crate) fn new(map: Arc<SharedMap>, regions: Vec<Region>, data_start: u64) -> Option<Self> {
+        if regions.is_empty() {
+            return Some(DataSegments { map, regions });
+        }
         let end = map.len() as u64;
         for r in &regions {
             let r_end = r.offset.checked_add(r.len)?;
@@ -284,6 +299,11 @@ impl DataSegments {
             }
         }
         Some(DataSegments { map, regions })
+    }
+
+    /// Give the region list back (to reuse its allocation).
+    pub(crate) fn into_regions(self) -> Vec<Region> {
+        self.regions
     }
 
     /// The regions, in buffer order.

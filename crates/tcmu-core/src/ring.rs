@@ -91,18 +91,18 @@ pub struct Command {
     id: u16,
     cdb: Cdb,
     data: DataSegments,
-    /// Only bidirectional commands have a separate data-in buffer.
-    bidi_in: Option<DataSegments>,
+    /// Only bidirectional commands (rare) have a separate data-in buffer.
+    bidi_in: Option<Box<DataSegments>>,
 }
 
-/// CDB bytes: inline up to 32 bytes (every fixed-length CDB), on the heap
+/// CDB bytes: inline up to 16 bytes (every fixed-length CDB), on the heap
 /// beyond (variable-length CDBs, which are rare).
 enum Cdb {
     Inline { bytes: [u8; INLINE_CDB], len: u8 },
     Long(Box<[u8]>),
 }
 
-const INLINE_CDB: usize = 32;
+const INLINE_CDB: usize = 16;
 
 impl Cdb {
     fn as_slice(&self) -> &[u8] {
@@ -136,7 +136,7 @@ impl Command {
 
     /// The data-in part of a bidirectional command.
     pub fn bidi_in(&mut self) -> Option<&mut DataSegments> {
-        self.bidi_in.as_mut()
+        self.bidi_in.as_deref_mut()
     }
 }
 
@@ -198,6 +198,43 @@ impl BitSet {
             self.0[i / 64] &= !(1 << (i % 64));
         }
     }
+    /// The words covering `bits` (non-empty), each with the mask of the
+    /// bits of the range it holds.
+    fn words(bits: &std::ops::Range<usize>) -> impl Iterator<Item = (usize, u64)> {
+        let (first, last) = (bits.start, bits.end - 1);
+        (first / 64..=last / 64).map(move |w| {
+            let lo = if w == first / 64 { first % 64 } else { 0 };
+            let hi = if w == last / 64 { last % 64 } else { 63 };
+            (w, (u64::MAX >> (63 - hi)) & (u64::MAX << lo))
+        })
+    }
+    /// Whether any bit of `bits` is set.
+    fn any(&self, bits: std::ops::Range<usize>) -> bool {
+        !bits.is_empty() && BitSet::words(&bits).any(|(w, m)| self.0[w] & m != 0)
+    }
+    /// Set or clear every bit of `bits`.
+    fn set_range(&mut self, bits: std::ops::Range<usize>, on: bool) {
+        if bits.is_empty() {
+            return;
+        }
+        for (w, m) in BitSet::words(&bits) {
+            if on {
+                self.0[w] |= m;
+            } else {
+                self.0[w] &= !m;
+            }
+        }
+    }
+}
+
+/// `a + b` modulo `size`, for `a < size` and `b <= size` (no division).
+fn ring_add(a: u32, b: u32, size: u32) -> u32 {
+    let sum = a as u64 + b as u64;
+    if sum >= size as u64 {
+        (sum - size as u64) as u32
+    } else {
+        sum as u32
+    }
 }
 
 /// The command ring of one TCMU device.
@@ -217,9 +254,15 @@ pub struct Ring {
     owned_pages: BitSet,
     notify: bool,
     broken: Option<RingError>,
-    /// Scratch list of page indices, reused to avoid allocating per command.
-    page_scratch: Vec<usize>,
+    /// Emptied region lists of completed commands, reused so that a data
+    /// command costs no allocation.
+    region_pool: Vec<Vec<Region>>,
 }
+
+/// How many emptied region lists the ring keeps for reuse, and the largest
+/// one it keeps (a huge list from a strange entry is freed instead).
+const REGION_POOL: usize = 256;
+const REGION_POOL_MAX_CAPACITY: usize = 64;
 
 impl Ring {
     /// Attach to the shared area: check the mailbox and start at its
@@ -266,7 +309,7 @@ impl Ring {
             owned_pages: BitSet::new(pages),
             notify: false,
             broken: None,
-            page_scratch: Vec::new(),
+            region_pool: Vec::new(),
         })
     }
 
@@ -318,13 +361,18 @@ impl Ring {
             let abs = self.cmdr_off + off as u64;
             let len_op = self.map.read_u32(abs + HDR_LEN_OP)?;
             let (len, op) = (tcmu_hdr_get_len(len_op), tcmu_hdr_get_op(len_op));
-            let published = (head + self.cmdr_size - off) % self.cmdr_size;
+            // Bytes from our position to the head (head != off here).
+            let published = if head > off {
+                head - off
+            } else {
+                head + (self.cmdr_size - off)
+            };
             if len == 0 || len > published || off as u64 + len as u64 > self.cmdr_size as u64 {
                 return Err(self.corrupt(format!(
                     "entry at {off:#x} has length {len:#x} ({published:#x} bytes published)"
                 )));
             }
-            self.next = (off + len) % self.cmdr_size;
+            self.next = ring_add(off, len, self.cmdr_size);
             match op {
                 TCMU_OP_CMD => {
                     if (len as u64) < CMD_ENTRY_SIZE {
@@ -351,7 +399,7 @@ impl Ring {
                                 SenseKey::HardwareError,
                                 AdditionalSense::INTERNAL_TARGET_FAILURE,
                             );
-                            self.finish(id, &Reply::check_condition(&sense))?;
+                            self.finish(id, &Reply::check_condition(&sense), None)?;
                         }
                     }
                 }
@@ -379,53 +427,53 @@ impl Ring {
     /// Copy a command entry out and validate it; `Err` names the problem.
     fn parse_command(&mut self, id: u16, abs: u64, len: u32) -> Result<Command, String> {
         let rd = |e: OutOfBounds| e.to_string();
-        let iov_cnt = self.map.read_u32(abs + REQ_IOV_CNT).map_err(rd)? as u64;
-        let bidi_cnt = self.map.read_u32(abs + REQ_IOV_BIDI_CNT).map_err(rd)? as u64;
-        let dif_cnt = self.map.read_u32(abs + REQ_IOV_DIF_CNT).map_err(rd)? as u64;
-        let cdb_off = self.map.read_u64(abs + REQ_CDB_OFF).map_err(rd)?;
+        // The fixed part (header and request up to the iovecs) in one copy;
+        // the caller checked that the entry is at least CMD_ENTRY_SIZE long.
+        let fixed: [u8; REQ_IOV as usize] = self.map.read_array(abs).map_err(rd)?;
+        let u32_at = |at: u64| u32::from_ne_bytes(field(&fixed, at)) as u64;
+        let iov_cnt = u32_at(REQ_IOV_CNT);
+        let bidi_cnt = u32_at(REQ_IOV_BIDI_CNT);
+        let dif_cnt = u32_at(REQ_IOV_DIF_CNT);
+        let cdb_off = u64::from_ne_bytes(field(&fixed, REQ_CDB_OFF));
         let total = iov_cnt + bidi_cnt + dif_cnt;
         if REQ_IOV + total * IOV_SIZE > len as u64 {
             return Err(format!("{total} iovecs do not fit in a {len}-byte entry"));
         }
-        let read_regions = |first: u64, count: u64| -> Result<Vec<Region>, String> {
-            (first..first + count)
-                .map(|i| {
-                    let at = abs + REQ_IOV + i * IOV_SIZE;
-                    Ok(Region {
-                        offset: self.map.read_u64(at + IOV_BASE).map_err(rd)?,
-                        len: self.map.read_u64(at + IOV_LEN).map_err(rd)?,
-                    })
-                })
-                .collect()
+        // Commands without data (TEST UNIT READY and the like) skip the
+        // region handling altogether.
+        let data = if iov_cnt == 0 {
+            Vec::new()
+        } else {
+            self.read_regions(abs, 0, iov_cnt)?
         };
-        let data = read_regions(0, iov_cnt)?;
-        let bidi = read_regions(iov_cnt, bidi_cnt)?;
+        let bidi = if bidi_cnt == 0 {
+            Vec::new()
+        } else {
+            self.read_regions(abs, iov_cnt, bidi_cnt)?
+        };
 
-        // The CDB must lie inside the ring; its length follows from its opcode.
+        // The CDB must lie inside the ring; its length follows from its
+        // opcode, taken from the copied bytes.
         let ring_end = self.cmdr_off + self.cmdr_size as u64;
-        let in_ring = |off: u64, n: u64| {
-            off >= self.cmdr_off && off.checked_add(n).is_some_and(|e| e <= ring_end)
-        };
-        if !in_ring(cdb_off, 1) {
+        if cdb_off < self.cmdr_off || cdb_off >= ring_end {
             return Err(format!("CDB offset {cdb_off:#x} is outside the ring"));
         }
-        let opcode = self.map.read_u8(cdb_off).map_err(rd)?;
-        let byte7 = if in_ring(cdb_off, 8) {
-            self.map.read_u8(cdb_off + 7).map_err(rd)?
+        let avail = ring_end - cdb_off;
+        let mut bytes = [0u8; INLINE_CDB];
+        if avail >= INLINE_CDB as u64 {
+            bytes = self.map.read_array(cdb_off).map_err(rd)?;
         } else {
-            0
-        };
-        let cdb_len = cdb_len(opcode, byte7);
-        if !in_ring(cdb_off, cdb_len as u64) {
+            self.map
+                .read_bytes(cdb_off, &mut bytes[..avail as usize])
+                .map_err(rd)?;
+        }
+        let cdb_len = cdb_len(bytes[0], bytes[7]);
+        if cdb_len as u64 > avail {
             return Err(format!(
                 "{cdb_len}-byte CDB at {cdb_off:#x} runs past the ring"
             ));
         }
         let cdb = if cdb_len <= INLINE_CDB {
-            let mut bytes = [0u8; INLINE_CDB];
-            self.map
-                .read_bytes(cdb_off, &mut bytes[..cdb_len])
-                .map_err(rd)?;
             Cdb::Inline {
                 bytes,
                 len: cdb_len as u8,
@@ -441,18 +489,48 @@ impl Ring {
         let bidi_seg = if bidi.is_empty() {
             None
         } else {
-            Some(
+            Some(Box::new(
                 DataSegments::new(self.map.clone(), bidi, self.data_start)
                     .ok_or("bidi iovecs are outside the data area or overlap")?,
-            )
+            ))
         };
-        self.claim_pages(&data_seg, bidi_seg.as_ref())?;
+        if data_seg.count() > 0 || bidi_seg.is_some() {
+            self.claim_pages(&data_seg, bidi_seg.as_deref())?;
+        }
         Ok(Command {
             id,
             cdb,
             data: data_seg,
             bidi_in: bidi_seg,
         })
+    }
+
+    /// Copy `count` iovecs out, from index `first`, into a list taken from
+    /// the pool (the caller checked that they lie inside the entry).
+    fn read_regions(&mut self, abs: u64, first: u64, count: u64) -> Result<Vec<Region>, String> {
+        let mut list = self.region_pool.pop().unwrap_or_default();
+        for i in first..first + count {
+            let iov: [u8; IOV_SIZE as usize] = self
+                .map
+                .read_array(abs + REQ_IOV + i * IOV_SIZE)
+                .map_err(|e| e.to_string())?;
+            list.push(Region {
+                offset: u64::from_ne_bytes(field(&iov, IOV_BASE)),
+                len: u64::from_ne_bytes(field(&iov, IOV_LEN)),
+            });
+        }
+        Ok(list)
+    }
+
+    /// Keep the emptied region list of a finished buffer for reuse.
+    fn recycle(&mut self, segs: DataSegments) {
+        let mut list = segs.into_regions();
+        if (1..=REGION_POOL_MAX_CAPACITY).contains(&list.capacity())
+            && self.region_pool.len() < REGION_POOL
+        {
+            list.clear();
+            self.region_pool.push(list);
+        }
     }
 
     fn page_range(&self, r: &Region) -> std::ops::Range<usize> {
@@ -467,34 +545,31 @@ impl Ring {
     }
 
     /// Take ownership of every data page of a command; refuse pages that
-    /// another in-flight command owns (the kernel never shares them).
+    /// another in-flight command owns (the kernel never shares them). Pages
+    /// shared by regions of the same command are fine: nothing is marked
+    /// before every page has been checked.
     fn claim_pages(&mut self, a: &DataSegments, b: Option<&DataSegments>) -> Result<(), String> {
-        let mut pages = std::mem::take(&mut self.page_scratch);
-        pages.clear();
-        for r in a.regions().iter().chain(b.map_or(&[][..], |b| b.regions())) {
-            pages.extend(self.page_range(r));
-        }
-        pages.sort_unstable();
-        pages.dedup();
-        let clash = pages.iter().any(|&p| self.owned_pages.get(p));
-        if !clash {
-            for &p in &pages {
-                self.owned_pages.set(p, true);
+        let b = b.map_or(&[][..], |b| b.regions());
+        for list in [a.regions(), b] {
+            for r in list {
+                if self.owned_pages.any(self.page_range(r)) {
+                    return Err("data buffer shares pages with another in-flight command".into());
+                }
             }
         }
-        self.page_scratch = pages;
-        if clash {
-            Err("data buffer shares pages with another in-flight command".into())
-        } else {
-            Ok(())
+        for list in [a.regions(), b] {
+            for r in list {
+                let pages = self.page_range(r);
+                self.owned_pages.set_range(pages, true);
+            }
         }
+        Ok(())
     }
 
     fn release_pages(&mut self, segs: &DataSegments) {
         for r in segs.regions() {
-            for p in self.page_range(r) {
-                self.owned_pages.set(p, false);
-            }
+            let pages = self.page_range(r);
+            self.owned_pages.set_range(pages, false);
         }
     }
 
@@ -518,7 +593,9 @@ impl Ring {
         let Command {
             id, data, bidi_in, ..
         } = cmd;
-        self.release_pages(&data);
+        if data.count() > 0 {
+            self.release_pages(&data);
+        }
         if let Some(b) = &bidi_in {
             self.release_pages(b);
         }
@@ -533,16 +610,18 @@ impl Ring {
                 reply_len = None;
             }
         }
-        drop((data, bidi_in));
-        let reply = Reply {
-            data_in_len: reply_len,
-            ..reply.clone()
-        };
-        self.finish(id, &reply)
+        if data.count() > 0 {
+            self.recycle(data);
+        }
+        if let Some(b) = bidi_in {
+            self.recycle(*b);
+        }
+        self.finish(id, reply, reply_len)
     }
 
-    /// Write the reply for command `id` and pass every completed entry.
-    fn finish(&mut self, id: u16, reply: &Reply) -> Result<(), RingError> {
+    /// Write the reply for command `id` (with `read_len` as its data-in
+    /// length) and pass every completed entry.
+    fn finish(&mut self, id: u16, reply: &Reply, read_len: Option<usize>) -> Result<(), RingError> {
         if !self.in_flight.get(id as usize) {
             return Err(self.corrupt(format!(
                 "completion for command {id}, which is not in flight"
@@ -565,16 +644,22 @@ impl Ring {
         };
         *done = true;
         let abs = self.cmdr_off + *off as u64;
-        self.write_reply(abs, id, reply)?;
+        self.write_reply(abs, id, reply, read_len)?;
         self.pass_completed()
     }
 
-    fn write_reply(&self, abs: u64, id: u16, reply: &Reply) -> Result<(), RingError> {
+    fn write_reply(
+        &self,
+        abs: u64,
+        id: u16,
+        reply: &Reply,
+        data_in_len: Option<usize>,
+    ) -> Result<(), RingError> {
         let m = &self.map;
         m.write_u16(abs + HDR_CMD_ID, id)?;
         let mut uflags = 0;
         let mut read_len = 0;
-        if let Some(n) = reply.data_in_len {
+        if let Some(n) = data_in_len {
             uflags |= TCMU_UFLAG_READ_LEN;
             read_len = n as u32;
         }
@@ -599,7 +684,7 @@ impl Ring {
                 } => len,
                 Slot::Cmd { done: false, .. } => break,
             };
-            self.tail = (self.tail + len) % self.cmdr_size;
+            self.tail = ring_add(self.tail, len, self.cmdr_size);
             self.slots.pop_front();
         }
         if self.tail != start {
@@ -608,6 +693,13 @@ impl Ring {
         }
         Ok(())
     }
+}
+
+/// The `N` bytes at offset `at` of a copied-out entry part.
+fn field<const N: usize>(bytes: &[u8], at: u64) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&bytes[at as usize..at as usize + N]);
+    out
 }
 
 /// Zero the bytes of `regions` past the first `keep` bytes.
@@ -622,4 +714,42 @@ fn zero_tail(map: &SharedMap, regions: &[Region], keep: u64) -> Result<(), OutOf
         pos = end;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_ranges_match_single_bits() {
+        // Every range within three words, against a bit-by-bit model.
+        for start in 0..192 {
+            for end in start..=192 {
+                let mut set = BitSet::new(192);
+                set.set_range(start..end, true);
+                for i in 0..192 {
+                    assert_eq!(
+                        set.get(i),
+                        (start..end).contains(&i),
+                        "{start}..{end} bit {i}"
+                    );
+                }
+                for probe in [0, 63, 64, 127, 128, 191] {
+                    let hit = (start..end).contains(&probe);
+                    assert_eq!(set.any(probe..probe + 1), hit);
+                }
+                assert_eq!(set.any(start..end), start < end);
+                set.set_range(start..end, false);
+                assert!(set.0.iter().all(|&w| w == 0));
+            }
+        }
+    }
+
+    #[test]
+    fn ring_offsets_wrap_without_division() {
+        assert_eq!(ring_add(0, 8, 64), 8);
+        assert_eq!(ring_add(56, 8, 64), 0);
+        assert_eq!(ring_add(56, 16, 64), 8);
+        assert_eq!(ring_add(u32::MAX - 8, u32::MAX, u32::MAX), u32::MAX - 8);
+    }
 }

@@ -262,43 +262,66 @@ pub struct Region {
 /// command. The kernel does not touch a command's data blocks between
 /// handing the command out and seeing its completion, so these bytes are
 /// exclusively ours while this value lives.
+///
+/// A buffer with regions keeps the map alive; an empty one (a command
+/// without data, the common case for TEST UNIT READY and the like) holds
+/// no reference, which spares two atomic operations per command.
 pub struct DataSegments {
-    map: Arc<SharedMap>,
+    /// `Some` whenever `regions` is not empty.
+    map: Option<Arc<SharedMap>>,
     regions: Vec<Region>,
 }
 
 impl DataSegments {
     /// Take the regions; `None` when one lies outside `[data_start, map end)`
-    /// or two overlap.
-    pub(crate) fn new(map: Arc<SharedMap>, regions: Vec<Region>, data_start: u64) -> Option<Self> {
+    /// or two overlap. The map is referenced only when there are regions.
+    #[inline]
+    pub(crate) fn new(map: &Arc<SharedMap>, regions: Vec<Region>, data_start: u64) -> Option<Self> {
         if regions.is_empty() {
-            return Some(DataSegments { map, regions });
+            Some(DataSegments { map: None, regions })
+        } else if DataSegments::valid(map, &regions, data_start) {
+            Some(DataSegments {
+                map: Some(map.clone()),
+                regions,
+            })
+        } else {
+            None
         }
+    }
+
+    /// Whether every region lies inside `[data_start, map end)` and no two
+    /// overlap.
+    fn valid(map: &SharedMap, regions: &[Region], data_start: u64) -> bool {
         let end = map.len() as u64;
-        for r in &regions {
-            let r_end = r.offset.checked_add(r.len)?;
-            if r.offset < data_start || r_end > end {
-                return None;
-            }
+        let inside = |r: &Region| {
+            r.offset >= data_start && r.offset.checked_add(r.len).is_some_and(|e| e <= end)
+        };
+        if !regions.iter().all(inside) {
+            return false;
         }
         let overlap = |a: &Region, b: &Region| {
             a.len > 0 && b.len > 0 && a.offset < b.offset + b.len && b.offset < a.offset + a.len
         };
         if regions.len() <= 8 {
             // The usual case: a handful of segments, no allocation.
-            for (i, a) in regions.iter().enumerate() {
-                if regions[i + 1..].iter().any(|b| overlap(a, b)) {
-                    return None;
-                }
-            }
+            regions
+                .iter()
+                .enumerate()
+                .all(|(i, a)| !regions[i + 1..].iter().any(|b| overlap(a, b)))
         } else {
             let mut sorted: Vec<Region> = regions.iter().copied().filter(|r| r.len > 0).collect();
             sorted.sort_unstable_by_key(|r| r.offset);
-            if sorted.windows(2).any(|w| overlap(&w[0], &w[1])) {
-                return None;
-            }
+            !sorted.windows(2).any(|w| overlap(&w[0], &w[1]))
         }
-        Some(DataSegments { map, regions })
+    }
+
+    /// Start of the shared area, or a dangling pointer for an empty buffer
+    /// (never dereferenced: there is no region to add to it).
+    fn base(&self) -> *mut u8 {
+        self.map
+            .as_ref()
+            .map_or(NonNull::dangling(), |m| m.ptr)
+            .as_ptr()
     }
 
     /// Give the region list back (to reuse its allocation).
@@ -329,11 +352,10 @@ impl DataSegments {
         let r = self.regions[index];
         // SAFETY: the region is inside the mapping, disjoint from every other
         // live segment (type invariant) and not written by the kernel while
-        // the command is in flight; the slice borrows `self`, which keeps the
-        // mapping alive.
-        unsafe {
-            std::slice::from_raw_parts(self.map.ptr.as_ptr().add(r.offset as usize), r.len as usize)
-        }
+        // the command is in flight; the slice borrows `self`, which holds
+        // the map (there is a region, so `map` is `Some` and `base` is the
+        // mapping's start) and so keeps it alive.
+        unsafe { std::slice::from_raw_parts(self.base().add(r.offset as usize), r.len as usize) }
     }
 
     /// Segment `index` as a mutable slice.
@@ -345,16 +367,13 @@ impl DataSegments {
         // SAFETY: as in `segment`; `&mut self` guarantees no other slice of
         // this buffer is live, and other commands' buffers are disjoint.
         unsafe {
-            std::slice::from_raw_parts_mut(
-                self.map.ptr.as_ptr().add(r.offset as usize),
-                r.len as usize,
-            )
+            std::slice::from_raw_parts_mut(self.base().add(r.offset as usize), r.len as usize)
         }
     }
 
     /// Every segment at once, as mutable slices.
     pub fn segments_mut(&mut self) -> Vec<&mut [u8]> {
-        let base = self.map.ptr.as_ptr();
+        let base = self.base();
         self.regions
             .iter()
             .map(|r| {
@@ -404,29 +423,51 @@ mod tests {
     fn segments_are_validated() {
         let m = Arc::new(SharedMap::anonymous(16384));
         let r = |offset, len| Region { offset, len };
-        assert!(DataSegments::new(m.clone(), vec![r(8192, 4096), r(12288, 4096)], 8192).is_some());
+        assert!(DataSegments::new(&m, vec![r(8192, 4096), r(12288, 4096)], 8192).is_some());
         assert!(
-            DataSegments::new(m.clone(), vec![r(4096, 4096)], 8192).is_none(),
+            DataSegments::new(&m, vec![r(4096, 4096)], 8192).is_none(),
             "before data area"
         );
         assert!(
-            DataSegments::new(m.clone(), vec![r(12288, 4097)], 8192).is_none(),
+            DataSegments::new(&m, vec![r(12288, 4097)], 8192).is_none(),
             "past the end"
         );
         assert!(
-            DataSegments::new(m.clone(), vec![r(u64::MAX, 2)], 8192).is_none(),
+            DataSegments::new(&m, vec![r(u64::MAX, 2)], 8192).is_none(),
             "overflow"
         );
         assert!(
-            DataSegments::new(m.clone(), vec![r(8192, 100), r(8291, 10)], 8192).is_none(),
+            DataSegments::new(&m, vec![r(8192, 100), r(8291, 10)], 8192).is_none(),
             "overlap"
         );
-        let mut s = DataSegments::new(m.clone(), vec![r(12288, 10), r(8192, 10)], 8192).unwrap();
+        let mut s = DataSegments::new(&m, vec![r(12288, 10), r(8192, 10)], 8192).unwrap();
         s.segment_mut(0).copy_from_slice(b"0123456789");
         assert_eq!(s.segment(0), b"0123456789");
         let mut back = [0u8; 10];
         m.read_bytes(12288, &mut back).unwrap();
         assert_eq!(&back, b"0123456789");
         assert_eq!(s.total_len(), 20);
+    }
+
+    #[test]
+    fn only_buffers_with_regions_hold_the_map() {
+        let m = Arc::new(SharedMap::anonymous(16384));
+        let mut empty = DataSegments::new(&m, Vec::new(), 8192).unwrap();
+        assert_eq!(Arc::strong_count(&m), 1);
+        assert_eq!((empty.count(), empty.total_len()), (0, 0));
+        assert!(empty.segments_mut().is_empty());
+        let mut full = DataSegments::new(
+            &m,
+            vec![Region {
+                offset: 8192,
+                len: 4,
+            }],
+            8192,
+        )
+        .unwrap();
+        assert_eq!(Arc::strong_count(&m), 2);
+        drop(m);
+        full.segment_mut(0).copy_from_slice(b"live");
+        assert_eq!(full.segment(0), b"live");
     }
 }

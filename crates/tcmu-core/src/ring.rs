@@ -484,13 +484,13 @@ impl Ring {
             Cdb::Long(bytes.into_boxed_slice())
         };
 
-        let data_seg = DataSegments::new(self.map.clone(), data, self.data_start)
+        let data_seg = DataSegments::new(&self.map, data, self.data_start)
             .ok_or("data iovecs are outside the data area or overlap")?;
         let bidi_seg = if bidi.is_empty() {
             None
         } else {
             Some(Box::new(
-                DataSegments::new(self.map.clone(), bidi, self.data_start)
+                DataSegments::new(&self.map, bidi, self.data_start)
                     .ok_or("bidi iovecs are outside the data area or overlap")?,
             ))
         };
@@ -631,14 +631,21 @@ impl Ring {
         let ooo = self.flags & TCMU_MAILBOX_FLAG_CAP_OOOC != 0;
         // Out of order: the reply goes into the oldest command slot, which
         // then carries this id. In order: into the command's own slot.
-        let slot = self.slots.iter_mut().find(|s| match s {
+        let fits = |s: &Slot| match s {
             Slot::Cmd {
                 done: false,
                 id: sid,
                 ..
             } => ooo || *sid == id,
             _ => false,
-        });
+        };
+        // The front slot is never done or skippable (they are passed at
+        // once), so it is the one out of order, and usually in order too.
+        let index = match self.slots.front() {
+            Some(front) if fits(front) => Some(0),
+            _ => self.slots.iter().position(fits),
+        };
+        let slot = index.and_then(|i| self.slots.get_mut(i));
         let Some(Slot::Cmd { off, done, .. }) = slot else {
             return Err(self.corrupt(format!("no ring slot for command {id}")));
         };

@@ -82,7 +82,11 @@ pub struct SimKernel {
     in_flight: Vec<Option<InFlight>>,
     in_flight_count: usize,
     next_id: u16,
-    free_pages: Vec<bool>,
+    /// Free data pages, one bit each (set = free), lowest first.
+    free_pages: Vec<u64>,
+    free_count: u64,
+    /// Emptied segment lists of reaped commands, reused.
+    segment_pool: Vec<Vec<(u64, u64)>>,
     broken: Option<String>,
     /// Largest segment the simulated kernel uses (it splits buffers).
     pub segment_size: u64,
@@ -113,7 +117,16 @@ impl SimKernel {
             in_flight: (0..=u16::MAX).map(|_| None).collect(),
             in_flight_count: 0,
             next_id: 1,
-            free_pages: vec![true; (config.data_size / DATA_PAGE) as usize],
+            free_pages: {
+                let pages = (config.data_size / DATA_PAGE) as usize;
+                let mut bits = vec![u64::MAX; pages / 64];
+                if pages % 64 != 0 {
+                    bits.push((1 << (pages % 64)) - 1);
+                }
+                bits
+            },
+            free_count: config.data_size / DATA_PAGE,
+            segment_pool: Vec::new(),
             broken: None,
             segment_size: 64 * 1024,
         }
@@ -135,22 +148,37 @@ impl SimKernel {
     }
 
     fn ring_free(&self) -> u32 {
-        // One 8-byte gap keeps a full ring distinguishable from an empty one.
-        (self.cleaned + self.cmdr_size - self.head - 8) % self.cmdr_size
+        // One 8-byte gap keeps a full ring distinguishable from an empty one:
+        // (cleaned - head - 8) modulo the ring size, without a division.
+        let size = self.cmdr_size as u64;
+        let x = self.cleaned as u64 + size - self.head as u64;
+        let x = if x >= size { x - size } else { x };
+        (if x >= 8 { x - 8 } else { x + size - 8 }) as u32
     }
 
+    /// The lowest free pages for `len` bytes, merged into segments.
     fn alloc_pages(&mut self, len: u64) -> Result<Vec<(u64, u64)>, SimError> {
-        let mut segments = Vec::new();
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let pages = len.div_ceil(DATA_PAGE);
+        if pages > self.free_count {
+            return Err(SimError::DataFull);
+        }
+        self.free_count -= pages;
+        let mut segments = self.segment_pool.pop().unwrap_or_default();
         let mut left = len;
-        let mut taken = Vec::new();
-        for (page, free) in self.free_pages.iter().enumerate() {
-            if left == 0 {
-                break;
-            }
-            if !free {
+        let mut word = 0;
+        while left > 0 {
+            // There are enough free pages, so this stays inside the bitmap.
+            let bits = self.free_pages[word];
+            if bits == 0 {
+                word += 1;
                 continue;
             }
-            taken.push(page);
+            let bit = bits.trailing_zeros() as usize;
+            self.free_pages[word] &= !(1 << bit);
+            let page = word * 64 + bit;
             let n = left.min(DATA_PAGE);
             let off = self.data_start + page as u64 * DATA_PAGE;
             // Merge with the previous segment when contiguous, up to segment_size.
@@ -164,21 +192,26 @@ impl SimKernel {
             }
             left -= n;
         }
-        if left > 0 {
-            return Err(SimError::DataFull);
-        }
-        for p in taken {
-            self.free_pages[p] = false;
-        }
         Ok(segments)
     }
 
     fn free_segments(&mut self, segments: &[(u64, u64)]) {
         for &(off, len) in segments {
             let first = (off - self.data_start) / DATA_PAGE;
-            for p in first..first + len.div_ceil(DATA_PAGE) {
-                self.free_pages[p as usize] = true;
+            let count = len.div_ceil(DATA_PAGE);
+            for p in first..first + count {
+                self.free_pages[p as usize / 64] |= 1 << (p % 64);
             }
+            self.free_count += count;
+        }
+    }
+
+    /// Free a reaped command's pages and keep its segment list for reuse.
+    fn release(&mut self, mut segments: Vec<(u64, u64)>) {
+        self.free_segments(&segments);
+        if segments.capacity() > 0 && self.segment_pool.len() < 256 {
+            segments.clear();
+            self.segment_pool.push(segments);
         }
     }
 
@@ -211,7 +244,12 @@ impl SimKernel {
     }
 
     fn publish(&mut self, off: u32, len: u32) {
-        self.head = (off + len) % self.cmdr_size;
+        // The entry ends at or before the end of the ring.
+        self.head = if off + len == self.cmdr_size {
+            0
+        } else {
+            off + len
+        };
         self.map
             .store_u32_release(MB_CMD_HEAD, self.head)
             .expect("in mailbox");
@@ -361,8 +399,8 @@ impl SimKernel {
                 done += 1;
                 self.in_flight_count -= 1;
                 let Some(out) = out.as_deref_mut() else {
-                    self.free_segments(&cmd.segments);
-                    self.cleaned = (self.cleaned + len) % self.cmdr_size;
+                    self.release(cmd.segments);
+                    self.cleaned = self.wrap(self.cleaned + len);
                     continue;
                 };
                 let uflags = m.read_u8(abs + HDR_UFLAGS).unwrap_or(0);
@@ -385,7 +423,7 @@ impl SimKernel {
                         data_in.truncate(n as usize);
                     }
                 }
-                self.free_segments(&cmd.segments);
+                self.release(cmd.segments);
                 out.push(SimCompletion {
                     id,
                     status,
@@ -394,9 +432,15 @@ impl SimKernel {
                     data_in,
                 });
             }
-            self.cleaned = (self.cleaned + len) % self.cmdr_size;
+            self.cleaned = self.wrap(self.cleaned + len);
         }
         done
+    }
+
+    /// A ring offset up to the ring's end, wrapped (checked by the walk:
+    /// `cleaned + len <= cmdr_size`).
+    fn wrap(&self, off: u32) -> u32 {
+        if off == self.cmdr_size { 0 } else { off }
     }
 
     /// The raw `uflags` of the entry at ring offset `off` (tests check the

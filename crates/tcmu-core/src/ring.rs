@@ -208,13 +208,38 @@ impl BitSet {
             (w, (u64::MAX >> (63 - hi)) & (u64::MAX << lo))
         })
     }
+    /// The word and mask of `bits` when they lie in one word (a buffer of
+    /// up to 64 pages usually does).
+    fn one_word(bits: &std::ops::Range<usize>) -> Option<(usize, u64)> {
+        let (first, last) = (bits.start, bits.end - 1);
+        (first / 64 == last / 64).then(|| {
+            (
+                first / 64,
+                (u64::MAX >> (63 - last % 64)) & (u64::MAX << (first % 64)),
+            )
+        })
+    }
     /// Whether any bit of `bits` is set.
     fn any(&self, bits: std::ops::Range<usize>) -> bool {
-        !bits.is_empty() && BitSet::words(&bits).any(|(w, m)| self.0[w] & m != 0)
+        if bits.is_empty() {
+            return false;
+        }
+        if let Some((w, m)) = BitSet::one_word(&bits) {
+            return self.0[w] & m != 0;
+        }
+        BitSet::words(&bits).any(|(w, m)| self.0[w] & m != 0)
     }
     /// Set or clear every bit of `bits`.
     fn set_range(&mut self, bits: std::ops::Range<usize>, on: bool) {
         if bits.is_empty() {
+            return;
+        }
+        if let Some((w, m)) = BitSet::one_word(&bits) {
+            if on {
+                self.0[w] |= m;
+            } else {
+                self.0[w] &= !m;
+            }
             return;
         }
         for (w, m) in BitSet::words(&bits) {

@@ -157,9 +157,8 @@ sk_verify() {
 sk_fio() {
   sk_need_dev || return
   # verify_fatal: stop at the first bad block; fio then exits non-zero.
-  CMD_TIMEOUT=300 must "fio verify failed, see fio-verify.txt" fio --name=verify --filename="$SK_DEV" \
-    --direct=1 --ioengine=libaio --rw=randwrite --bs=4k --iodepth=16 --size=128M \
-    --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --eta=never \
+  CMD_TIMEOUT=300 must "fio verify failed, see fio-verify.txt" \
+    "${FIO_VERIFY[@]}" --name=verify --filename="$SK_DEV" --iodepth=16 --size=128M \
     --output="$VM_RUN/fio-verify.txt" || return
   cat "$VM_RUN/fio-verify.txt"
   ! grep -qiE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$VM_RUN/fio-verify.txt" ||

@@ -35,6 +35,12 @@ fail() {
   return 1
 }
 
+# fio writing random 4 KiB blocks with direct I/O and checking each one
+# (crc32c) after writing; add --name, --filename, --iodepth, --size, --output.
+# An array, so that `must` and `timeout` can run it.
+FIO_VERIFY=(fio --direct=1 --ioengine=libaio --rw=randwrite --bs=4k --verify=crc32c --do_verify=1
+  --verify_fatal=1 --verify_state_save=0 --eta=never)
+
 # must REASON CMD...: run CMD bounded by $CMD_TIMEOUT; on failure set the
 # step's reason to "REASON (exit N)" (or "... timed out").
 must() {

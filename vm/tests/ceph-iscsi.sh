@@ -10,6 +10,8 @@
 
 # shellcheck source=vm/guest/disk-suite.sh
 source "$GUEST_DIR/disk-suite.sh"
+# shellcheck source=vm/guest/iscsi-initiator.sh
+source "$GUEST_DIR/iscsi-initiator.sh"
 
 CI_CLUSTER=/tmp/ceph
 CI_CONF=$CI_CLUSTER/ceph.conf
@@ -17,10 +19,9 @@ CI_CEPH=$REPO_ROOT/scripts/ceph-cluster
 CI_IMAGE=rbd/vmdisk
 CI_NAME=ceph0
 CI_IQN=iqn.2026-11.org.tcmu-rs:ceph0
-CI_PORTAL=127.0.0.1:3260
+CI_PORTAL=$ISCSI_PORTAL
 CI_RBD=0
 CI_UP=0
-CI_ISCSID_PID=""
 CI_PID=""
 CI_OUT=""
 CI_DEV=""
@@ -66,24 +67,6 @@ ci_image_create() {
   timeout 60 rbd -c "$CI_CONF" info "$CI_IMAGE"
 }
 
-ci_iscsid_start() {
-  command -v iscsid > /dev/null && command -v iscsiadm > /dev/null ||
-    fail "open-iscsi is not installed (iscsid, iscsiadm)" || return
-  must "modprobe iscsi_tcp" modprobe iscsi_tcp || return
-  mkdir -p /etc/iscsi /run/lock/iscsi /var/lib/iscsi
-  echo "InitiatorName=iqn.2026-11.org.tcmu-rs.test:guest" > /etc/iscsi/initiatorname.iscsi
-  # Its own session: on SIGTERM iscsid signals its whole process group.
-  setsid iscsid -f > "$VM_RUN/iscsid-ceph.log" 2>&1 &
-  CI_ISCSID_PID=$!
-  local i
-  for ((i = 0; i < 100; i++)); do
-    grep -q '@ISCSIADM_ABSTRACT_NAMESPACE' /proc/net/unix && return 0
-    kill -0 "$CI_ISCSID_PID" 2> /dev/null || fail "iscsid exited: $(tail -n1 "$VM_RUN/iscsid-ceph.log")" || return
-    sleep 0.1
-  done
-  fail "iscsid did not open its control socket within 10s"
-}
-
 ci_serve() {
   ci_need_cluster || return
   CI_OUT=$VM_RUN/tcmu-serve-$CI_NAME
@@ -99,25 +82,9 @@ ci_need_serve() { [[ -n "$CI_PID" ]] || fail "skipped: tcmu-serve is not running
 
 ci_login() {
   ci_need_serve || return
-  local out i s blk
-  out=$(timeout 60 iscsiadm -m discovery -t st -p "$CI_PORTAL" 2>&1) ||
-    fail "discovery failed: $(tail -n1 <<< "$out")" || return
-  echo "$out"
-  grep -q "^$CI_PORTAL,1 $CI_IQN\$" <<< "$out" || fail "discovery does not list $CI_PORTAL,1 $CI_IQN" || return
-  must "iscsiadm login to $CI_IQN" iscsiadm -m node -T "$CI_IQN" -p "$CI_PORTAL" --login || return
-  for ((i = 0; i < 300; i++)); do
-    for s in /sys/class/iscsi_session/session*; do
-      [[ $(cat "$s/targetname" 2> /dev/null) == "$CI_IQN" ]] || continue
-      for blk in "$s"/device/target*/*:0/block/*; do
-        [[ -e "$blk" && -b /dev/${blk##*/} ]] || continue
-        CI_DEV=/dev/${blk##*/}
-        echo "session ${s##*/}: $CI_DEV"
-        return 0
-      done
-    done
-    sleep 0.1
-  done
-  fail "no disk of an iSCSI session with $CI_IQN within 30s"
+  iscsi_discover "$CI_IQN" || return
+  iscsi_login "$CI_IQN" || return
+  CI_DEV=$ISCSI_DEV
 }
 ci_need_dev() { [[ -n "$CI_DEV" ]] || fail "skipped: no iSCSI disk"; }
 
@@ -142,13 +109,7 @@ ci_as_sk() {
 
 ci_fio() {
   ci_need_dev || return
-  CMD_TIMEOUT=300 must "fio verify failed, see fio-ceph.txt" fio --name=ceph-verify --filename="$CI_DEV" \
-    --direct=1 --ioengine=libaio --rw=randwrite --bs=4k --iodepth=16 --size=32M \
-    --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --eta=never \
-    --output="$VM_RUN/fio-ceph.txt" || return
-  cat "$VM_RUN/fio-ceph.txt"
-  ! grep -qiE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$VM_RUN/fio-ceph.txt" ||
-    fail "fio reported errors, see fio-ceph.txt"
+  iscsi_fio "$CI_DEV" 32M ceph
 }
 
 # ci_turs: TEST UNIT READY answered within 10 s (any status; a hang fails).
@@ -249,14 +210,8 @@ ci_resize() {
 
 ci_logout() {
   ci_need_serve || return
-  local dev=$CI_DEV
-  if mountpoint -q "$SK_MNT"; then umount "$SK_MNT"; fi
-  must "iscsiadm logout from $CI_IQN" iscsiadm -m node -T "$CI_IQN" -p "$CI_PORTAL" --logout || return
+  iscsi_logout "$CI_IQN" || return
   CI_DEV=""
-  if [[ -n "$dev" ]]; then
-    wait_gone "$dev" 30 || fail "$dev still exists 30s after logout" || return
-  fi
-  ! grep -qs "^$CI_IQN\$" /sys/class/iscsi_session/session*/targetname || fail "a session with $CI_IQN remains"
 }
 
 ci_sigterm() {
@@ -271,23 +226,6 @@ ci_sigterm() {
   ! grep -q 'panicked' "$CI_OUT.stderr" || fail "tcmu-serve panicked: $(grep -m1 panicked "$CI_OUT.stderr")"
 }
 
-ci_iscsid_stop() {
-  [[ -n "$CI_ISCSID_PID" ]] || fail "skipped: iscsid was not started" || return
-  kill -TERM "$CI_ISCSID_PID" 2> /dev/null
-  local i
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$CI_ISCSID_PID" 2> /dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$CI_ISCSID_PID" 2> /dev/null; then
-    kill -KILL "$CI_ISCSID_PID"
-    fail "iscsid still running 10s after SIGTERM"
-    return
-  fi
-  wait "$CI_ISCSID_PID" 2> /dev/null || true
-  CI_ISCSID_PID=""
-}
-
 ci_cluster_stop() {
   ((CI_UP)) || fail "skipped: no Ceph cluster" || return
   ci_cluster 60 stop || fail "scripts/ceph-cluster stop failed" || return
@@ -297,7 +235,7 @@ ci_cluster_stop() {
 step ceph_iscsi_rbd_support ci_rbd_support
 step ceph_iscsi_cluster_start ci_cluster_start
 step ceph_iscsi_image_create ci_image_create
-step ceph_iscsi_iscsid_start ci_iscsid_start
+step ceph_iscsi_iscsid_start iscsid_start "$VM_RUN/iscsid-ceph.log"
 step ceph_iscsi_start ci_serve
 step ceph_iscsi_login ci_login
 step ceph_iscsi_inquiry_readcap ci_inquiry
@@ -312,13 +250,13 @@ step ceph_iscsi_osd_back_recovers ci_recover
 step ceph_iscsi_resize_on_reconfig ci_resize
 step ceph_iscsi_logout ci_logout
 step ceph_iscsi_sigterm_teardown ci_sigterm
-step ceph_iscsi_iscsid_stop ci_iscsid_stop
+step ceph_iscsi_iscsid_stop iscsid_stop
 step ceph_iscsi_cluster_stop ci_cluster_stop
 # The outage makes the initiator and the target log I/O errors on purpose.
 klog_mark
 # Whatever failed above: nothing of this file outlives it.
 if [[ -n "$CI_DD" ]]; then kill -KILL "$CI_DD" 2> /dev/null || true; fi
 if [[ -n "$CI_PID" ]]; then kill -KILL "$CI_PID" 2> /dev/null || true; fi
-if [[ -n "$CI_ISCSID_PID" ]]; then kill -KILL "$CI_ISCSID_PID" 2> /dev/null || true; fi
+iscsid_kill
 if ((CI_UP)); then ci_cluster 60 stop > /dev/null 2>&1 || true; fi
 rm -f /tmp/ceph-iscsi-pattern

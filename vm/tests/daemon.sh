@@ -90,9 +90,7 @@ dm_bad_requests() {
 dm_remove_during_fio() {
   [[ -b "$DM_A" && -b "$DM_B" ]] || fail "skipped: no devices" || return
   local fio_out=$VM_RUN/fio-daemon.txt rc=0 out
-  fio --name=daemon --filename="$DM_A" --direct=1 --ioengine=libaio --rw=randwrite --bs=4k \
-    --iodepth=16 --size=48M --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
-    --eta=never --output="$fio_out" &
+  "${FIO_VERIFY[@]}" --name=daemon --filename="$DM_A" --iodepth=16 --size=48M --output="$fio_out" &
   local fio_pid=$!
   sleep 2
   kill -0 "$fio_pid" 2> /dev/null || fail "fio ended before the removal (too fast to test)" || return

@@ -169,9 +169,8 @@ fb_ext4() {
 
 fb_fio() {
   fb_need_dev || return
-  must "fio verify failed, see fio-file-verify.txt" fio --name=verify --filename="$FB_DEV" \
-    --direct=1 --ioengine=libaio --rw=randwrite --bs=4k --iodepth=16 --size=64M \
-    --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --eta=never \
+  must "fio verify failed, see fio-file-verify.txt" \
+    "${FIO_VERIFY[@]}" --name=verify --filename="$FB_DEV" --iodepth=16 --size=64M \
     --output="$VM_RUN/fio-file-verify.txt" || return
   cat "$VM_RUN/fio-file-verify.txt"
   ! grep -qiE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$VM_RUN/fio-file-verify.txt" ||

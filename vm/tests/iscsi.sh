@@ -7,8 +7,10 @@
 
 # shellcheck source=vm/guest/disk-suite.sh
 source "$GUEST_DIR/disk-suite.sh"
+# shellcheck source=vm/guest/iscsi-initiator.sh
+source "$GUEST_DIR/iscsi-initiator.sh"
 
-IS_PORTAL=127.0.0.1:3260
+IS_PORTAL=$ISCSI_PORTAL
 IS_NAME=iscsi0
 IS_IQN=iqn.2026-11.org.tcmu-rs:iscsi0
 IS_CHAP_NAME=iscsichap0
@@ -16,39 +18,9 @@ IS_CHAP_IQN=iqn.2026-11.org.tcmu-rs:iscsichap0
 IS_CHAP_USER=initiator1
 IS_CHAP_PASS=tcmu-rs-chap-7f3e9a
 IS_CHAP_FILE=/tmp/iscsi-chap-password
-IS_ISCSID_PID=""
 IS_PID=""
 IS_OUT=""
 IS_DEV=""
-
-# iscsi_targets: the iSCSI targets in configfs (empty = clean).
-iscsi_targets() {
-  local d
-  for d in "$CFS"/iscsi/*; do
-    [[ -d "$d" && "$d" != */discovery_auth ]] && echo "${d##*/}"
-  done
-  return 0
-}
-
-is_iscsid_start() {
-  command -v iscsid > /dev/null && command -v iscsiadm > /dev/null ||
-    fail "open-iscsi is not installed (iscsid, iscsiadm)" || return
-  must "modprobe iscsi_tcp" modprobe iscsi_tcp || return
-  mkdir -p /etc/iscsi /run/lock/iscsi /var/lib/iscsi
-  echo "InitiatorName=iqn.2026-11.org.tcmu-rs.test:guest" > /etc/iscsi/initiatorname.iscsi
-  # Its own session: on SIGTERM iscsid signals its whole process group,
-  # which must not include this suite.
-  setsid iscsid -f > "$VM_RUN/iscsid.log" 2>&1 &
-  IS_ISCSID_PID=$!
-  local i
-  # Ready when its control socket (abstract unix socket) exists.
-  for ((i = 0; i < 100; i++)); do
-    grep -q '@ISCSIADM_ABSTRACT_NAMESPACE' /proc/net/unix && return 0
-    kill -0 "$IS_ISCSID_PID" 2> /dev/null || fail "iscsid exited: $(tail -n1 "$VM_RUN/iscsid.log")" || return
-    sleep 0.1
-  done
-  fail "iscsid did not open its control socket within 10s"
-}
 
 # is_serve NAME EXTRA_ARGS...: start tcmu-serve with an iSCSI export; the
 # ready line must be exactly iscsi://PORTAL/IQN/0.
@@ -76,41 +48,14 @@ is_serve() {
     "$tpg/attrib/demo_mode_write_protect" || true
 }
 
-is_discover() {
-  local iqn=$1 out
-  out=$(timeout 60 iscsiadm -m discovery -t st -p "$IS_PORTAL" 2>&1) ||
-    fail "discovery failed: $(tail -n1 <<< "$out")" || return
-  echo "$out"
-  grep -q "^$IS_PORTAL,1 $iqn\$" <<< "$out" || fail "discovery does not list $IS_PORTAL,1 $iqn"
-}
-
-# is_find_disk IQN: the /dev/sdX of LUN 0 of the session with target IQN,
-# vendor TCMU-RS (the emulator answers INQUIRY, not LIO).
-is_find_disk() {
-  local iqn=$1 i s blk
-  IS_DEV=""
-  for ((i = 0; i < 300; i++)); do
-    for s in /sys/class/iscsi_session/session*; do
-      [[ $(cat "$s/targetname" 2> /dev/null) == "$iqn" ]] || continue
-      for blk in "$s"/device/target*/*:0/block/*; do
-        [[ -e "$blk" && -b /dev/${blk##*/} ]] || continue
-        [[ $(cat "$blk/device/vendor" 2> /dev/null) == TCMU-RS* ]] ||
-          fail "LUN 0 of $iqn has vendor '$(cat "$blk/device/vendor")', want TCMU-RS" || return
-        IS_DEV=/dev/${blk##*/}
-        echo "session ${s##*/}: $IS_DEV"
-        timeout 30 iscsiadm -m session -P 3 | grep -E 'Target:|Current Portal|Attached scsi disk|CHAP|username' || true
-        return 0
-      done
-    done
-    sleep 0.1
-  done
-  fail "no disk of an iSCSI session with $iqn within 30s"
-}
-
+is_discover() { iscsi_discover "$1"; }
 is_login() {
-  local iqn=$1
-  must "iscsiadm login to $iqn" iscsiadm -m node -T "$iqn" -p "$IS_PORTAL" --login || return
-  is_find_disk "$iqn"
+  iscsi_login "$1" || return
+  IS_DEV=$ISCSI_DEV
+}
+is_logout() {
+  iscsi_logout "$1" || return
+  IS_DEV=""
 }
 
 is_need_dev() { [[ -n "$IS_DEV" ]] || fail "skipped: no iSCSI disk"; }
@@ -137,23 +82,7 @@ is_as_sk() {
 
 is_fio() {
   is_need_dev || return
-  CMD_TIMEOUT=300 must "fio verify failed, see fio-iscsi.txt" fio --name=iscsi-verify --filename="$IS_DEV" \
-    --direct=1 --ioengine=libaio --rw=randwrite --bs=4k --iodepth=16 --size=64M \
-    --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --eta=never \
-    --output="$VM_RUN/fio-iscsi.txt" || return
-  cat "$VM_RUN/fio-iscsi.txt"
-  ! grep -qiE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$VM_RUN/fio-iscsi.txt" ||
-    fail "fio reported errors, see fio-iscsi.txt"
-}
-
-is_logout() {
-  local iqn=$1 dev=$IS_DEV
-  if mountpoint -q "$SK_MNT"; then umount "$SK_MNT"; fi
-  must "iscsiadm logout from $iqn" iscsiadm -m node -T "$iqn" -p "$IS_PORTAL" --logout || return
-  if [[ -n "$dev" ]]; then
-    wait_gone "$dev" 30 || fail "$dev still exists 30s after logout" || return
-  fi
-  ! grep -qs "^$iqn\$" /sys/class/iscsi_session/session*/targetname || fail "a session with $iqn remains"
+  iscsi_fio "$IS_DEV" 64M iscsi
 }
 
 is_sigterm() {
@@ -244,28 +173,10 @@ is_live_sigterm() {
     fail "the session remains after logout"
 }
 
-is_iscsid_stop() {
-  [[ -n "$IS_ISCSID_PID" ]] || fail "skipped: iscsid was not started" || return
-  kill -TERM "$IS_ISCSID_PID" 2> /dev/null
-  local i
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$IS_ISCSID_PID" 2> /dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$IS_ISCSID_PID" 2> /dev/null; then
-    kill -KILL "$IS_ISCSID_PID"
-    fail "iscsid still running 10s after SIGTERM"
-    return
-  fi
-  wait "$IS_ISCSID_PID" 2> /dev/null || true
-  IS_ISCSID_PID=""
-  ! pgrep -x iscsid > /dev/null || fail "an iscsid is still running"
-}
-
 step iscsi_reject_no_auth_choice is_reject_no_auth_choice
 step iscsi_reject_bad_iqn is_reject_bad_iqn
 step iscsi_reject_bad_portal is_reject_bad_portal
-step iscsi_iscsid_start is_iscsid_start
+step iscsi_iscsid_start iscsid_start "$VM_RUN/iscsid.log"
 step iscsi_start is_serve "$IS_NAME" "$IS_IQN" --iscsi-no-auth
 step iscsi_discovery is_discover "$IS_IQN"
 step iscsi_login is_login "$IS_IQN"
@@ -289,8 +200,8 @@ step iscsi_chap_kernel_log_clean klog_clean
 step iscsi_sigterm_while_logged_in is_live_sigterm
 # The initiator logs the lost connection on purpose.
 klog_mark
-step iscsi_iscsid_stop is_iscsid_stop
+step iscsi_iscsid_stop iscsid_stop
 # Whatever failed above: no initiator or target outlives this file.
 if [[ -n "$IS_PID" ]]; then kill -KILL "$IS_PID" 2> /dev/null || true; fi
-if [[ -n "$IS_ISCSID_PID" ]]; then kill -KILL "$IS_ISCSID_PID" 2> /dev/null || true; fi
+iscsid_kill
 rm -f "$IS_CHAP_FILE"

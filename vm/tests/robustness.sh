@@ -30,9 +30,7 @@ rb_fio_survives_kill() {
   rm -f "$RB_IMG"
   rb_serve first || return
   local fio_out=$VM_RUN/fio-restart.txt rc=0
-  fio --name=restart --filename="$RB_DEV" --direct=1 --ioengine=libaio --rw=randwrite --bs=4k \
-    --iodepth=32 --size=64M --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
-    --eta=never --output="$fio_out" &
+  "${FIO_VERIFY[@]}" --name=restart --filename="$RB_DEV" --iodepth=32 --size=64M --output="$fio_out" &
   local fio_pid=$!
   sleep 3
   kill -0 "$fio_pid" 2> /dev/null || fail "fio ended before the kill (too fast to test)" || return

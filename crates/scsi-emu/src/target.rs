@@ -475,7 +475,7 @@ const WORKERS_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 impl RingThread {
     fn spawn<D: BlockDevice + 'static>(
         uio: UioDevice,
-        mut ring: Ring,
+        ring: Ring,
         emulator: Arc<Emulator<D>>,
         options: ServeOptions,
     ) -> Result<RingThread, TargetError> {
@@ -483,7 +483,7 @@ impl RingThread {
         let held = emulator.clone();
         let handle = std::thread::Builder::new()
             .name("tcmu-ring".into())
-            .spawn(move || serve_with(&uio, &mut ring, emulator, stop_rx.as_fd(), options))?;
+            .spawn(move || serve_with(Arc::new(uio), ring, emulator, stop_rx.as_fd(), options))?;
         Ok(RingThread {
             stop,
             handle: Some(handle),

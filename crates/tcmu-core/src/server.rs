@@ -1,16 +1,18 @@
 //! The serving loop: wait for the kernel, drain every published entry,
-//! hand each command to a handler, complete it, notify once per batch.
+//! hand each command to a handler, complete it, notify the kernel.
 //!
 //! With `workers == 0` commands run on the ring thread, one after the
-//! other. With workers, the ring thread only moves entries: it hands
-//! commands to a pool of threads and completes them as they finish, in any
-//! order (the kernel's out-of-order completion), so one slow command does
-//! not hold up the others.
+//! other, with one notification per batch. With workers, the ring thread
+//! only reads entries and hands the commands to a pool of threads; each
+//! worker completes its command in the ring (under a lock) as soon as it
+//! finishes, in any order (the kernel's out-of-order completion), so one
+//! slow command does not hold up the others. Workers that finish together
+//! share one notification: the last of them sends it.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -64,9 +66,13 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
+            // At least 4 even on small machines: a worker also does the
+            // kernel's part of completing (copying read data out of the
+            // data area during the notification), so a few more threads
+            // than CPUs keep the backend busy meanwhile.
             workers: std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .clamp(2, 8),
+                .map_or(4, |n| n.get())
+                .clamp(4, 8),
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -99,12 +105,16 @@ pub fn drain<H: CommandHandler + ?Sized>(ring: &mut Ring, handler: &H) -> Result
 }
 
 /// Serve `ring` of `uio` with default options until `stop` becomes readable.
-pub fn serve<H: CommandHandler + Send + Sync + 'static>(
-    uio: &(impl Doorbell + ?Sized),
-    ring: &mut Ring,
+pub fn serve<D, H>(
+    uio: Arc<D>,
+    ring: Ring,
     handler: Arc<H>,
     stop: BorrowedFd<'_>,
-) -> Result<(), ServeError> {
+) -> Result<(), ServeError>
+where
+    D: Doorbell + Send + Sync + 'static,
+    H: CommandHandler + Send + Sync + 'static,
+{
     serve_with(uio, ring, handler, stop, ServeOptions::default())
 }
 
@@ -112,34 +122,51 @@ pub fn serve<H: CommandHandler + Send + Sync + 'static>(
 /// new commands and wait up to `drain_timeout` for those executing. A
 /// second byte on `stop` cuts the wait short.
 ///
+/// With workers, the ring thread reads entries and hands the commands out;
+/// the worker that executed a command completes it in the ring and
+/// notifies the kernel itself, so a command costs one hand-off between
+/// threads, not two.
+///
 /// Worker threads are not joined: a backend call that never returns keeps
-/// its thread, not the caller. While commands wait for a worker, every
-/// worker busy in one call for over a second is replaced by a new one (at
-/// most 32 beyond `options.workers`), so hung calls never take the pool. Its command is completed late (exactly
+/// its thread, not the caller. Its command is completed late (exactly
 /// once) if serving still runs, or left to the kernel's `cmd_time_out`.
-pub fn serve_with<H: CommandHandler + Send + Sync + 'static>(
-    uio: &(impl Doorbell + ?Sized),
-    ring: &mut Ring,
+/// While commands wait for a worker, every worker busy in one call for
+/// over a second is replaced by a new one (at most 32 beyond
+/// `options.workers`), so hung calls never take the whole pool.
+pub fn serve_with<D, H>(
+    uio: Arc<D>,
+    mut ring: Ring,
     handler: Arc<H>,
     stop: BorrowedFd<'_>,
     options: ServeOptions,
-) -> Result<(), ServeError> {
+) -> Result<(), ServeError>
+where
+    D: Doorbell + Send + Sync + 'static,
+    H: CommandHandler + Send + Sync + 'static,
+{
     if options.workers == 0 {
-        return serve_inline(uio, ring, &*handler, stop);
+        return serve_inline(&*uio, &mut ring, &*handler, stop);
     }
     let (work_tx, work_rx) = mpsc::channel::<Command>();
     let work_rx = Arc::new(Mutex::new(work_rx));
-    let (done_tx, done_rx) = mpsc::channel::<(Command, Reply)>();
     let (wake_rx, wake_tx) = UnixStream::pair()?;
     wake_rx.set_nonblocking(true)?;
     let aborted = Arc::new(IdSet::default());
+    let shared = Arc::new(Mutex::new(Shared {
+        ring,
+        outstanding: 0,
+        closed: false,
+        failure: None,
+    }));
+    let completing = Arc::new(AtomicUsize::new(0));
     let epoch = Instant::now();
     let spawn = {
-        let aborted = aborted.clone();
+        let (aborted, shared, uio) = (aborted.clone(), shared.clone(), uio.clone());
+        let completing = completing.clone();
         move |n: usize, busy_since: Arc<AtomicU64>| -> io::Result<()> {
-            let (work_rx, done_tx, mut wake_tx) =
-                (work_rx.clone(), done_tx.clone(), wake_tx.try_clone()?);
+            let (work_rx, wake_tx) = (work_rx.clone(), wake_tx.try_clone()?);
             let (handler, aborted) = (handler.clone(), aborted.clone());
+            let (shared, uio, completing) = (shared.clone(), uio.clone(), completing.clone());
             std::thread::Builder::new()
                 .name(format!("tcmu-worker-{n}"))
                 .spawn(move || {
@@ -156,10 +183,12 @@ pub fn serve_with<H: CommandHandler + Send + Sync + 'static>(
                             handler.handle(cdb, data)
                         };
                         busy_since.store(IDLE, Ordering::Relaxed);
-                        if done_tx.send((cmd, reply)).is_err() {
+                        completing.fetch_add(1, Ordering::SeqCst);
+                        if !complete(&shared, &completing, &aborted, &*uio, cmd, &reply) {
+                            // Serving ended, or the ring thread must see an error.
+                            let _ = (&wake_tx).write(&[1]);
                             return;
                         }
-                        let _ = wake_tx.write(&[1]);
                     }
                 })
                 .map(drop)
@@ -177,13 +206,75 @@ pub fn serve_with<H: CommandHandler + Send + Sync + 'static>(
     }
     let queues = Queues {
         work: work_tx,
-        done: done_rx,
         wake: wake_rx,
         aborted,
         pool,
     };
-    // Dropping the queues on return ends the idle workers.
-    ring_loop(uio, ring, stop, queues, options.drain_timeout)
+    let result = ring_loop(&*uio, &shared, stop, queues, options.drain_timeout);
+    // Commands still executing are not completed any more: the kernel's
+    // cmd_time_out deals with them (and the ring may be reattached).
+    lock(&shared).closed = true;
+    result
+}
+
+/// Complete `cmd` with `reply` on a worker and notify the kernel, once for
+/// the completions of workers that finished at the same time: a worker
+/// leaves the notification to another that is about to complete. False
+/// when the worker should stop: serving has ended, or the ring failed (the
+/// failure is left for the ring thread).
+fn complete(
+    shared: &Mutex<Shared>,
+    completing: &AtomicUsize,
+    aborted: &IdSet,
+    uio: &(impl Doorbell + ?Sized),
+    cmd: Command,
+    reply: &Reply,
+) -> bool {
+    let mut s = lock(shared);
+    // Counted down under the lock, so the last of a group sees zero.
+    let others = completing.fetch_sub(1, Ordering::SeqCst) - 1;
+    if s.closed || s.failure.is_some() {
+        return false;
+    }
+    let id = cmd.id();
+    log::trace!("command {id} completed with status {:#04x}", reply.status);
+    aborted.remove(id);
+    s.outstanding -= 1;
+    if let Err(e) = s.ring.complete(cmd, reply) {
+        s.failure = Some(e.into());
+        return false;
+    }
+    if others > 0 || !s.ring.take_notify() {
+        return true;
+    }
+    drop(s);
+    match uio.notify() {
+        Ok(()) => true,
+        Err(e) => {
+            lock(shared).failure.get_or_insert(e.into());
+            false
+        }
+    }
+}
+
+/// The ring and its bookkeeping, shared by the ring thread (which reads
+/// entries) and the workers (which complete them).
+struct Shared {
+    ring: Ring,
+    /// Commands handed to workers and not completed yet.
+    outstanding: usize,
+    /// Serving has returned: late completions are dropped.
+    closed: bool,
+    /// Why a worker could not complete (a corrupt ring, a failed notify).
+    failure: Option<ServeError>,
+}
+
+/// The shared state is consistent between any two statements that hold the
+/// lock, so a panic elsewhere leaves it usable.
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// SCSI status TASK ABORTED.
@@ -278,7 +369,7 @@ impl IdSet {
 /// The ring thread's ends of the worker queues.
 struct Queues {
     work: mpsc::Sender<Command>,
-    done: mpsc::Receiver<(Command, Reply)>,
+    /// Readable when a worker stopped on an error.
     wake: UnixStream,
     aborted: Arc<IdSet>,
     pool: Pool,
@@ -303,56 +394,54 @@ fn serve_inline<H: CommandHandler + ?Sized>(
     }
 }
 
-/// The ring thread with workers: dispatch entries, complete finished
-/// commands, notify once per batch.
+/// The ring thread with workers: read entries and hand the commands out.
 fn ring_loop(
     uio: &(impl Doorbell + ?Sized),
-    ring: &mut Ring,
+    shared: &Mutex<Shared>,
     stop: BorrowedFd<'_>,
     mut q: Queues,
     drain_timeout: Duration,
 ) -> Result<(), ServeError> {
-    let mut outstanding = 0usize;
     let mut stopping: Option<Instant> = None;
     loop {
-        if stopping.is_none() {
-            while let Some(entry) = ring.next_entry()? {
-                match entry {
-                    RingEntry::Command(cmd) => {
-                        log::trace!("command {} {:02x?} queued", cmd.id(), cmd.cdb());
-                        outstanding += 1;
-                        if q.work.send(cmd).is_err() {
-                            return Err(io::Error::other("all worker threads are gone").into());
+        let outstanding = {
+            let mut s = lock(shared);
+            if let Some(e) = s.failure.take() {
+                return Err(e);
+            }
+            if stopping.is_none() {
+                while let Some(entry) = s.ring.next_entry()? {
+                    match entry {
+                        RingEntry::Command(cmd) => {
+                            log::trace!("command {} {:02x?} queued", cmd.id(), cmd.cdb());
+                            s.outstanding += 1;
+                            if q.work.send(cmd).is_err() {
+                                return Err(io::Error::other("all worker threads are gone").into());
+                            }
                         }
-                    }
-                    RingEntry::TaskManagement(tmr) => {
-                        // Queued commands named here are answered without
-                        // running; those already executing finish normally.
-                        log::info!(
-                            "task management {} for commands {:?}",
-                            tmr.kind,
-                            tmr.cmd_ids
-                        );
-                        for id in &tmr.cmd_ids {
-                            q.aborted.insert(*id);
+                        RingEntry::TaskManagement(tmr) => {
+                            // Queued commands named here are answered without
+                            // running; those already executing finish normally.
+                            log::info!(
+                                "task management {} for commands {:?}",
+                                tmr.kind,
+                                tmr.cmd_ids
+                            );
+                            for id in &tmr.cmd_ids {
+                                q.aborted.insert(*id);
+                            }
                         }
                     }
                 }
+                // A TMR-only batch (or skipped padding) may want a notify.
+                if s.ring.take_notify() {
+                    drop(s);
+                    uio.notify()?;
+                    s = lock(shared);
+                }
             }
-        }
-        while let Ok((cmd, reply)) = q.done.try_recv() {
-            log::trace!(
-                "command {} completed with status {:#04x}",
-                cmd.id(),
-                reply.status
-            );
-            outstanding -= 1;
-            q.aborted.remove(cmd.id());
-            ring.complete(cmd, &reply)?;
-        }
-        if ring.take_notify() {
-            uio.notify()?;
-        }
+            s.outstanding
+        };
         if outstanding > 0 && stopping.is_none() {
             q.pool.replace_stuck(outstanding);
         }
@@ -365,9 +454,10 @@ fn ring_loop(
                 return Ok(());
             }
         }
-        // While commands are out, look at the workers now and then.
+        // While commands are out, look at the workers (or the drain) now
+        // and then.
         let timeout = match (stopping, outstanding) {
-            (Some(_), _) => Some(Duration::from_millis(100)),
+            (Some(_), _) => Some(Duration::from_millis(20)),
             (None, 0) => None,
             (None, _) => Some(STUCK_AFTER / 2),
         };

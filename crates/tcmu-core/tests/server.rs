@@ -40,8 +40,8 @@ fn wait_for(kernel: &mut SimKernel, n: usize, within: Duration) -> Vec<SimComple
 #[test]
 fn a_slow_command_does_not_hold_up_the_others() {
     let mut kernel = SimKernel::new(SimConfig::default());
-    let mut ring = Ring::new(kernel.map()).unwrap();
-    let bell = SimDoorbell::new().unwrap();
+    let ring = Ring::new(kernel.map()).unwrap();
+    let bell = Arc::new(SimDoorbell::new().unwrap());
     let handler = Arc::new(SlowOnRequest {
         calls: AtomicUsize::new(0),
     });
@@ -51,8 +51,15 @@ fn a_slow_command_does_not_hold_up_the_others() {
         drain_timeout: Duration::from_secs(5),
     };
     std::thread::scope(|s| {
-        let server =
-            s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
+        let server = s.spawn(|| {
+            serve_with(
+                bell.clone(),
+                ring,
+                handler.clone(),
+                stop_rx.as_fd(),
+                options,
+            )
+        });
         let slow = kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap();
         let fast: Vec<u16> = (0..20)
             .map(|_| kernel.submit(&[0, 0, 0, 0, 0, 0], &[], 0).unwrap())
@@ -81,8 +88,8 @@ fn a_slow_command_does_not_hold_up_the_others() {
 fn stopping_waits_for_commands_in_flight() {
     for workers in [0, 3] {
         let mut kernel = SimKernel::new(SimConfig::default());
-        let mut ring = Ring::new(kernel.map()).unwrap();
-        let bell = SimDoorbell::new().unwrap();
+        let ring = Ring::new(kernel.map()).unwrap();
+        let bell = Arc::new(SimDoorbell::new().unwrap());
         let handler = Arc::new(SlowOnRequest {
             calls: AtomicUsize::new(0),
         });
@@ -92,8 +99,15 @@ fn stopping_waits_for_commands_in_flight() {
             drain_timeout: Duration::from_secs(5),
         };
         std::thread::scope(|s| {
-            let server =
-                s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
+            let server = s.spawn(|| {
+                serve_with(
+                    bell.clone(),
+                    ring,
+                    handler.clone(),
+                    stop_rx.as_fd(),
+                    options,
+                )
+            });
             let slow = kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap();
             bell.kick();
             while handler.calls.load(Ordering::SeqCst) == 0 {
@@ -124,8 +138,8 @@ fn many_commands_with_data_complete_exactly_once() {
         }
     }
     let mut kernel = SimKernel::new(SimConfig::default());
-    let mut ring = Ring::new(kernel.map()).unwrap();
-    let bell = SimDoorbell::new().unwrap();
+    let ring = Ring::new(kernel.map()).unwrap();
+    let bell = Arc::new(SimDoorbell::new().unwrap());
     let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
     let options = ServeOptions {
         workers: 4,
@@ -133,7 +147,7 @@ fn many_commands_with_data_complete_exactly_once() {
     };
     std::thread::scope(|s| {
         let server =
-            s.spawn(|| serve_with(&bell, &mut ring, Arc::new(Echo), stop_rx.as_fd(), options));
+            s.spawn(|| serve_with(bell.clone(), ring, Arc::new(Echo), stop_rx.as_fd(), options));
         let mut expected = std::collections::HashMap::new();
         let mut got = Vec::new();
         for round in 0..2000u32 {
@@ -195,8 +209,8 @@ fn gate() -> (Arc<Gate>, std::sync::mpsc::Sender<()>) {
 fn a_hung_backend_call_does_not_hang_the_stop() {
     for force in [false, true] {
         let mut kernel = SimKernel::new(SimConfig::default());
-        let mut ring = Ring::new(kernel.map()).unwrap();
-        let bell = SimDoorbell::new().unwrap();
+        let ring = Ring::new(kernel.map()).unwrap();
+        let bell = Arc::new(SimDoorbell::new().unwrap());
         let (handler, _never_released) = gate();
         let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
         // Without force the drain gives up after 300 ms; with force the
@@ -211,8 +225,15 @@ fn a_hung_backend_call_does_not_hang_the_stop() {
             drain_timeout,
         };
         std::thread::scope(|s| {
-            let server =
-                s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
+            let server = s.spawn(|| {
+                serve_with(
+                    bell.clone(),
+                    ring,
+                    handler.clone(),
+                    stop_rx.as_fd(),
+                    options,
+                )
+            });
             kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap();
             bell.kick();
             while handler.calls.load(Ordering::SeqCst) == 0 {
@@ -234,8 +255,8 @@ fn a_hung_backend_call_does_not_hang_the_stop() {
 #[test]
 fn an_aborted_queued_command_is_answered_without_running() {
     let mut kernel = SimKernel::new(SimConfig::default());
-    let mut ring = Ring::new(kernel.map()).unwrap();
-    let bell = SimDoorbell::new().unwrap();
+    let ring = Ring::new(kernel.map()).unwrap();
+    let bell = Arc::new(SimDoorbell::new().unwrap());
     let (handler, release) = gate();
     let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
     let options = ServeOptions {
@@ -243,8 +264,15 @@ fn an_aborted_queued_command_is_answered_without_running() {
         drain_timeout: Duration::from_secs(5),
     };
     std::thread::scope(|s| {
-        let server =
-            s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
+        let server = s.spawn(|| {
+            serve_with(
+                bell.clone(),
+                ring,
+                handler.clone(),
+                stop_rx.as_fd(),
+                options,
+            )
+        });
         let blocking = kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap();
         let queued = kernel.submit(&[0, 0, 0, 0, 0, 0], &[], 0).unwrap();
         kernel
@@ -281,8 +309,8 @@ fn a_command_hung_forever_does_not_stall_the_ring() {
     // its ring entry and data pages: the retry and everything after it
     // complete out of order past it, around the ring several times.
     let mut kernel = SimKernel::new(SimConfig::default());
-    let mut ring = Ring::new(kernel.map()).unwrap();
-    let bell = SimDoorbell::new().unwrap();
+    let ring = Ring::new(kernel.map()).unwrap();
+    let bell = Arc::new(SimDoorbell::new().unwrap());
     let (handler, _never_released) = gate();
     let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
     let options = ServeOptions {
@@ -290,8 +318,15 @@ fn a_command_hung_forever_does_not_stall_the_ring() {
         drain_timeout: Duration::from_millis(300),
     };
     std::thread::scope(|s| {
-        let server =
-            s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
+        let server = s.spawn(|| {
+            serve_with(
+                bell.clone(),
+                ring,
+                handler.clone(),
+                stop_rx.as_fd(),
+                options,
+            )
+        });
         let hung = kernel.submit(&[0x28, 1, 0, 0, 0, 0], &[], 4096).unwrap();
         bell.kick();
         let mut completed = 0;
@@ -328,8 +363,8 @@ fn hung_calls_on_every_worker_do_not_stall_the_lun() {
     // Both workers hang in the backend; after a second a replacement
     // worker serves the commands queued behind them.
     let mut kernel = SimKernel::new(SimConfig::default());
-    let mut ring = Ring::new(kernel.map()).unwrap();
-    let bell = SimDoorbell::new().unwrap();
+    let ring = Ring::new(kernel.map()).unwrap();
+    let bell = Arc::new(SimDoorbell::new().unwrap());
     let (handler, _never_released) = gate();
     let (stop_rx, mut stop_tx) = UnixStream::pair().unwrap();
     let options = ServeOptions {
@@ -337,8 +372,15 @@ fn hung_calls_on_every_worker_do_not_stall_the_lun() {
         drain_timeout: Duration::from_millis(300),
     };
     std::thread::scope(|s| {
-        let server =
-            s.spawn(|| serve_with(&bell, &mut ring, handler.clone(), stop_rx.as_fd(), options));
+        let server = s.spawn(|| {
+            serve_with(
+                bell.clone(),
+                ring,
+                handler.clone(),
+                stop_rx.as_fd(),
+                options,
+            )
+        });
         let hung: Vec<u16> = (0..2)
             .map(|_| kernel.submit(&[0, 1, 0, 0, 0, 0], &[], 0).unwrap())
             .collect();

@@ -168,7 +168,7 @@ struct Args {
     #[arg(long, default_value = "1MiB")]
     max_io: String,
     /// Worker threads executing commands (0: on the ring thread itself;
-    /// default: one per CPU, between 2 and 8).
+    /// default: one per CPU, between 4 and 8).
     #[arg(long)]
     workers: Option<usize>,
     /// Seconds the kernel waits for a command before failing it to the

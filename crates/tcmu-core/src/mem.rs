@@ -256,7 +256,7 @@ pub struct Region {
 /// The data buffer of one in-flight command, as byte slices of the shared
 /// area.
 ///
-/// Invariant (established by [`DataSegments::new`] and the ring): every
+/// Invariant (established by `DataSegments::new` and the ring): every
 /// region lies inside the map's data area, no two regions of this buffer
 /// overlap, and no region overlaps a page owned by another in-flight
 /// command. The kernel does not touch a command's data blocks between

@@ -66,9 +66,11 @@ kernel_release() {
 kernel_dir() { echo "$VM_WORK/kernel/$1"; }
 kernel_image() { echo "$VM_WORK/kernel/$1/boot/vmlinuz-$1"; }
 
-# build_tcmu_serve: set TCMU_SERVE to the binary under test. A TCMU_SERVE
-# already set is used as is; otherwise `cargo build --release -p tcmu-serve`,
-# with `--features rbd` when librbd-dev and librados-dev are installed.
+# build_tcmu_serve [plain]: set TCMU_SERVE to the binary under test. A
+# TCMU_SERVE already set is used as is; otherwise `cargo build --release -p
+# tcmu-serve`, with `--features rbd` when librbd-dev and librados-dev are
+# installed, unless `plain` is given (the benchmark: linking librbd and
+# librados adds their pages to the handler's resident memory).
 # The guest runs it by its host path (not under /run or /dev/shm). On failure
 # BUILD_ERROR says why.
 BUILD_ERROR=""
@@ -82,15 +84,15 @@ build_tcmu_serve() {
     # With the rbd: backend (vm/tests/ceph-iscsi.sh) when librbd and
     # librados can be linked; the plain build otherwise.
     local features=(--features rbd) p
+    [[ "${1:-}" != plain ]] || features=()
     for p in librbd-dev librados-dev; do
       dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q 'ok installed' || features=()
     done
     log "cargo build --release -p tcmu-serve ${features[*]}"
     (cd "$REPO_ROOT" && cargo build --release -p tcmu-serve "${features[@]}" >&2) ||
       { BUILD_ERROR="cargo build --release -p tcmu-serve ${features[*]} failed"; return 1; }
-    # The library's example devices run in the VM too (vm/tests/examples.sh).
-    # So do the library's example devices (vm/tests/examples.sh) and the
-    # netlink probe (vm/tests/netlink.sh).
+    # The library's example devices (vm/tests/examples.sh) and the netlink
+    # probe (vm/tests/netlink.sh) run in the VM too.
     log "cargo build --release -p scsi-emu --examples; -p tcmu-core --example tcmu-netlink-probe"
     (cd "$REPO_ROOT" && cargo build --release -p scsi-emu --examples >&2 &&
       cargo build --release -p tcmu-core --example tcmu-netlink-probe >&2) ||

@@ -1,10 +1,12 @@
 # shellcheck shell=bash
 # A backend call that never returns: the first read of LBA 8192..8199 of a
 # RAM disk sleeps an hour in its worker (--inject-fault hang:). Other I/O
-# keeps flowing meanwhile; the kernel times the command out (cmd_time_out
-# and the sd timeout, both 10 s), sd aborts it (ABORT_TASK) and retries,
-# and the retry - a new command for the same blocks, while the hung one
-# still holds its ring entry - goes through. The LUN keeps answering, and
+# keeps flowing meanwhile; sd times the command out first (5 s) and aborts
+# it (ABORT_TASK, which also reaches the handler's ring); the abort waits
+# until TCMU's cmd_time_out (10 s) ends the command; sd retries, and the
+# retry - a new command for the same blocks, while the hung one still holds
+# its ring entry - goes through. (With equal timeouts, TCMU's could fire
+# first and fail the read with NOT READY instead of an abort and a retry.) The LUN keeps answering, and
 # SIGTERM still shuts down cleanly with the worker thread stuck.
 # Sourced by vm/guest/suite (helpers: vm/guest/lib.sh).
 
@@ -12,6 +14,8 @@ HB_NAME=hang0
 HB_OUT=$VM_RUN/tcmu-serve-hung
 HB_LBA=8192 # in 512-byte blocks: 4 KiB block 1024
 HB_TIMEOUT=10
+# sd's timeout, well below HB_TIMEOUT so that its abort always comes first.
+HB_SD_TIMEOUT=5
 # A bound for the hung read: timeout, abort, retry (and, should the retry
 # fail too, sd's escalation) take well under this.
 HB_READ_LIMIT=120
@@ -33,7 +37,7 @@ hb_start() {
   RUST_LOG=info,tcmu_core=trace serve_start "$HB_OUT" --backend mem --size 64MiB --name "$HB_NAME" \
     --inject-fault "hang:$HB_LBA+8" --cmd-timeout "$HB_TIMEOUT" || return
   HB_PID=$SERVE_PID HB_DEV=$READY
-  echo "$HB_TIMEOUT" > "/sys/block/${HB_DEV#/dev/}/device/timeout" ||
+  echo "$HB_SD_TIMEOUT" > "/sys/block/${HB_DEV#/dev/}/device/timeout" ||
     fail "cannot set the sd timeout of $HB_DEV" || return
   # A pattern to read back while the command hangs.
   head -c 65536 /dev/urandom > "$HB_TMP/pattern"
@@ -50,7 +54,7 @@ hb_other_io() {
   timeout -k 5 $((HB_READ_LIMIT + 60)) dd if="$HB_DEV" of="$HB_TMP/hung" bs=4k count=1 \
     skip=$((HB_LBA / 8)) iflag=direct status=none &
   HB_DD=$!
-  sleep 2
+  sleep 1
   kill -0 "$HB_DD" 2> /dev/null || fail "the read of LBA $HB_LBA did not hang (the fault was not hit)" || return
   timeout 5 dd if="$HB_DEV" bs=4k count=16 iflag=direct status=none | cmp - "$HB_TMP/pattern" ||
     fail "reading other blocks while a command hangs failed or returned wrong data" || return

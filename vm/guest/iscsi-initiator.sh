@@ -113,6 +113,20 @@ iscsi_logout() {
   ! grep -qs "^$iqn\$" /sys/class/iscsi_session/session*/targetname || fail "a session with $iqn remains"
 }
 
+# iscsi_inquiry DEV BLOCKS: INQUIRY shows the emulator's disk and READ
+# CAPACITY(16) BLOCKS logical blocks.
+iscsi_inquiry() {
+  local dev=$1 blocks=$2 out
+  out=$(timeout 60 sg_inq "$dev" 2>&1) || fail "sg_inq exited $?: $(tail -n1 <<< "$out")" || return
+  echo "$out"
+  grep -q 'Peripheral device type: disk' <<< "$out" || fail "peripheral device type is not disk" || return
+  grep -q 'Vendor identification: TCMU-RS' <<< "$out" || fail "vendor is not TCMU-RS" || return
+  out=$(timeout 60 sg_readcap --16 "$dev" 2>&1) || fail "sg_readcap exited $?: $(tail -n1 <<< "$out")" || return
+  echo "$out"
+  grep -q "Number of logical blocks=$blocks\$" <<< "$out" ||
+    fail "want $blocks blocks, got: $(grep -o 'Number of logical blocks=[0-9]*' <<< "$out")"
+}
+
 # iscsi_fio DEV SIZE NAME: the fio verify run on an iSCSI disk; the report
 # is $VM_RUN/fio-NAME.txt.
 iscsi_fio() {

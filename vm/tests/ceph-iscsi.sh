@@ -90,14 +90,7 @@ ci_need_dev() { [[ -n "$CI_DEV" ]] || fail "skipped: no iSCSI disk"; }
 
 ci_inquiry() {
   ci_need_dev || return
-  local out
-  out=$(timeout 60 sg_inq "$CI_DEV" 2>&1) || fail "sg_inq exited $?: $(tail -n1 <<< "$out")" || return
-  echo "$out"
-  grep -q 'Vendor identification: TCMU-RS' <<< "$out" || fail "vendor is not TCMU-RS" || return
-  out=$(timeout 60 sg_readcap --16 "$CI_DEV" 2>&1) || fail "sg_readcap exited $?: $(tail -n1 <<< "$out")" || return
-  echo "$out"
-  grep -q 'Number of logical blocks=524288$' <<< "$out" ||
-    fail "want 524288 blocks, got: $(grep -o 'Number of logical blocks=[0-9]*' <<< "$out")"
+  iscsi_inquiry "$CI_DEV" 524288
 }
 
 # The generic ext4 checks of disk-suite.sh on the iSCSI disk.

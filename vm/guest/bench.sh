@@ -263,6 +263,10 @@ SERVE_ARGS=()
 # serve_start: tcmu-serve "${SERVE_ARGS[@]}", wait for its ready line.
 serve_start() {
   local line=""
+  # BENCH_SERVE_FLAGS: extra flags for every tcmu-serve backstore (A/B runs).
+  # shellcheck disable=SC2206 # split on purpose
+  SERVE_ARGS+=(${BENCH_SERVE_FLAGS:-})
+  echo "${SERVE_ARGS[*]}" > "$BS_OUT/tcmu-serve.args"
   "$TCMU_SERVE" "${SERVE_ARGS[@]}" > "$BS_OUT/tcmu-serve.stdout" 2> "$BS_OUT/tcmu-serve.stderr" &
   HPID=$!
   wait_until 60 serve_ready || true
@@ -436,10 +440,13 @@ bench_backstore() {
     note "$key: filled $((SIZE >> 20)) MiB in $(($(date +%s) - t0)) s since setup"
     for job in "${JOBS[@]}"; do
       read -r name rw bs qd nj <<< "$job"
+      job_selected "$name" || continue
       rc=0
+      [[ -n "${BENCH_PERF:-}" ]] && perf_start "$name"
       fio_run "$BS_OUT/$name.json" --name="$name" --rw="$rw" --bs="$bs" --iodepth="$qd" \
         --numjobs="$nj" --group_reporting --time_based --ramp_time="$RAMP" \
         --runtime="$RUNTIME" || rc=$?
+      [[ -n "${BENCH_PERF:-}" ]] && perf_stop "$name"
       if ((rc != 0)); then
         echo "fio exit $rc" > "$BS_OUT/$name.err"
         note "$key $name: fio exit $rc: $(tail -n 1 "$BS_OUT/$name.stderr" 2> /dev/null)"
@@ -459,6 +466,39 @@ bench_backstore() {
   t1=$(date +%s)
   echo "$status" > "$BS_OUT/status"
   note "$key: $status, $((t1 - t0)) s"
+}
+
+# job_selected NAME: whether BENCH_JOBS (names, space-separated) includes
+# NAME; without BENCH_JOBS every job runs.
+job_selected() {
+  [[ -z "${BENCH_JOBS:-}" || " $BENCH_JOBS " == *" $1 "* ]]
+}
+
+# With BENCH_PERF set, a system-wide profile (perf record, cpu-clock
+# samples: TCG has no hardware counters) of each job's measured part, and
+# its flat report by command, object and symbol in NAME.perf.txt.
+PERF_PID=""
+perf_start() {
+  command -v perf > /dev/null || { note "perf not installed: no profile"; return 0; }
+  # perf's start-up (symbols of every process) takes seconds under TCG:
+  # it records from when its workload (a long sleep) runs until perf_stop
+  # ends that sleep, so fio starts only once recording does.
+  perf record -a -F 997 -e cpu-clock -o "$BS_OUT/$1.perf.data" -- \
+    sleep 3600 > "$BS_OUT/$1.perf.log" 2>&1 &
+  PERF_PID=$!
+  wait_until 60 pgrep -P "$PERF_PID" -x sleep > /dev/null || note "perf did not start"
+}
+perf_stop() {
+  [[ -n "$PERF_PID" ]] || return 0
+  pkill -P "$PERF_PID" -x sleep || true
+  wait_until 60 pid_gone "$PERF_PID" || kill -KILL "$PERF_PID" 2> /dev/null || true
+  wait "$PERF_PID" 2> /dev/null || true
+  PERF_PID=""
+  perf report -i "$BS_OUT/$1.perf.data" --stdio --no-children --sort comm,dso,sym \
+    --percent-limit 0.3 > "$BS_OUT/$1.perf.txt" 2> /dev/null || true
+  perf report -i "$BS_OUT/$1.perf.data" --stdio --no-children --sort comm \
+    > "$BS_OUT/$1.perf-comm.txt" 2> /dev/null || true
+  rm -f "$BS_OUT/$1.perf.data"
 }
 
 # summarize FIO_JSON: one line, IOPS / MiB/s / mean completion latency.

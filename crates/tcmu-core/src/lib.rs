@@ -19,6 +19,7 @@ pub mod server;
 #[cfg(feature = "test-utils")]
 pub mod sim;
 pub mod uio;
+mod work_queue;
 
 pub use mem::{DataSegments, Region, SharedMap};
 pub use ring::{Command, Reply, Ring, RingEntry, RingError, TaskManagement};

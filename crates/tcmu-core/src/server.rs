@@ -13,12 +13,13 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::mem::DataSegments;
 use crate::ring::{Command, Reply, Ring, RingEntry, RingError};
 use crate::uio::{UioDevice, Wake};
+use crate::work_queue::{SharedNotify, WorkQueue};
 
 /// Executes SCSI commands; the SCSI emulator implements it.
 pub trait CommandHandler {
@@ -147,8 +148,8 @@ where
     if options.workers == 0 {
         return serve_inline(&*uio, &mut ring, &*handler, stop);
     }
-    let (work_tx, work_rx) = mpsc::channel::<Command>();
-    let work_rx = Arc::new(Mutex::new(work_rx));
+    let work = Arc::new(WorkQueue::<Command>::new());
+    let notifier = Arc::new(SharedNotify::default());
     let (wake_rx, wake_tx) = UnixStream::pair()?;
     wake_rx.set_nonblocking(true)?;
     let aborted = Arc::new(IdSet::default());
@@ -162,18 +163,16 @@ where
     let epoch = Instant::now();
     let spawn = {
         let (aborted, shared, uio) = (aborted.clone(), shared.clone(), uio.clone());
-        let completing = completing.clone();
+        let (completing, work, notifier) = (completing.clone(), work.clone(), notifier.clone());
         move |n: usize, busy_since: Arc<AtomicU64>| -> io::Result<()> {
-            let (work_rx, wake_tx) = (work_rx.clone(), wake_tx.try_clone()?);
+            let (work, wake_tx) = (work.clone(), wake_tx.try_clone()?);
             let (handler, aborted) = (handler.clone(), aborted.clone());
             let (shared, uio, completing) = (shared.clone(), uio.clone(), completing.clone());
+            let notifier = notifier.clone();
             std::thread::Builder::new()
                 .name(format!("tcmu-worker-{n}"))
                 .spawn(move || {
-                    loop {
-                        // The lock is held only to take one command.
-                        let next = work_rx.lock().map(|rx| rx.recv());
-                        let Ok(Ok(mut cmd)) = next else { return };
+                    while let Some(mut cmd) = work.pop() {
                         busy_since.store(since(epoch), Ordering::Relaxed);
                         let reply = if aborted.contains(cmd.id()) {
                             // Aborted while queued: never executed.
@@ -184,7 +183,15 @@ where
                         };
                         busy_since.store(IDLE, Ordering::Relaxed);
                         completing.fetch_add(1, Ordering::SeqCst);
-                        if !complete(&shared, &completing, &aborted, &*uio, cmd, &reply) {
+                        if !complete(
+                            &shared,
+                            &completing,
+                            &aborted,
+                            &notifier,
+                            &*uio,
+                            cmd,
+                            &reply,
+                        ) {
                             // Serving ended, or the ring thread must see an error.
                             let _ = (&wake_tx).write(&[1]);
                             return;
@@ -205,7 +212,9 @@ where
         pool.add()?;
     }
     let queues = Queues {
-        work: work_tx,
+        work: work.clone(),
+        batch: Vec::new(),
+        notifier,
         wake: wake_rx,
         aborted,
         pool,
@@ -214,18 +223,21 @@ where
     // Commands still executing are not completed any more: the kernel's
     // cmd_time_out deals with them (and the ring may be reattached).
     lock(&shared).closed = true;
+    work.close();
     result
 }
 
 /// Complete `cmd` with `reply` on a worker and notify the kernel, once for
 /// the completions of workers that finished at the same time: a worker
-/// leaves the notification to another that is about to complete. False
+/// leaves the notification to another that is about to complete, or to
+/// one notifying already (see [`SharedNotify`]). False
 /// when the worker should stop: serving has ended, or the ring failed (the
 /// failure is left for the ring thread).
 fn complete(
     shared: &Mutex<Shared>,
     completing: &AtomicUsize,
     aborted: &IdSet,
+    notifier: &SharedNotify,
     uio: &(impl Doorbell + ?Sized),
     cmd: Command,
     reply: &Reply,
@@ -248,7 +260,7 @@ fn complete(
         return true;
     }
     drop(s);
-    match uio.notify() {
+    match notifier.notify(|| uio.notify()) {
         Ok(()) => true,
         Err(e) => {
             lock(shared).failure.get_or_insert(e.into());
@@ -368,7 +380,10 @@ impl IdSet {
 
 /// The ring thread's ends of the worker queues.
 struct Queues {
-    work: mpsc::Sender<Command>,
+    work: Arc<WorkQueue<Command>>,
+    /// Commands read in one pass, handed out together.
+    batch: Vec<Command>,
+    notifier: Arc<SharedNotify>,
     /// Readable when a worker stopped on an error.
     wake: UnixStream,
     aborted: Arc<IdSet>,
@@ -415,9 +430,7 @@ fn ring_loop(
                         RingEntry::Command(cmd) => {
                             log::trace!("command {} {:02x?} queued", cmd.id(), cmd.cdb());
                             s.outstanding += 1;
-                            if q.work.send(cmd).is_err() {
-                                return Err(io::Error::other("all worker threads are gone").into());
-                            }
+                            q.batch.push(cmd);
                         }
                         RingEntry::TaskManagement(tmr) => {
                             // Queued commands named here are answered without
@@ -436,12 +449,16 @@ fn ring_loop(
                 // A TMR-only batch (or skipped padding) may want a notify.
                 if s.ring.take_notify() {
                     drop(s);
-                    uio.notify()?;
+                    q.work.push_all(&mut q.batch);
+                    q.notifier.notify(|| uio.notify())?;
                     s = lock(shared);
                 }
             }
             s.outstanding
         };
+        // Handed out after the ring lock is released, so that woken workers
+        // do not wait for it at once.
+        q.work.push_all(&mut q.batch);
         if outstanding > 0 && stopping.is_none() {
             q.pool.replace_stuck(outstanding);
         }

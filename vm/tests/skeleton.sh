@@ -31,10 +31,34 @@ sk_reject_non_root() {
   return "$rc"
 }
 
+# A data area of 8 MiB and a 2 MiB ring: the kernel takes the sizes, and 16
+# MiB of 1 MiB writes in flight (more than the data area holds) wait for
+# room and complete, verified.
+sk_small_data_area() {
+  local out=$VM_RUN/small-data-area dev dir rc=0
+  serve_start "$out" --backend mem --size 64MiB --name sk-small --data-area 8MiB --ring-size 2MiB ||
+    return
+  dev=$READY
+  dir=$(compgen -G "$CFS/core/user_*/sk-small" | head -n 1)
+  [[ "$(cat "$dir/attrib/max_data_area_mb")" == 8 ]] ||
+    fail "max_data_area_mb is $(cat "$dir/attrib/max_data_area_mb"), not 8" || rc=1
+  [[ "$(cat "$dir/attrib/cmd_ring_size_mb")" == 2 ]] ||
+    fail "cmd_ring_size_mb is $(cat "$dir/attrib/cmd_ring_size_mb"), not 2" || rc=1
+  ((rc == 0)) && { must "fio 1 MiB writes at QD16 with verification" "${FIO_VERIFY[@]}" \
+    --name=small-area --filename="$dev" --rw=write --bs=1M --iodepth=16 --size=64M || rc=1; }
+  serve_stop "$SERVE_PID" TERM 30 || rc=1
+  ((rc == 0 && SERVE_RC == 0)) || fail "tcmu-serve exited ${SERVE_RC:-?}"
+}
+sk_reject_ring_size() {
+  neg_cli "$VM_RUN/neg-ring-size" 'ring-size' --backend mem --size 64MiB --ring-size 9MiB --name neg5
+}
+
 disk_suite ""
 step reject_size_0 sk_reject_size_0
 step reject_size_unaligned sk_reject_size_unaligned
 step reject_block_size_777 sk_reject_block_size
 step reject_size_banana sk_reject_size_banana
 step reject_non_root sk_reject_non_root
+step small_data_area sk_small_data_area
+step reject_ring_size_9mib sk_reject_ring_size
 step kernel_log_clean klog_clean

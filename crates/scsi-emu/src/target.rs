@@ -100,6 +100,8 @@ pub struct TargetBuilder<D> {
     serial: Option<String>,
     export: Export,
     max_io_bytes: u32,
+    data_area_mb: Option<u32>,
+    ring_size_mb: Option<u32>,
     serve: ServeOptions,
     dev_config: String,
     disk_timeout: Duration,
@@ -139,6 +141,21 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
     /// The largest command the kernel may send, in bytes (default 1 MiB).
     pub fn max_io_bytes(mut self, bytes: u32) -> Self {
         self.max_io_bytes = bytes;
+        self
+    }
+
+    /// The data area in MiB: the bytes of all commands in the ring at once
+    /// (`max_data_area_mb`; default: the kernel's, 1024 MiB on Linux 6.x).
+    /// Its pages are allocated as commands first need them.
+    pub fn data_area_mb(mut self, mib: u32) -> Self {
+        self.data_area_mb = Some(mib);
+        self
+    }
+
+    /// The command ring (with its mailbox) in MiB, at most 8
+    /// (`cmd_ring_size_mb`; default: the kernel's, 8 MiB).
+    pub fn ring_size_mb(mut self, mib: u32) -> Self {
+        self.ring_size_mb = Some(mib);
         self
     }
 
@@ -240,7 +257,8 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
             block_size,
             dev_config: self.dev_config,
             max_sectors: Some(self.max_io_bytes / 512),
-            max_data_area_mb: None,
+            max_data_area_mb: self.data_area_mb,
+            cmd_ring_size_mb: self.ring_size_mb,
             serial: serial.clone(),
         };
         // Fields drop in declaration order of `Target`; until then these
@@ -363,6 +381,8 @@ impl Target {
             serial: None,
             export: Export::Loopback,
             max_io_bytes: 1 << 20,
+            data_area_mb: None,
+            ring_size_mb: None,
             serve: ServeOptions::default(),
             dev_config: "tcmu-rs/custom".into(),
             disk_timeout: Duration::from_secs(30),

@@ -30,6 +30,14 @@ pub enum ConfigfsError {
     Io { path: PathBuf, source: io::Error },
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
+    #[error("this kernel has no {} (too old for the setting)", .0.display())]
+    Unsupported(PathBuf),
+    #[error("{} is {got}, not {wanted}: the kernel did not take the setting", .path.display())]
+    NotApplied {
+        path: PathBuf,
+        wanted: String,
+        got: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ConfigfsError + '_ {
@@ -42,6 +50,22 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ConfigfsError + '_ {
 fn write_attr(path: &Path, value: &str) -> Result<(), ConfigfsError> {
     log::debug!("configfs: {} <- {value}", path.display());
     std::fs::write(path, value).map_err(io_err(path))
+}
+
+/// Fail unless the attribute at `path` reads `wanted`.
+fn check_attr(path: &Path, wanted: u32) -> Result<(), ConfigfsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ConfigfsError::Unsupported(path.to_path_buf()),
+        _ => io_err(path)(source),
+    })?;
+    if text.trim() != wanted.to_string() {
+        return Err(ConfigfsError::NotApplied {
+            path: path.to_path_buf(),
+            wanted: wanted.to_string(),
+            got: text.trim().to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn mkdir(path: &Path) -> Result<(), ConfigfsError> {
@@ -136,8 +160,12 @@ pub struct BackstoreConfig {
     pub dev_config: String,
     /// Largest command in 512-byte sectors (`hw_max_sectors`).
     pub max_sectors: Option<u32>,
-    /// Size of the data area in MiB (`max_data_area_mb`).
+    /// Size of the data area in MiB (`max_data_area_mb`; kernel default
+    /// 1024). It bounds the bytes of all commands in the ring at once.
     pub max_data_area_mb: Option<u32>,
+    /// Size of the mailbox and command ring in MiB (`cmd_ring_size_mb`,
+    /// at most 8; kernel default 8).
+    pub cmd_ring_size_mb: Option<u32>,
     /// Unit serial number (VPD page 0x80).
     pub serial: String,
 }
@@ -155,6 +183,9 @@ impl BackstoreConfig {
         }
         if let Some(n) = self.max_data_area_mb {
             s.push_str(&format!(",max_data_area_mb={n}"));
+        }
+        if let Some(n) = self.cmd_ring_size_mb {
+            s.push_str(&format!(",cmd_ring_size_mb={n}"));
         }
         s
     }
@@ -213,6 +244,15 @@ impl Backstore {
             Err(e) => return Err(io_err(&dir)(e)),
         }
         write_attr(&dir.join("control"), &config.control())?;
+        // The kernel ignores keys it does not know: see that the sizes took.
+        for (attribute, wanted) in [
+            ("max_data_area_mb", config.max_data_area_mb),
+            ("cmd_ring_size_mb", config.cmd_ring_size_mb),
+        ] {
+            if let Some(wanted) = wanted {
+                check_attr(&dir.join("attrib").join(attribute), wanted)?;
+            }
+        }
         write_attr(&dir.join("enable"), "1")?;
         write_attr(&dir.join("wwn/vpd_unit_serial"), &config.serial)?;
         Ok(bs)
@@ -953,6 +993,7 @@ mod tests {
             dev_config: "tcmu-rs/mem".into(),
             max_sectors: Some(2048),
             max_data_area_mb: None,
+            cmd_ring_size_mb: None,
             serial: "abc".into(),
         }
     }
@@ -992,6 +1033,33 @@ mod tests {
             Err(ConfigfsError::BadName(_))
         ));
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn sizes_the_kernel_did_not_take_fail_the_creation() {
+        let c = BackstoreConfig {
+            max_data_area_mb: Some(64),
+            cmd_ring_size_mb: Some(2),
+            ..config("d")
+        };
+        assert!(
+            c.control()
+                .ends_with(",hw_max_sectors=2048,max_data_area_mb=64,cmd_ring_size_mb=2")
+        );
+        let attrib = std::env::temp_dir().join(format!("cfs-attrib-{}", std::process::id()));
+        std::fs::create_dir_all(&attrib).unwrap();
+        let data_area = attrib.join("max_data_area_mb");
+        // An older kernel has no such attribute.
+        let err = check_attr(&data_area, 64).unwrap_err();
+        assert!(matches!(err, ConfigfsError::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("max_data_area_mb"), "{err}");
+        std::fs::write(&data_area, "1024\n").unwrap();
+        let err = check_attr(&data_area, 64).unwrap_err();
+        assert!(matches!(err, ConfigfsError::NotApplied { .. }), "{err}");
+        assert!(err.to_string().contains("is 1024, not 64"), "{err}");
+        std::fs::write(&data_area, "64\n").unwrap();
+        check_attr(&data_area, 64).unwrap();
+        std::fs::remove_dir_all(&attrib).unwrap();
     }
 }
 

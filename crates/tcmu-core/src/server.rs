@@ -1,13 +1,19 @@
 //! The serving loop: wait for the kernel, drain every published entry,
 //! hand each command to a handler, complete it, notify the kernel.
 //!
-//! With `workers == 0` commands run on the ring thread, one after the
-//! other, with one notification per batch. With workers, the ring thread
-//! only reads entries and hands the commands to a pool of threads; each
-//! worker completes its command in the ring (under a lock) as soon as it
-//! finishes, in any order (the kernel's out-of-order completion), so one
-//! slow command does not hold up the others. Workers that finish together
-//! share one notification: the last of them sends it.
+//! With `workers == 0` commands run on the serving thread, one after the
+//! other, with one notification per batch. With workers, a pool of threads
+//! takes turns at reading the ring (leader/followers): the leader waits
+//! for the kernel, reads every published entry, keeps the first command
+//! for itself and hands the rest to the others, and gives up the lead to
+//! an idle worker before it executes. So a command is read and executed
+//! by one thread, with no hand-off, unless commands arrive faster than one
+//! thread runs them; and the ring is read while the leader executes, so a
+//! slow command holds up nothing else. Each worker completes its command
+//! in the ring (under a lock) as soon as it finishes, in any order (the
+//! kernel's out-of-order completion). Workers that finish together share
+//! one notification. The serving thread only supervises: the stop
+//! request, workers stuck in a backend call, errors.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -19,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::mem::DataSegments;
 use crate::ring::{Command, Reply, Ring, RingEntry, RingError};
 use crate::uio::{UioDevice, Wake};
-use crate::work_queue::{SharedNotify, WorkQueue};
+use crate::work_queue::{Next, SharedNotify, WorkQueue};
 
 /// Executes SCSI commands; the SCSI emulator implements it.
 pub trait CommandHandler {
@@ -58,7 +64,7 @@ pub enum ServeError {
 /// How a device is served.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
-    /// Worker threads executing commands; 0 runs them on the ring thread.
+    /// Worker threads executing commands; 0 runs them on the serving thread.
     pub workers: usize,
     /// How long a stop waits for commands still executing.
     pub drain_timeout: Duration,
@@ -123,16 +129,15 @@ where
 /// new commands and wait up to `drain_timeout` for those executing. A
 /// second byte on `stop` cuts the wait short.
 ///
-/// With workers, the ring thread reads entries and hands the commands out;
-/// the worker that executed a command completes it in the ring and
-/// notifies the kernel itself, so a command costs one hand-off between
-/// threads, not two.
+/// With workers, the workers read the ring in turns and execute what they
+/// read (see the module documentation); the worker that executed a
+/// command completes it in the ring and notifies the kernel itself.
 ///
 /// Worker threads are not joined: a backend call that never returns keeps
 /// its thread, not the caller. Its command is completed late (exactly
 /// once) if serving still runs, or left to the kernel's `cmd_time_out`.
-/// While commands wait for a worker, every worker busy in one call for
-/// over a second is replaced by a new one (at most 32 beyond
+/// While commands wait for a worker, or no worker is free to read the
+/// ring, every worker busy in one call for over a second is replaced by a new one (at most 32 beyond
 /// `options.workers`), so hung calls never take the whole pool.
 pub fn serve_with<D, H>(
     uio: Arc<D>,
@@ -148,56 +153,33 @@ where
     if options.workers == 0 {
         return serve_inline(&*uio, &mut ring, &*handler, stop);
     }
-    let work = Arc::new(WorkQueue::<Command>::new());
-    let notifier = Arc::new(SharedNotify::default());
     let (wake_rx, wake_tx) = UnixStream::pair()?;
     wake_rx.set_nonblocking(true)?;
-    let aborted = Arc::new(IdSet::default());
-    let shared = Arc::new(Mutex::new(Shared {
-        ring,
-        outstanding: 0,
-        closed: false,
-        failure: None,
-    }));
-    let completing = Arc::new(AtomicUsize::new(0));
+    let (interrupt_rx, interrupt_tx) = UnixStream::pair()?;
+    let ctx = Arc::new(Context {
+        uio,
+        handler,
+        shared: Mutex::new(Shared {
+            ring,
+            outstanding: 0,
+            closed: false,
+            failure: None,
+        }),
+        work: WorkQueue::new(),
+        notifier: SharedNotify::default(),
+        aborted: IdSet::default(),
+        completing: AtomicUsize::new(0),
+        wake_supervisor: wake_tx,
+        interrupt: interrupt_rx,
+    });
     let epoch = Instant::now();
     let spawn = {
-        let (aborted, shared, uio) = (aborted.clone(), shared.clone(), uio.clone());
-        let (completing, work, notifier) = (completing.clone(), work.clone(), notifier.clone());
+        let ctx = ctx.clone();
         move |n: usize, busy_since: Arc<AtomicU64>| -> io::Result<()> {
-            let (work, wake_tx) = (work.clone(), wake_tx.try_clone()?);
-            let (handler, aborted) = (handler.clone(), aborted.clone());
-            let (shared, uio, completing) = (shared.clone(), uio.clone(), completing.clone());
-            let notifier = notifier.clone();
+            let ctx = ctx.clone();
             std::thread::Builder::new()
                 .name(format!("tcmu-worker-{n}"))
-                .spawn(move || {
-                    while let Some(mut cmd) = work.pop() {
-                        busy_since.store(since(epoch), Ordering::Relaxed);
-                        let reply = if aborted.contains(cmd.id()) {
-                            // Aborted while queued: never executed.
-                            Reply::status(TASK_ABORTED)
-                        } else {
-                            let (cdb, data) = cmd.cdb_and_data();
-                            handler.handle(cdb, data)
-                        };
-                        busy_since.store(IDLE, Ordering::Relaxed);
-                        completing.fetch_add(1, Ordering::SeqCst);
-                        if !complete(
-                            &shared,
-                            &completing,
-                            &aborted,
-                            &notifier,
-                            &*uio,
-                            cmd,
-                            &reply,
-                        ) {
-                            // Serving ended, or the ring thread must see an error.
-                            let _ = (&wake_tx).write(&[1]);
-                            return;
-                        }
-                    }
-                })
+                .spawn(move || work(&ctx, &busy_since, epoch))
                 .map(drop)
         }
     };
@@ -211,20 +193,149 @@ where
     for _ in 0..options.workers {
         pool.add()?;
     }
-    let queues = Queues {
-        work: work.clone(),
-        batch: Vec::new(),
-        notifier,
-        wake: wake_rx,
-        aborted,
+    let result = supervise(
+        &ctx,
+        stop,
+        &wake_rx,
+        &interrupt_tx,
         pool,
-    };
-    let result = ring_loop(&*uio, &shared, stop, queues, options.drain_timeout);
+        options.drain_timeout,
+    );
     // Commands still executing are not completed any more: the kernel's
     // cmd_time_out deals with them (and the ring may be reattached).
-    lock(&shared).closed = true;
-    work.close();
+    lock(&ctx.shared).closed = true;
+    ctx.work.close();
+    let _ = (&interrupt_tx).write(&[1]);
     result
+}
+
+/// What the workers share.
+struct Context<D: ?Sized, H: ?Sized> {
+    uio: Arc<D>,
+    handler: Arc<H>,
+    shared: Mutex<Shared>,
+    work: WorkQueue<Command>,
+    notifier: SharedNotify,
+    /// Commands named by a task management request while queued.
+    aborted: IdSet,
+    /// Workers between finishing a command and completing it.
+    completing: AtomicUsize,
+    /// A byte here tells the supervisor that a worker stopped on an error.
+    wake_supervisor: UnixStream,
+    /// Readable when the leader should stop waiting for the kernel.
+    interrupt: UnixStream,
+}
+
+/// A worker: take a queued command, or lead (read the ring) when nobody
+/// does, execute, complete.
+fn work<D, H>(ctx: &Context<D, H>, busy_since: &AtomicU64, epoch: Instant)
+where
+    D: Doorbell + ?Sized,
+    H: CommandHandler + ?Sized,
+{
+    let mut batch = Vec::new();
+    loop {
+        let mut cmd = match ctx.work.next() {
+            Next::Item(cmd) => cmd,
+            Next::Lead => match lead(ctx, &mut batch) {
+                Some(cmd) => cmd,
+                None => continue,
+            },
+            Next::Closed => return,
+        };
+        busy_since.store(since(epoch), Ordering::Relaxed);
+        let reply = if ctx.aborted.contains(cmd.id()) {
+            // Aborted while queued: never executed.
+            Reply::status(TASK_ABORTED)
+        } else {
+            let (cdb, data) = cmd.cdb_and_data();
+            ctx.handler.handle(cdb, data)
+        };
+        busy_since.store(IDLE, Ordering::Relaxed);
+        ctx.completing.fetch_add(1, Ordering::SeqCst);
+        if !complete(ctx, cmd, &reply) {
+            // Serving ended, or the supervisor must see an error.
+            let _ = (&ctx.wake_supervisor).write(&[1]);
+            return;
+        }
+    }
+}
+
+/// As the leader: wait for the kernel and read the ring until it yields a
+/// command, keep the first one for this worker and hand out the rest,
+/// giving up the lead (another worker takes it, so the ring is read while
+/// this one executes). `None` when reading has stopped.
+fn lead<D, H>(ctx: &Context<D, H>, batch: &mut Vec<Command>) -> Option<Command>
+where
+    D: Doorbell + ?Sized,
+    H: CommandHandler + ?Sized,
+{
+    loop {
+        let mut s = lock(&ctx.shared);
+        if s.closed || s.failure.is_some() || !ctx.work.reading() {
+            drop(s);
+            ctx.work.resign(batch);
+            return None;
+        }
+        let mut failure = None;
+        loop {
+            match s.ring.next_entry() {
+                Ok(Some(RingEntry::Command(cmd))) => {
+                    log::trace!("command {} {:02x?} queued", cmd.id(), cmd.cdb());
+                    s.outstanding += 1;
+                    batch.push(cmd);
+                }
+                Ok(Some(RingEntry::TaskManagement(tmr))) => {
+                    // Queued commands named here are answered without
+                    // running; those already executing finish normally.
+                    log::info!(
+                        "task management {} for commands {:?}",
+                        tmr.kind,
+                        tmr.cmd_ids
+                    );
+                    for id in &tmr.cmd_ids {
+                        ctx.aborted.insert(*id);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(ServeError::from(e));
+                    break;
+                }
+            }
+        }
+        // A TMR-only pass (or skipped padding) may want a notify.
+        if failure.is_none() && s.ring.take_notify() {
+            drop(s);
+            if let Err(e) = ctx.notifier.notify(|| ctx.uio.notify()) {
+                failure = Some(e.into());
+            }
+            s = lock(&ctx.shared);
+        }
+        if let Some(e) = failure {
+            s.failure.get_or_insert(e);
+            drop(s);
+            ctx.work.stop_reading();
+            ctx.work.resign(batch);
+            let _ = (&ctx.wake_supervisor).write(&[1]);
+            return None;
+        }
+        drop(s);
+        if !batch.is_empty() {
+            let mine = batch.remove(0);
+            ctx.work.resign(batch);
+            return Some(mine);
+        }
+        // Entries published after the pass raise a new kernel event; the
+        // interrupt makes the checks above run again.
+        if let Err(e) = ctx.uio.wait(&[ctx.interrupt.as_fd()], None) {
+            lock(&ctx.shared).failure.get_or_insert(e.into());
+            ctx.work.stop_reading();
+            ctx.work.resign(batch);
+            let _ = (&ctx.wake_supervisor).write(&[1]);
+            return None;
+        }
+    }
 }
 
 /// Complete `cmd` with `reply` on a worker and notify the kernel, once for
@@ -232,25 +343,21 @@ where
 /// leaves the notification to another that is about to complete, or to
 /// one notifying already (see [`SharedNotify`]). False
 /// when the worker should stop: serving has ended, or the ring failed (the
-/// failure is left for the ring thread).
-fn complete(
-    shared: &Mutex<Shared>,
-    completing: &AtomicUsize,
-    aborted: &IdSet,
-    notifier: &SharedNotify,
-    uio: &(impl Doorbell + ?Sized),
-    cmd: Command,
-    reply: &Reply,
-) -> bool {
-    let mut s = lock(shared);
+/// failure is left for the supervising thread).
+fn complete<D, H>(ctx: &Context<D, H>, cmd: Command, reply: &Reply) -> bool
+where
+    D: Doorbell + ?Sized,
+    H: CommandHandler + ?Sized,
+{
+    let mut s = lock(&ctx.shared);
     // Counted down under the lock, so the last of a group sees zero.
-    let others = completing.fetch_sub(1, Ordering::SeqCst) - 1;
+    let others = ctx.completing.fetch_sub(1, Ordering::SeqCst) - 1;
     if s.closed || s.failure.is_some() {
         return false;
     }
     let id = cmd.id();
     log::trace!("command {id} completed with status {:#04x}", reply.status);
-    aborted.remove(id);
+    ctx.aborted.remove(id);
     s.outstanding -= 1;
     if let Err(e) = s.ring.complete(cmd, reply) {
         s.failure = Some(e.into());
@@ -260,17 +367,17 @@ fn complete(
         return true;
     }
     drop(s);
-    match notifier.notify(|| uio.notify()) {
+    match ctx.notifier.notify(|| ctx.uio.notify()) {
         Ok(()) => true,
         Err(e) => {
-            lock(shared).failure.get_or_insert(e.into());
+            lock(&ctx.shared).failure.get_or_insert(e.into());
             false
         }
     }
 }
 
-/// The ring and its bookkeeping, shared by the ring thread (which reads
-/// entries) and the workers (which complete them).
+/// The ring and its bookkeeping, shared by the workers: the leader reads
+/// entries, each worker completes its commands.
 struct Shared {
     ring: Ring,
     /// Commands handed to workers and not completed yet.
@@ -325,8 +432,9 @@ impl Pool {
         Ok(())
     }
 
-    /// With commands waiting for a worker, start one for each worker stuck
-    /// in a backend call beyond [`STUCK_AFTER`] (up to the limit).
+    /// With commands queued, or no worker free to read the ring, start one
+    /// for each worker stuck in a backend call beyond [`STUCK_AFTER`] (up
+    /// to the limit).
     fn replace_stuck(&mut self, outstanding: usize) {
         let now = since(self.epoch);
         let stuck_after = STUCK_AFTER.as_millis() as u64;
@@ -340,8 +448,9 @@ impl Pool {
                 }
             }
         }
-        if outstanding <= busy {
-            return; // nothing is waiting
+        if outstanding <= busy && busy < self.busy_since.len() {
+            // Nothing is queued, and a free worker reads the ring.
+            return;
         }
         while self.busy_since.len() - stuck < self.size && self.busy_since.len() < self.limit {
             log::warn!(
@@ -357,7 +466,7 @@ impl Pool {
     }
 }
 
-/// A set of command ids, shared by the ring thread and the workers.
+/// A set of command ids, shared by the workers.
 struct IdSet(Vec<AtomicU64>);
 
 impl Default for IdSet {
@@ -376,18 +485,6 @@ impl IdSet {
     fn contains(&self, id: u16) -> bool {
         self.0[id as usize / 64].load(Ordering::Relaxed) & (1 << (id % 64)) != 0
     }
-}
-
-/// The ring thread's ends of the worker queues.
-struct Queues {
-    work: Arc<WorkQueue<Command>>,
-    /// Commands read in one pass, handed out together.
-    batch: Vec<Command>,
-    notifier: Arc<SharedNotify>,
-    /// Readable when a worker stopped on an error.
-    wake: UnixStream,
-    aborted: Arc<IdSet>,
-    pool: Pool,
 }
 
 fn serve_inline<H: CommandHandler + ?Sized>(
@@ -409,77 +506,43 @@ fn serve_inline<H: CommandHandler + ?Sized>(
     }
 }
 
-/// The ring thread with workers: read entries and hand the commands out.
-fn ring_loop(
-    uio: &(impl Doorbell + ?Sized),
-    shared: &Mutex<Shared>,
+/// The calling thread while workers serve: watch for the stop request,
+/// for workers that stopped on an error, and for stuck workers.
+fn supervise<D, H>(
+    ctx: &Context<D, H>,
     stop: BorrowedFd<'_>,
-    mut q: Queues,
+    wake: &UnixStream,
+    interrupt: &UnixStream,
+    mut pool: Pool,
     drain_timeout: Duration,
 ) -> Result<(), ServeError> {
     let mut stopping: Option<Instant> = None;
     loop {
         let outstanding = {
-            let mut s = lock(shared);
+            let mut s = lock(&ctx.shared);
             if let Some(e) = s.failure.take() {
                 return Err(e);
             }
-            if stopping.is_none() {
-                while let Some(entry) = s.ring.next_entry()? {
-                    match entry {
-                        RingEntry::Command(cmd) => {
-                            log::trace!("command {} {:02x?} queued", cmd.id(), cmd.cdb());
-                            s.outstanding += 1;
-                            q.batch.push(cmd);
-                        }
-                        RingEntry::TaskManagement(tmr) => {
-                            // Queued commands named here are answered without
-                            // running; those already executing finish normally.
-                            log::info!(
-                                "task management {} for commands {:?}",
-                                tmr.kind,
-                                tmr.cmd_ids
-                            );
-                            for id in &tmr.cmd_ids {
-                                q.aborted.insert(*id);
-                            }
-                        }
-                    }
-                }
-                // A TMR-only batch (or skipped padding) may want a notify.
-                if s.ring.take_notify() {
-                    drop(s);
-                    q.work.push_all(&mut q.batch);
-                    q.notifier.notify(|| uio.notify())?;
-                    s = lock(shared);
-                }
-            }
             s.outstanding
         };
-        // Handed out after the ring lock is released, so that woken workers
-        // do not wait for it at once.
-        q.work.push_all(&mut q.batch);
-        if outstanding > 0 && stopping.is_none() {
-            q.pool.replace_stuck(outstanding);
-        }
-        if let Some(since) = stopping {
-            if outstanding == 0 {
-                return Ok(());
-            }
-            if since.elapsed() >= drain_timeout {
-                log::warn!("stopping with {outstanding} commands still executing");
-                return Ok(());
+        match stopping {
+            None => pool.replace_stuck(outstanding),
+            Some(since) => {
+                if outstanding == 0 {
+                    return Ok(());
+                }
+                if since.elapsed() >= drain_timeout {
+                    log::warn!("stopping with {outstanding} commands still executing");
+                    return Ok(());
+                }
             }
         }
-        // While commands are out, look at the workers (or the drain) now
-        // and then.
-        let timeout = match (stopping, outstanding) {
-            (Some(_), _) => Some(Duration::from_millis(20)),
-            (None, 0) => None,
-            (None, _) => Some(STUCK_AFTER / 2),
+        let timeout = match stopping {
+            Some(_) => Duration::from_millis(20),
+            None => STUCK_AFTER / 2,
         };
-        match uio.wait(&[q.wake.as_fd(), stop], timeout)? {
-            Wake::Other(1) => {
+        match wait_readable(&[stop, wake.as_fd()], timeout)? {
+            Some(0) => {
                 // First byte: drain; any further byte: stop now.
                 let mut bytes = [0u8; 16];
                 let n = nix::unistd::read(stop.as_raw_fd(), &mut bytes)
@@ -490,12 +553,33 @@ fn ring_loop(
                     return Ok(());
                 }
                 stopping = Some(Instant::now());
+                // No new commands: the leader stops reading the ring.
+                ctx.work.stop_reading();
+                (&*interrupt).write_all(&[1])?;
             }
-            Wake::Other(_) => {
+            Some(_) => {
                 let mut sink = [0u8; 256];
-                while matches!(q.wake.read(&mut sink), Ok(n) if n > 0) {}
+                while matches!((&*wake).read(&mut sink), Ok(n) if n > 0) {}
             }
-            Wake::Kernel | Wake::Timeout => {}
+            None => {}
         }
+    }
+}
+
+/// The index of the first of `fds` that is readable within `timeout`.
+fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Option<usize>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut polled: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    let timeout = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+        .unwrap_or(PollTimeout::MAX);
+    match poll(&mut polled, timeout) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(None),
+        Ok(_) => Ok(polled
+            .iter()
+            .position(|fd| fd.revents().is_some_and(|r| !r.is_empty()))),
+        Err(e) => Err(e.into()),
     }
 }

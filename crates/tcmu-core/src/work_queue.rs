@@ -1,18 +1,23 @@
-//! Hand-off between the ring thread and the workers, and the kernel
-//! notification the workers share.
+//! Hand-off between the worker that reads the ring and the others, and
+//! the kernel notification the workers share.
 //!
 //! Under load both are where threads meet, so both are built to wake as
 //! few threads as possible: a batch of commands wakes only as many idle
 //! workers as it has commands (a busy worker takes the next command
-//! without sleeping), and of the workers that complete commands at the
-//! same time only one is ever inside the kernel's completion path.
+//! without sleeping), the worker that read a batch executes its first
+//! command itself, and of the workers that complete commands at the same
+//! time only one is ever inside the kernel's completion path.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-/// A queue of items for a pool of threads (many producers, many consumers).
+/// A queue of items for a pool of threads, one of which at a time leads:
+/// produces items (reads the ring) while the others wait for them
+/// (leader/followers). The leader keeps the first item of what it read
+/// for itself, so at low load one thread reads and executes a command
+/// with no hand-off at all.
 pub(crate) struct WorkQueue<T> {
     state: Mutex<QueueState<T>>,
     ready: Condvar,
@@ -20,9 +25,23 @@ pub(crate) struct WorkQueue<T> {
 
 struct QueueState<T> {
     items: VecDeque<T>,
-    /// Threads waiting in [`WorkQueue::pop`].
+    /// Threads waiting in [`WorkQueue::next`].
     idle: usize,
+    /// A thread leads.
+    leader: bool,
+    /// Threads may still lead (reading has not stopped).
+    reading: bool,
     closed: bool,
+}
+
+/// What a thread should do next.
+pub(crate) enum Next<T> {
+    /// Handle this item.
+    Item(T),
+    /// Lead: produce items, then [`WorkQueue::resign`].
+    Lead,
+    /// The queue is closed: stop.
+    Closed,
 }
 
 impl<T> WorkQueue<T> {
@@ -31,6 +50,8 @@ impl<T> WorkQueue<T> {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 idle: 0,
+                leader: false,
+                reading: true,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -42,15 +63,34 @@ impl<T> WorkQueue<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queue every item of `batch` (leaving it empty, its capacity kept)
-    /// and wake as many idle threads as there are new items.
-    pub(crate) fn push_all(&self, batch: &mut Vec<T>) {
-        if batch.is_empty() {
-            return;
+    /// The next item, or the lead when nobody leads; waits otherwise.
+    pub(crate) fn next(&self) -> Next<T> {
+        let mut s = self.lock();
+        loop {
+            if s.closed {
+                return Next::Closed;
+            }
+            if let Some(item) = s.items.pop_front() {
+                return Next::Item(item);
+            }
+            if s.reading && !s.leader {
+                s.leader = true;
+                return Next::Lead;
+            }
+            s.idle += 1;
+            s = self.ready.wait(s).unwrap_or_else(PoisonError::into_inner);
+            s.idle -= 1;
         }
+    }
+
+    /// The leader queues every item of `batch` (leaving it empty, its
+    /// capacity kept) and gives up the lead: as many idle threads wake as
+    /// there are items, and one more to lead.
+    pub(crate) fn resign(&self, batch: &mut Vec<T>) {
         let wake = {
             let mut s = self.lock();
-            let wake = batch.len().min(s.idle);
+            s.leader = false;
+            let wake = (batch.len() + 1).min(s.idle);
             s.items.extend(batch.drain(..));
             wake
         };
@@ -59,21 +99,15 @@ impl<T> WorkQueue<T> {
         }
     }
 
-    /// The next item; waits while the queue is empty. `None` once the
-    /// queue is closed.
-    pub(crate) fn pop(&self) -> Option<T> {
-        let mut s = self.lock();
-        loop {
-            if s.closed {
-                return None;
-            }
-            if let Some(item) = s.items.pop_front() {
-                return Some(item);
-            }
-            s.idle += 1;
-            s = self.ready.wait(s).unwrap_or_else(PoisonError::into_inner);
-            s.idle -= 1;
-        }
+    /// Whether threads may still lead.
+    pub(crate) fn reading(&self) -> bool {
+        self.lock().reading
+    }
+
+    /// Nobody leads any more once the current leader resigns; queued
+    /// items are still handed out.
+    pub(crate) fn stop_reading(&self) {
+        self.lock().reading = false;
     }
 
     /// Refuse further items and wake every waiting thread; queued items
@@ -134,52 +168,97 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
-    #[test]
-    fn items_come_out_in_order_and_close_ends_the_wait() {
-        let q = Arc::new(WorkQueue::new());
-        let mut batch = vec![1, 2, 3];
-        q.push_all(&mut batch);
-        assert!(batch.is_empty());
-        assert_eq!(q.pop(), Some(1));
-        assert_eq!(q.pop(), Some(2));
-        assert_eq!(q.pop(), Some(3));
-        let waiter = {
-            let q = q.clone();
-            std::thread::spawn(move || q.pop())
-        };
-        q.close();
-        assert_eq!(waiter.join().unwrap(), None);
-        q.push_all(&mut vec![4]);
-        assert_eq!(q.pop(), None, "a closed queue hands out nothing");
+    /// `next` for a thread that should get an item.
+    fn item<T>(q: &WorkQueue<T>) -> T {
+        match q.next() {
+            Next::Item(item) => item,
+            Next::Lead => panic!("got the lead, wanted an item"),
+            Next::Closed => panic!("closed, wanted an item"),
+        }
     }
 
     #[test]
-    fn every_item_reaches_exactly_one_of_many_threads() {
+    fn one_thread_leads_and_its_items_come_out_in_order() {
         let q = Arc::new(WorkQueue::new());
+        assert!(matches!(q.next(), Next::Lead));
+        // While one leads, another thread waits...
+        let follower = {
+            let q = q.clone();
+            std::thread::spawn(move || item(&q))
+        };
+        let mut batch = vec![1, 2, 3];
+        q.resign(&mut batch);
+        assert!(batch.is_empty());
+        // ...and gets the first item; the rest stay queued, in order.
+        assert_eq!(follower.join().unwrap(), 1);
+        assert_eq!(item(&q), 2);
+        assert_eq!(item(&q), 3);
+        assert!(matches!(q.next(), Next::Lead), "the lead was given up");
+        q.resign(&mut Vec::new());
+        q.stop_reading();
+        assert!(!q.reading());
+        let waiter = {
+            let q = q.clone();
+            std::thread::spawn(move || matches!(q.next(), Next::Closed))
+        };
+        q.close();
+        assert!(
+            waiter.join().unwrap(),
+            "close ends the wait of a thread that may not lead"
+        );
+        q.resign(&mut vec![4]);
+        assert!(
+            matches!(q.next(), Next::Closed),
+            "a closed queue hands out nothing"
+        );
+    }
+
+    #[test]
+    fn every_item_reaches_exactly_one_thread_and_leaders_take_turns() {
+        // Each leader produces the next ten numbers until 1000 are out.
+        let q = Arc::new(WorkQueue::new());
+        let produced = Arc::new(AtomicUsize::new(0));
         let sum = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {
-                let (q, sum) = (q.clone(), sum.clone());
+                let (q, produced, sum) = (q.clone(), produced.clone(), sum.clone());
                 std::thread::spawn(move || {
-                    while let Some(n) = q.pop() {
-                        if n == 0 {
-                            return;
+                    let mut batch = Vec::new();
+                    let mut leads = 0;
+                    loop {
+                        match q.next() {
+                            Next::Item(n) => {
+                                sum.fetch_add(n, Ordering::SeqCst);
+                            }
+                            Next::Lead => {
+                                leads += 1;
+                                let start = produced.fetch_add(10, Ordering::SeqCst);
+                                if start >= 1000 {
+                                    q.stop_reading();
+                                    q.resign(&mut batch);
+                                    return leads;
+                                }
+                                batch.extend(start + 1..=start + 10);
+                                q.resign(&mut batch);
+                            }
+                            Next::Closed => return leads,
                         }
-                        sum.fetch_add(n, Ordering::SeqCst);
                     }
                 })
             })
             .collect();
-        let mut batch = Vec::new();
-        for round in 0..100 {
-            batch.extend((1..=10).map(|n| round * 10 + n));
-            q.push_all(&mut batch);
+        // Once reading stopped and the items are out, close.
+        while q.reading() || !q.lock().items.is_empty() {
+            std::thread::yield_now();
         }
-        q.push_all(&mut vec![0; 4]);
-        for t in threads {
-            t.join().unwrap();
-        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        q.close();
+        let leads: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(sum.load(Ordering::SeqCst), (1..=1000).sum::<usize>());
+        assert_eq!(
+            leads, 101,
+            "one lead per batch of ten, and the one that saw the end"
+        );
     }
 
     #[test]

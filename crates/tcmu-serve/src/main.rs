@@ -167,6 +167,15 @@ struct Args {
     /// Largest command in bytes the kernel may send (hw_max_sectors).
     #[arg(long, default_value = "1MiB")]
     max_io: String,
+    /// Size of the data area shared with the kernel, in whole MiB
+    /// (max_data_area_mb; default: the kernel's, 1024 MiB): the bytes of
+    /// all commands in flight at once. Pages are allocated as used.
+    #[arg(long, value_name = "SIZE")]
+    data_area: Option<String>,
+    /// Size of the command ring, in whole MiB between 1 and 8
+    /// (cmd_ring_size_mb; default: the kernel's, 8 MiB).
+    #[arg(long, value_name = "SIZE")]
+    ring_size: Option<String>,
     /// Worker threads executing commands (0: on the ring thread itself;
     /// default: one per CPU, between 4 and 8).
     #[arg(long)]
@@ -205,6 +214,9 @@ struct Plan {
     name: String,
     export: Export,
     max_sectors: u32,
+    /// Data area and command ring in MiB (None: the kernel's default).
+    data_area_mb: Option<u32>,
+    ring_size_mb: Option<u32>,
     workers: Option<usize>,
     cmd_timeout: Option<Duration>,
     qfull_timeout: Option<Duration>,
@@ -259,6 +271,27 @@ fn plan(args: Args) -> Result<Plan, String> {
             "invalid --max-io {max_io}: use a multiple of 512 between the block size and 64MiB"
         ));
     }
+    let whole_mib = |flag: &str, text: &str, min: u64, max: u64| -> Result<u32, String> {
+        let bytes = size::parse_size(text)?;
+        let mib = bytes >> 20;
+        if bytes % (1 << 20) != 0 || mib < min || mib > max {
+            return Err(format!(
+                "invalid {flag} {text}: use whole MiB between {min}MiB and {max}MiB"
+            ));
+        }
+        Ok(mib as u32)
+    };
+    // The data area must hold at least one command of the largest size.
+    let data_area_mb = args
+        .data_area
+        .as_deref()
+        .map(|t| whole_mib("--data-area", t, max_io.div_ceil(1 << 20), u32::MAX as u64))
+        .transpose()?;
+    let ring_size_mb = args
+        .ring_size
+        .as_deref()
+        .map(|t| whole_mib("--ring-size", t, 1, 8))
+        .transpose()?;
     let name = args
         .name
         .unwrap_or_else(|| format!("tcmurs-{}", std::process::id()));
@@ -329,6 +362,8 @@ fn plan(args: Args) -> Result<Plan, String> {
         name,
         export,
         max_sectors: (max_io / 512) as u32,
+        data_area_mb,
+        ring_size_mb,
         workers: args.workers,
         cmd_timeout: args.cmd_timeout.map(Duration::from_secs),
         qfull_timeout: args.qfull_timeout.map(Duration::from_secs),
@@ -355,6 +390,12 @@ fn start_target(plan: &Plan) -> Result<Target, String> {
         });
     if let Some(workers) = plan.workers {
         builder = builder.workers(workers);
+    }
+    if let Some(mib) = plan.data_area_mb {
+        builder = builder.data_area_mb(mib);
+    }
+    if let Some(mib) = plan.ring_size_mb {
+        builder = builder.ring_size_mb(mib);
     }
     builder = builder.timeouts(plan.cmd_timeout, plan.qfull_timeout);
     let target = builder.start().map_err(|e| e.to_string())?;
@@ -500,6 +541,44 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid name")
         );
+    }
+
+    #[test]
+    fn data_area_and_ring_sizes_are_whole_mib_in_range() {
+        let p = args(&["--size", "1MiB"]).unwrap();
+        assert_eq!(
+            (p.data_area_mb, p.ring_size_mb),
+            (None, None),
+            "kernel defaults"
+        );
+        let p = args(&[
+            "--size",
+            "1MiB",
+            "--data-area",
+            "64MiB",
+            "--ring-size",
+            "2MiB",
+        ])
+        .unwrap();
+        assert_eq!((p.data_area_mb, p.ring_size_mb), (Some(64), Some(2)));
+        for (flags, why) in [
+            (
+                ["--data-area", "1536KiB"],
+                "invalid --data-area 1536KiB: use whole MiB",
+            ),
+            (
+                ["--ring-size", "9MiB"],
+                "invalid --ring-size 9MiB: use whole MiB between 1MiB and 8MiB",
+            ),
+            (["--ring-size", "0"], "invalid --ring-size 0"),
+            (["--data-area", "lots"], "invalid size"),
+        ] {
+            let err = args(&["--size", "1MiB", flags[0], flags[1]]).unwrap_err();
+            assert!(err.contains(why), "{flags:?}: {err}");
+        }
+        // Room for at least one command of --max-io.
+        let err = args(&["--size", "1MiB", "--max-io", "4MiB", "--data-area", "2MiB"]).unwrap_err();
+        assert!(err.contains("between 4MiB and"), "{err}");
     }
 
     fn cli(argv: &[&str]) -> Result<Plan, String> {

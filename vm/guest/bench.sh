@@ -476,7 +476,9 @@ job_selected() {
 
 # With BENCH_PERF set, a system-wide profile (perf record, cpu-clock
 # samples: TCG has no hardware counters) of each job's measured part, and
-# its flat report by command, object and symbol in NAME.perf.txt.
+# its flat reports in NAME.perf.txt (by command, object and symbol),
+# NAME.perf-comm.txt (by command) and NAME.perf-dso.txt (by command and
+# object: a thread's own code against the kernel's work for it).
 PERF_PID=""
 perf_start() {
   command -v perf > /dev/null || { note "perf not installed: no profile"; return 0; }
@@ -498,6 +500,8 @@ perf_stop() {
     --percent-limit 0.3 > "$BS_OUT/$1.perf.txt" 2> /dev/null || true
   perf report -i "$BS_OUT/$1.perf.data" --stdio --no-children --sort comm \
     > "$BS_OUT/$1.perf-comm.txt" 2> /dev/null || true
+  perf report -i "$BS_OUT/$1.perf.data" --stdio --no-children --sort comm,dso \
+    > "$BS_OUT/$1.perf-dso.txt" 2> /dev/null || true
   rm -f "$BS_OUT/$1.perf.data"
 }
 
@@ -544,7 +548,9 @@ lines = []
 for key, label in labels.items():
     d = os.path.join(out, key)
     status_file = os.path.join(d, "status")
-    status = open(status_file).read().strip() if os.path.exists(status_file) else "n/a (not run)"
+    if not os.path.exists(status_file):
+        continue  # not in BENCH_ONLY
+    status = open(status_file).read().strip()
     bs = {"key": key, "label": label, "status": status,
           "queue": kv(os.path.join(d, "queue.txt")),
           "rss": kv(os.path.join(d, "rss.txt")) or None, "results": {}}

@@ -159,7 +159,7 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
         self
     }
 
-    /// Worker threads executing commands (0: on the ring thread).
+    /// Worker threads executing commands (0: on the serving thread).
     pub fn workers(mut self, workers: usize) -> Self {
         self.serve.workers = workers;
         self

@@ -176,7 +176,7 @@ struct Args {
     /// (cmd_ring_size_mb; default: the kernel's, 8 MiB).
     #[arg(long, value_name = "SIZE")]
     ring_size: Option<String>,
-    /// Worker threads executing commands (0: on the ring thread itself;
+    /// Worker threads executing commands (0: on the serving thread itself;
     /// default: one per CPU, between 4 and 8).
     #[arg(long)]
     workers: Option<usize>,

@@ -14,7 +14,7 @@
 //! | anything wrong       | `error: <one line saying what>`                |
 //!
 //! `tcmu-serve --control PATH REQUEST...` is that client. Every device has
-//! its own ring thread and workers, so a slow backend or a broken ring of
+//! its own serving thread and workers, so a slow backend or a broken ring of
 //! one device never stalls another; a device whose ring broke is removed
 //! and logged. SIGINT or SIGTERM remove every device and the socket.
 

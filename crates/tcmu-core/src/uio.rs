@@ -72,6 +72,9 @@ pub enum Wake {
     Timeout,
 }
 
+/// How many descriptors besides the device [`UioDevice::wait`] watches.
+pub const MAX_OTHERS: usize = 3;
+
 /// An open, mapped TCMU UIO device.
 pub struct UioDevice {
     file: File,
@@ -142,20 +145,31 @@ impl UioDevice {
         &self.path
     }
 
-    /// Block until the kernel signals new entries, one of `others` becomes
+    /// Block until the kernel signals new entries, one of `others` (at most
+    /// [`MAX_OTHERS`]) becomes
     /// readable, or `timeout` passes (`None`: no timeout). A kernel event is
     /// consumed (its 4-byte counter read) before returning, so no wakeup is
     /// lost: entries published after that read raise a new event.
     pub fn wait(&self, others: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Wake> {
-        let mut fds = Vec::with_capacity(1 + others.len());
-        fds.push(PollFd::new(self.file.as_fd(), PollFlags::POLLIN));
-        fds.extend(others.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+        // On the stack (this runs once per wake-up): the device, then the
+        // others; unused slots repeat the device and are not polled.
+        let device = PollFd::new(self.file.as_fd(), PollFlags::POLLIN);
+        let mut slots = [device; 1 + MAX_OTHERS];
+        if others.len() > MAX_OTHERS {
+            return Err(io::Error::other(format!(
+                "at most {MAX_OTHERS} other descriptors can be waited for"
+            )));
+        }
+        for (slot, fd) in slots[1..].iter_mut().zip(others) {
+            *slot = PollFd::new(*fd, PollFlags::POLLIN);
+        }
+        let fds = &mut slots[..1 + others.len()];
         let timeout = match timeout {
             None => PollTimeout::NONE,
             Some(t) => PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
                 .unwrap_or(PollTimeout::MAX),
         };
-        let n = match poll(&mut fds, timeout) {
+        let n = match poll(fds, timeout) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => return Ok(Wake::Timeout),
             Err(e) => return Err(e.into()),

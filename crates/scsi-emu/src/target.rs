@@ -165,6 +165,15 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
         self
     }
 
+    /// How long the worker reading the ring watches for the next command
+    /// before it sleeps (default [`tcmu_core::server::DEFAULT_SPIN`]; zero
+    /// never spins): lower latency under load for up to that much CPU time
+    /// per wait.
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.serve.spin = spin;
+        self
+    }
+
     /// How long the kernel lets a command wait for its completion before
     /// failing it to the initiator (`attrib/cmd_time_out`; kernel default
     /// 30 s), and how long a command may wait for room in a full ring

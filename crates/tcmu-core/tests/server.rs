@@ -35,6 +35,7 @@ impl Served {
         let options = ServeOptions {
             workers,
             drain_timeout,
+            ..ServeOptions::default()
         };
         let server_bell = bell.clone();
         let server = std::thread::spawn(move || {

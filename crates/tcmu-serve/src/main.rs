@@ -180,6 +180,10 @@ struct Args {
     /// default: one per CPU, between 4 and 8).
     #[arg(long)]
     workers: Option<usize>,
+    /// Microseconds the worker reading the ring watches for the next
+    /// command before it sleeps (0: never; default 60).
+    #[arg(long, value_name = "MICROSECONDS")]
+    spin_us: Option<u64>,
     /// Seconds the kernel waits for a command before failing it to the
     /// initiator (attrib/cmd_time_out; kernel default 30).
     #[arg(long, value_name = "SECONDS")]
@@ -217,6 +221,7 @@ struct Plan {
     /// Data area and command ring in MiB (None: the kernel's default).
     data_area_mb: Option<u32>,
     ring_size_mb: Option<u32>,
+    spin: Option<Duration>,
     workers: Option<usize>,
     cmd_timeout: Option<Duration>,
     qfull_timeout: Option<Duration>,
@@ -292,6 +297,9 @@ fn plan(args: Args) -> Result<Plan, String> {
         .as_deref()
         .map(|t| whole_mib("--ring-size", t, 1, 8))
         .transpose()?;
+    if args.spin_us.is_some_and(|us| us > 10_000) {
+        return Err("invalid --spin-us: use at most 10000 (10 ms)".into());
+    }
     let name = args
         .name
         .unwrap_or_else(|| format!("tcmurs-{}", std::process::id()));
@@ -364,6 +372,7 @@ fn plan(args: Args) -> Result<Plan, String> {
         max_sectors: (max_io / 512) as u32,
         data_area_mb,
         ring_size_mb,
+        spin: args.spin_us.map(Duration::from_micros),
         workers: args.workers,
         cmd_timeout: args.cmd_timeout.map(Duration::from_secs),
         qfull_timeout: args.qfull_timeout.map(Duration::from_secs),
@@ -390,6 +399,9 @@ fn start_target(plan: &Plan) -> Result<Target, String> {
         });
     if let Some(workers) = plan.workers {
         builder = builder.workers(workers);
+    }
+    if let Some(spin) = plan.spin {
+        builder = builder.spin(spin);
     }
     if let Some(mib) = plan.data_area_mb {
         builder = builder.data_area_mb(mib);
@@ -551,6 +563,11 @@ mod tests {
             (None, None),
             "kernel defaults"
         );
+        assert_eq!(p.spin, None, "the library's default");
+        let p = args(&["--size", "1MiB", "--spin-us", "0"]).unwrap();
+        assert_eq!(p.spin, Some(Duration::ZERO));
+        let err = args(&["--size", "1MiB", "--spin-us", "20000"]).unwrap_err();
+        assert!(err.contains("invalid --spin-us"), "{err}");
         let p = args(&[
             "--size",
             "1MiB",

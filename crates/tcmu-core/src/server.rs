@@ -217,9 +217,10 @@ where
     result
 }
 
-/// Spin time of [`ServeOptions::default`], chosen by measurement (see the
-/// README's performance section).
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(60);
+/// Spin time of [`ServeOptions::default`]: none. Spinning helps one busy
+/// initiator and costs an initiator that needs every CPU (see the README's
+/// performance section), so it is a choice, not a default.
+pub const DEFAULT_SPIN: Duration = Duration::ZERO;
 
 /// Whether the kernel publishes a new entry within the spin time.
 fn spin_for_entries<D: ?Sized, H: ?Sized>(ctx: &Context<D, H>) -> bool {

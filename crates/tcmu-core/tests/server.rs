@@ -28,15 +28,22 @@ impl Served {
         workers: usize,
         drain_timeout: Duration,
     ) -> Served {
-        let kernel = SimKernel::new(SimConfig::default());
-        let ring = Ring::new(kernel.map()).unwrap();
-        let bell = Arc::new(SimDoorbell::new().unwrap());
-        let (stop_rx, stop) = UnixStream::pair().unwrap();
         let options = ServeOptions {
             workers,
             drain_timeout,
             ..ServeOptions::default()
         };
+        Served::start_with(handler, options)
+    }
+
+    fn start_with<H: CommandHandler + Send + Sync + 'static>(
+        handler: Arc<H>,
+        options: ServeOptions,
+    ) -> Served {
+        let kernel = SimKernel::new(SimConfig::default());
+        let ring = Ring::new(kernel.map()).unwrap();
+        let bell = Arc::new(SimDoorbell::new().unwrap());
+        let (stop_rx, stop) = UnixStream::pair().unwrap();
         let server_bell = bell.clone();
         let server = std::thread::spawn(move || {
             serve_with(server_bell, ring, handler, stop_rx.as_fd(), options)
@@ -186,6 +193,43 @@ fn a_slow_command_does_not_hold_up_the_others() {
     assert!(served.bell.notifications() >= 2);
     served.stop().unwrap();
     assert_eq!(handler.calls.load(Ordering::SeqCst), 21);
+}
+
+#[test]
+fn a_spinning_leader_serves_every_command_and_stops_promptly() {
+    // A long spin, so that commands arrive both while the leader spins
+    // and while it sleeps, and the stop comes while it spins.
+    let handler = slow_on_request();
+    let options = ServeOptions {
+        workers: 2,
+        spin: Duration::from_millis(20),
+        ..ServeOptions::default()
+    };
+    let mut served = Served::start_with(handler.clone(), options);
+    for round in 0..5 {
+        let ids: Vec<u16> = (0..3).map(|_| served.submit(&TUR, 0)).collect();
+        let done = wait_for(&mut served.kernel, 3, Duration::from_secs(10));
+        let mut got: Vec<u16> = done.iter().map(|c| c.id).collect();
+        got.sort_unstable();
+        let mut want = ids.clone();
+        want.sort_unstable();
+        assert_eq!(got, want, "round {round}");
+        // Sometimes past the spin, sometimes within it.
+        std::thread::sleep(Duration::from_millis(if round % 2 == 0 { 40 } else { 1 }));
+    }
+    assert!(
+        served.kernel.broken().is_none(),
+        "{:?}",
+        served.kernel.broken()
+    );
+    let started = std::time::Instant::now();
+    served.stop().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 15);
 }
 
 #[test]

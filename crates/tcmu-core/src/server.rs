@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::layout::MB_CMD_HEAD;
 use crate::mem::DataSegments;
 use crate::ring::{Command, Reply, Ring, RingEntry, RingError};
-use crate::uio::{UioDevice, Wake};
+use crate::uio::{UioDevice, Wake, poll_readable};
 use crate::work_queue::{Next, SharedNotify, WorkQueue};
 
 /// Executes SCSI commands; the SCSI emulator implements it.
@@ -143,8 +143,9 @@ where
 /// its thread, not the caller. Its command is completed late (exactly
 /// once) if serving still runs, or left to the kernel's `cmd_time_out`.
 /// While commands wait for a worker, or no worker is free to read the
-/// ring, every worker busy in one call for over a second is replaced by a new one (at most 32 beyond
-/// `options.workers`), so hung calls never take the whole pool.
+/// ring, every worker busy in one call for over a second is replaced by a
+/// new one (at most 32 beyond `options.workers`), so hung calls never take
+/// the whole pool.
 pub fn serve_with<D, H>(
     uio: Arc<D>,
     mut ring: Ring,
@@ -353,15 +354,10 @@ where
             }
             s = lock(&ctx.shared);
         }
-        if let Some(e) = failure {
-            s.failure.get_or_insert(e);
-            drop(s);
-            ctx.work.stop_reading();
-            ctx.work.resign(batch);
-            let _ = (&ctx.wake_supervisor).write(&[1]);
-            return None;
-        }
         drop(s);
+        if let Some(e) = failure {
+            return give_up_reading(ctx, batch, e);
+        }
         if !batch.is_empty() {
             let mine = batch.remove(0);
             ctx.work.resign(batch);
@@ -376,13 +372,27 @@ where
         // Entries published after the pass raise a new kernel event; the
         // interrupt makes the checks above run again.
         if let Err(e) = ctx.uio.wait(&[ctx.interrupt.as_fd()], None) {
-            lock(&ctx.shared).failure.get_or_insert(e.into());
-            ctx.work.stop_reading();
-            ctx.work.resign(batch);
-            let _ = (&ctx.wake_supervisor).write(&[1]);
-            return None;
+            return give_up_reading(ctx, batch, e.into());
         }
     }
+}
+
+/// The leader met an error: record it for the supervisor, stop all
+/// reading and hand out what was read; always `None`.
+fn give_up_reading<D, H>(
+    ctx: &Context<D, H>,
+    batch: &mut Vec<Command>,
+    e: ServeError,
+) -> Option<Command>
+where
+    D: Doorbell + ?Sized,
+    H: CommandHandler + ?Sized,
+{
+    lock(&ctx.shared).failure.get_or_insert(e);
+    ctx.work.stop_reading();
+    ctx.work.resign(batch);
+    let _ = (&ctx.wake_supervisor).write(&[1]);
+    None
 }
 
 /// Complete `cmd` with `reply` on a worker and notify the kernel, once for
@@ -588,7 +598,7 @@ fn supervise<D, H>(
             Some(_) => Duration::from_millis(20),
             None => STUCK_AFTER / 2,
         };
-        match wait_readable(&[stop, wake.as_fd()], timeout)? {
+        match poll_readable(&[stop, wake.as_fd()], Some(timeout))? {
             Some(0) => {
                 // First byte: drain; any further byte: stop now.
                 let mut bytes = [0u8; 16];
@@ -610,23 +620,5 @@ fn supervise<D, H>(
             }
             None => {}
         }
-    }
-}
-
-/// The index of the first of `fds` that is readable within `timeout`.
-fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Option<usize>> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut polled: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-        .collect();
-    let timeout = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
-        .unwrap_or(PollTimeout::MAX);
-    match poll(&mut polled, timeout) {
-        Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(None),
-        Ok(_) => Ok(polled
-            .iter()
-            .position(|fd| fd.revents().is_some_and(|r| !r.is_empty()))),
-        Err(e) => Err(e.into()),
     }
 }

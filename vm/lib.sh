@@ -11,14 +11,6 @@ VM_WORK="${VM_WORK:-$REPO_ROOT/target/vm}"
 # shellcheck disable=SC2034 # used by the scripts that source this file
 VM_INITRD="$VM_WORK/initramfs.cpio.gz"
 
-# Host packages. The guest's userland is the host's root filesystem (shared
-# read-only over virtio-9p), so the guest-side tools are installed here too.
-VM_HOST_PKGS=(qemu-system-x86 busybox-static kmod cpio xz-utils gzip
-  sg3-utils fio e2fsprogs qemu-utils tcmu-runner dbus util-linux coreutils procps python3 open-iscsi)
-
-log() { printf '[vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # Run apt-get update at most once per process tree.
 apt_update_once() {
   [[ -n "${VM_APT_UPDATED:-}" ]] && return 0
@@ -27,20 +19,9 @@ apt_update_once() {
   export VM_APT_UPDATED=1
 }
 
-# vm_ensure_pkgs [PKG...]: install the harness packages plus PKG... when any is
-# missing. Costs one dpkg-query when everything is already there.
-vm_ensure_pkgs() {
-  local missing=() p
-  for p in "${VM_HOST_PKGS[@]}" "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-  done
-  ((${#missing[@]})) || return 0
-  ((EUID == 0)) || die "missing packages (${missing[*]}) and not root: install them first"
-  apt_update_once
-  log "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 \
-    "${missing[@]}" < /dev/null >&2 || die "apt-get install failed"
-}
+# install_deps GROUP...: scripts/install-deps (one apt transaction for every
+# missing package of those groups, then a check of the programs they call).
+install_deps() { "$REPO_ROOT/scripts/install-deps" "$@" || exit 1; }
 
 # The kernel release to boot: $VM_KVER, else whatever linux-image-amd64 of the
 # host's Debian release depends on (e.g. 6.1.0-26-amd64).
@@ -77,7 +58,7 @@ BUILD_ERROR=""
 # shellcheck disable=SC2034 # BUILD_ERROR is for the callers
 build_tcmu_serve() {
   if [[ -z "${TCMU_SERVE:-}" ]]; then
-    vm_ensure_pkgs gcc libc6-dev # rustc links with cc
+    install_deps build # rustc links with cc
     # rustup installs into ~/.cargo/bin, which a non-login shell may lack.
     command -v cargo > /dev/null || PATH=$HOME/.cargo/bin:$PATH
     command -v cargo > /dev/null || { BUILD_ERROR="cargo not found"; return 1; }

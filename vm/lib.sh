@@ -11,6 +11,9 @@ VM_WORK="${VM_WORK:-$REPO_ROOT/target/vm}"
 # shellcheck disable=SC2034 # used by the scripts that source this file
 VM_INITRD="$VM_WORK/initramfs.cpio.gz"
 
+log() { printf '[vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
 # Run apt-get update at most once per process tree.
 apt_update_once() {
   [[ -n "${VM_APT_UPDATED:-}" ]] && return 0

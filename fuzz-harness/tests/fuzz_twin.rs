@@ -192,7 +192,7 @@ fn parameter_list_seeds_run() {
 
 #[test]
 fn checked_in_seed_files_are_current() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
     for (target, seeds) in [
         ("cdb_parser", seeds::cdb_parser()),
         ("parameter_list", seeds::parameter_list()),

@@ -2,10 +2,10 @@
 
 #[test]
 fn the_readme_shows_the_xor_example_unchanged() {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../README.md");
     let example = include_str!("../examples/xor_disk.rs");
     assert!(
         readme.contains(example),
-        "README.md must show crates/scsi-emu/examples/xor_disk.rs verbatim"
+        "README.md must show scsi-emu/examples/xor_disk.rs verbatim"
     );
 }

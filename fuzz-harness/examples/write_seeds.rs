@@ -11,7 +11,7 @@ fn main() -> std::io::Result<()> {
     let dir = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds"));
     for (target, seeds) in [
         ("cdb_parser", fuzz_harness::seeds::cdb_parser()),
         ("parameter_list", fuzz_harness::seeds::parameter_list()),

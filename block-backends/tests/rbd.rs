@@ -153,7 +153,7 @@ impl Cluster {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// A line on the real stderr, which the test harness does not capture.

@@ -77,8 +77,8 @@ build_tcmu_serve() {
       { BUILD_ERROR="cargo build --release -p tcmu-serve ${features[*]} failed"; return 1; }
     # The library's example devices (vm/tests/examples.sh) and the netlink
     # probe (vm/tests/netlink.sh) run in the VM too.
-    log "cargo build --release -p scsi-emu --examples; -p tcmu-core --example tcmu-netlink-probe"
-    (cd "$REPO_ROOT" && cargo build --release -p scsi-emu --examples >&2 &&
+    log "cargo build --release -p tcmu-target --examples; -p tcmu-core --example tcmu-netlink-probe"
+    (cd "$REPO_ROOT" && cargo build --release -p tcmu-target --examples >&2 &&
       cargo build --release -p tcmu-core --example tcmu-netlink-probe >&2) ||
       { BUILD_ERROR="cargo build of the examples failed"; return 1; }
     TCMU_SERVE=$REPO_ROOT/target/release/tcmu-serve

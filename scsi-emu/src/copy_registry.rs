@@ -74,8 +74,7 @@ pub(crate) struct Registered {
 /// Cloning is cheap and every clone is the same registry. Give one to
 /// every [`Emulator`](crate::Emulator) (with
 /// [`with_copy_registry`](crate::Emulator::with_copy_registry)) or
-/// [`Target`](crate::target::Target) (with
-/// [`TargetBuilder::copy_registry`](crate::target::TargetBuilder::copy_registry))
+/// `tcmu_target::Target` (with `TargetBuilder::copy_registry`)
 /// that should take part: each registers itself and is removed again when
 /// it is dropped. A unit with a registry reports 3PC in its standard
 /// INQUIRY data and accepts EXTENDED COPY(LID1) naming any registered unit

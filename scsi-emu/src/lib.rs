@@ -84,14 +84,13 @@ mod model_tests;
 mod range_lock;
 mod read_capacity;
 mod read_write;
-mod reconfig;
 mod report_opcodes;
 mod response;
 mod sense_format;
 pub mod status;
-pub mod target;
 // The TCMU ring glue: DataBuffer for ring segments, CommandHandler for
 // the emulator (trait impls only, so the module stays private).
+#[cfg(feature = "tcmu")]
 mod tcmu;
 #[cfg(test)]
 mod testutil;

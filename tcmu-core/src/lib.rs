@@ -10,9 +10,11 @@
 //!
 //! All unsafe code of this crate lives in [`mem`].
 
+#[cfg(feature = "control")]
 pub mod configfs;
 mod layout;
 pub mod mem;
+#[cfg(feature = "control")]
 pub mod netlink;
 pub mod ring;
 pub mod server;

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use scsi_emu::target::Target;
+use tcmu_target::Target;
 
 use crate::{Args, catch_signals, force_on_signal, plan, ready_target, start_target};
 

@@ -23,8 +23,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use scsi_emu::target::{Export as TargetExport, IscsiAuth, Target};
 use tcmu_core::configfs;
+use tcmu_target::{Export as TargetExport, IscsiAuth, Target};
 
 use backend::{BackendSpec, DeviceOptions, FaultSpec};
 

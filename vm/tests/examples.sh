@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# The library's example devices (scsi-emu/examples) served for real:
+# The library's example devices (tcmu-target/examples) served for real:
 # each prints `ready: /dev/sdX`, behaves as its source says, and removes
 # everything on SIGTERM. Sourced by vm/guest/suite.
 

@@ -2,8 +2,8 @@
 //! the text "block N" padded with dots. Writes are refused with DATA
 //! PROTECT, and the disk shows up write-protected. Run as root; stop with ^C.
 
-use scsi_emu::target::Target;
 use scsi_emu::{BlockDevice, BlockError};
+use tcmu_target::Target;
 
 /// 64 MiB of generated, immutable blocks.
 struct GeneratedDisk;

@@ -1,97 +1,24 @@
-//! Serving a [`BlockDevice`] as a SCSI disk of the running kernel: the one
-//! entry point for programs (the `tcmu-serve` command uses it too).
-//!
-//! ```no_run
-//! use block_backends::MemoryDevice;
-//! use scsi_emu::target::{Export, Target};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let device = MemoryDevice::new(512, 1 << 20)?; // 512 MiB
-//! let target = Target::builder(device).name("scratch").export(Export::Loopback).start()?;
-//! println!("serving {}", target.disk().unwrap().display());
-//! target.wait_for_signal()?; // until SIGINT or SIGTERM
-//! target.shutdown()?; // unexport, stop serving, remove the backstore
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! Starting needs root: it loads the kernel modules, creates a `user_0`
-//! backstore in configfs, maps its UIO device, serves the ring on a thread
-//! (with a pool of workers executing commands) and, with
-//! [`Export::Loopback`], makes a local `/dev/sdX` through tcm_loop, or with
-//! [`Export::Iscsi`] an iSCSI target of the kernel (LIO) that initiators
-//! log in to.
-//! Everything created is removed again by [`Target::shutdown`] or, if that
-//! is never called, when the `Target` is dropped.
-//!
-//! While it runs, the target follows the kernel's attribute changes
-//! (`attrib/dev_size`, `emulate_write_cache`, `dev_config`, announced on
-//! netlink): the device is resized through [`BlockDevice::resize`] and the
-//! initiator told CAPACITY DATA HAS CHANGED, the write cache follows, and a
-//! change that cannot be made is written back (see the `reconfig` module's
-//! notes in the README). Task management notification is turned on.
+//! Settings of a target, and starting it: modules, backstore, UIO device,
+//! ring thread, netlink watcher and export, in that order.
 
-use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use scsi_emu::{BlockDevice, CopyRegistry, Emulator, LunIdentity};
 use tcmu_core::Ring;
 use tcmu_core::configfs::{
     self, Backstore, BackstoreConfig, ConfigfsError, IscsiConfig, IscsiExport, LoopbackExport,
 };
-use tcmu_core::server::{ServeError, ServeOptions, serve_with};
+use tcmu_core::server::ServeOptions;
 use tcmu_core::uio::{UioDevice, UioError};
 
+use crate::error::TargetError;
+use crate::export::Export;
+use crate::naming::{loop_wwn, new_serial, uio_minor};
 use crate::reconfig::ReconfigWatcher;
-use crate::{BlockDevice, CopyRegistry, Emulator, LunIdentity};
-
-pub use tcmu_core::configfs::IscsiAuth;
-
-/// How the LUN is made visible to the system.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Export {
-    /// A local SCSI disk (`/dev/sdX`) through tcm_loop.
-    Loopback,
-    /// No fabric: only the configfs backstore (link it yourself).
-    None,
-    /// An iSCSI target of the kernel (LIO): LUN 0 of TPG 1, one portal,
-    /// any initiator may log in (demo mode), with CHAP if `auth` says so.
-    /// [`Target::iscsi_url`] tells where. Everything is removed on
-    /// shutdown.
-    Iscsi {
-        /// The target name (`iqn.YYYY-MM.reversed.domain[:name]`); default
-        /// [`configfs::default_iqn`] of the backstore name.
-        iqn: Option<String>,
-        /// Where the target listens, e.g. `127.0.0.1:3260`.
-        portal: SocketAddr,
-        /// Who may log in.
-        auth: IscsiAuth,
-    },
-}
-
-/// Why a target could not be started or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error("must run as root: configuring the kernel target (configfs) needs it")]
-    NotRoot,
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Configfs(#[from] ConfigfsError),
-    #[error(transparent)]
-    Uio(#[from] UioError),
-    #[error("cannot attach to the command ring: {0}")]
-    Ring(#[from] tcmu_core::RingError),
-    #[error("serving stopped: {0}")]
-    Serve(#[from] ServeError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
+use crate::ring_thread::RingThread;
+use crate::target::Target;
 
 /// Settings of a [`Target`]; start it with [`TargetBuilder::start`].
 pub struct TargetBuilder<D> {
@@ -368,19 +295,6 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
     }
 }
 
-/// A LUN being served. Dropping it shuts it down (errors are logged);
-/// [`shutdown`](Target::shutdown) reports them.
-pub struct Target {
-    // Drop order matters: exports, then ring thread, then backstore.
-    reconfig: Option<ReconfigWatcher>,
-    export: Option<LoopbackExport>,
-    iscsi: Option<IscsiExport>,
-    ring_thread: Option<RingThread>,
-    backstore: Option<Backstore>,
-    disk: Option<PathBuf>,
-    name: String,
-}
-
 impl Target {
     /// Start describing a target that serves `device`.
     pub fn builder<D: BlockDevice + 'static>(device: D) -> TargetBuilder<D> {
@@ -399,219 +313,5 @@ impl Target {
             qfull_time_out: None,
             copy_registry: None,
         }
-    }
-
-    /// The local disk (`/dev/sdX`) with [`Export::Loopback`].
-    pub fn disk(&self) -> Option<&Path> {
-        self.disk.as_deref()
-    }
-
-    /// Where initiators find the LUN with [`Export::Iscsi`]:
-    /// `iscsi://ADDR:PORT/IQN/0`.
-    pub fn iscsi_url(&self) -> Option<&str> {
-        self.iscsi.as_ref().map(|e| e.url())
-    }
-
-    /// The configfs directory of the backstore.
-    pub fn backstore_dir(&self) -> &Path {
-        self.backstore.as_ref().map_or(Path::new(""), |b| b.dir())
-    }
-
-    /// The backstore name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Whether the ring thread stopped on its own (a corrupt ring).
-    pub fn failed(&self) -> bool {
-        self.ring_thread.as_ref().is_none_or(|t| t.finished())
-    }
-
-    /// Block until SIGINT or SIGTERM arrives (or serving fails).
-    pub fn wait_for_signal(&self) -> Result<(), TargetError> {
-        let (mut signals, tx) = UnixStream::pair()?;
-        let mut ids = Vec::new();
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            ids.push(signal_hook::low_level::pipe::register(
-                sig,
-                tx.try_clone()?,
-            )?);
-        }
-        signals.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let mut byte = [0u8; 16];
-        while !self.failed() {
-            if matches!(signals.read(&mut byte), Ok(n) if n > 0) {
-                break;
-            }
-        }
-        for id in ids {
-            signal_hook::low_level::unregister(id);
-        }
-        Ok(())
-    }
-
-    /// A handle that cuts a [`shutdown`](Self::shutdown) short (e.g. on a
-    /// second signal): commands still executing are not waited for.
-    pub fn force_stop_handle(&self) -> Option<ForceStop> {
-        let thread = self.ring_thread.as_ref()?;
-        thread.stop.try_clone().ok().map(ForceStop)
-    }
-
-    /// Unexport, stop serving (waiting for commands in flight), and remove
-    /// the backstore.
-    pub fn shutdown(mut self) -> Result<(), TargetError> {
-        drop(self.reconfig.take());
-        if let Some(export) = self.export.take() {
-            export.remove()?;
-        }
-        if let Some(export) = self.iscsi.take() {
-            export.remove()?;
-        }
-        let served = match self.ring_thread.take() {
-            Some(t) => t.stop(),
-            None => Ok(()),
-        };
-        if let Some(backstore) = self.backstore.take() {
-            backstore.remove()?;
-        }
-        served
-    }
-}
-
-/// Ends a shutdown in progress without waiting for commands still
-/// executing; see [`Target::force_stop_handle`].
-pub struct ForceStop(UnixStream);
-
-impl ForceStop {
-    /// Stop serving now.
-    pub fn force(&self) {
-        // Two bytes at once: "stop" and "do not wait" (see serve_with).
-        let _ = (&self.0).write_all(&[1, 1]);
-    }
-}
-
-/// The ring-serving thread; stopping it (or dropping it) joins it.
-struct RingThread {
-    stop: UnixStream,
-    handle: Option<JoinHandle<Result<(), ServeError>>>,
-    /// The emulator (and so the device), also held by the worker threads.
-    emulator: Option<Arc<dyn std::any::Any + Send + Sync>>,
-}
-
-/// How long a stop waits for the worker threads to let go of the device.
-const WORKERS_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
-
-impl RingThread {
-    fn spawn<D: BlockDevice + 'static>(
-        uio: UioDevice,
-        ring: Ring,
-        emulator: Arc<Emulator<D>>,
-        options: ServeOptions,
-    ) -> Result<RingThread, TargetError> {
-        let (stop, stop_rx) = UnixStream::pair()?;
-        let held = emulator.clone();
-        let handle = std::thread::Builder::new()
-            .name("tcmu-ring".into())
-            .spawn(move || serve_with(Arc::new(uio), ring, emulator, stop_rx.as_fd(), options))?;
-        Ok(RingThread {
-            stop,
-            handle: Some(handle),
-            emulator: Some(held),
-        })
-    }
-
-    fn finished(&self) -> bool {
-        self.handle.as_ref().is_none_or(|h| h.is_finished())
-    }
-
-    fn stop(mut self) -> Result<(), TargetError> {
-        self.stop_inner()
-    }
-
-    fn stop_inner(&mut self) -> Result<(), TargetError> {
-        let Some(handle) = self.handle.take() else {
-            return Ok(());
-        };
-        let _ = self.stop.write_all(&[1]);
-        let result = match handle.join() {
-            Ok(result) => result.map_err(TargetError::from),
-            Err(_) => Err(TargetError::Io(std::io::Error::other(
-                "the ring thread panicked",
-            ))),
-        };
-        self.release_device();
-        result
-    }
-
-    /// Close the device here, not on a worker thread that may still be
-    /// exiting when the process does (a library such as librbd must not be
-    /// torn down under a thread that is still using it). Workers let go as
-    /// soon as serving stops, unless one is stuck in a backend call.
-    fn release_device(&mut self) {
-        let Some(emulator) = self.emulator.take() else {
-            return;
-        };
-        let start = std::time::Instant::now();
-        while Arc::strong_count(&emulator) > 1 {
-            if start.elapsed() >= WORKERS_EXIT_TIMEOUT {
-                log::warn!("a backend call is still running; the device is closed when it returns");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        drop(emulator);
-    }
-}
-
-impl Drop for RingThread {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop_inner() {
-            log::error!("{e}");
-        }
-    }
-}
-
-/// The minor number of a UIO device node (`/dev/uio<minor>`).
-fn uio_minor(path: &Path) -> Option<u32> {
-    path.file_name()?
-        .to_str()?
-        .strip_prefix("uio")?
-        .parse()
-        .ok()
-}
-
-/// A unit serial number: a random UUID from the kernel.
-fn new_serial() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| format!("tcmurs-{}", std::process::id()))
-}
-
-/// A tcm_loop WWN (`naa.5` + 15 hex digits) derived from the serial.
-fn loop_wwn(serial: &str, salt: u8) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in serial.bytes().chain([salt]) {
-        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("naa.5{:015x}", h & 0x0fff_ffff_ffff_ffff)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uio_minors_come_from_the_node_name() {
-        assert_eq!(uio_minor(Path::new("/dev/uio12")), Some(12));
-        assert_eq!(uio_minor(Path::new("/dev/uio")), None);
-        assert_eq!(uio_minor(Path::new("/dev/sda")), None);
-    }
-
-    #[test]
-    fn wwns_are_well_formed_and_distinct() {
-        let a = loop_wwn("serial", 0);
-        let b = loop_wwn("serial", 1);
-        assert_ne!(a, b);
-        assert!(a.starts_with("naa.5") && a.len() == 20, "{a}");
     }
 }

@@ -1,8 +1,8 @@
 //! A custom device in 30 lines: a RAM disk whose bytes are XOR-ed with a
 //! key ("encrypted") on their way in and out. Run as root; stop with ^C.
 use block_backends::MemoryDevice;
-use scsi_emu::target::Target;
 use scsi_emu::{BlockDevice, BlockError};
+use tcmu_target::Target;
 
 /// The wrapped device and the key.
 struct XorDisk<D>(D, u8);

@@ -3,7 +3,7 @@
 //! Writing `attrib/dev_size`, `attrib/emulate_write_cache` or
 //! `attrib/dev_config` of an enabled TCMU backstore makes the kernel
 //! multicast a RECONFIG_DEVICE event on its `TCM-USER` netlink channel.
-//! A [`Target`](crate::target::Target) listens and applies the change:
+//! A [`Target`](crate::Target) listens and applies the change:
 //!
 //! - `dev_size`: the device is resized ([`BlockDevice::resize`]); the next
 //!   command reports CAPACITY DATA HAS CHANGED, so the initiator reads the
@@ -33,7 +33,7 @@ use io::Write;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tcmu_core::netlink::{Change, DeviceEvent, EventKind, TcmuNetlink};
 
-use crate::{BlockDevice, Emulator};
+use scsi_emu::{BlockDevice, Emulator};
 
 /// What becomes of one announced change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,14 +246,59 @@ fn restore_attribute(dir: &Path, attribute: &str, value: &str) -> io::Result<()>
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::LunIdentity;
-    use crate::testutil::{Resizable, VecDevice};
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-    fn memory_lun(blocks: u64) -> Emulator<Resizable> {
-        let dev = Resizable::new(blocks);
+    use super::*;
+    use scsi_emu::{BlockError, LunIdentity};
+
+    /// A zero-filled disk: resizable up to 1000 blocks, or of a fixed size.
+    struct TestDisk {
+        blocks: AtomicU64,
+        resizable: bool,
+        write_cache: bool,
+    }
+
+    impl BlockDevice for TestDisk {
+        fn block_size(&self) -> u32 {
+            512
+        }
+        fn num_blocks(&self) -> u64 {
+            self.blocks.load(Ordering::SeqCst)
+        }
+        fn read(&self, _lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            buf.fill(0);
+            Ok(())
+        }
+        fn write(&self, _lba: u64, _buf: &[u8]) -> Result<(), BlockError> {
+            Ok(())
+        }
+        fn write_cache(&self) -> bool {
+            self.write_cache
+        }
+        fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+            if !self.resizable {
+                return Err(BlockError::Unsupported);
+            }
+            if num_blocks > 1000 {
+                return Err(BlockError::NoSpace);
+            }
+            self.blocks.store(num_blocks, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn test_lun(blocks: u64, resizable: bool, write_cache: bool) -> Emulator<TestDisk> {
+        let dev = TestDisk {
+            blocks: AtomicU64::new(blocks),
+            resizable,
+            write_cache,
+        };
         let identity = LunIdentity::for_device("SN0003", &dev);
         Emulator::new(dev, identity)
+    }
+
+    fn memory_lun(blocks: u64) -> Emulator<TestDisk> {
+        test_lun(blocks, true, false)
     }
 
     #[test]
@@ -286,7 +331,7 @@ mod tests {
             assert_eq!(lun.device().num_blocks(), 100);
         }
         // A device that cannot resize at all.
-        let fixed = crate::testutil::emulator(VecDevice::new(512, 8));
+        let fixed = test_lun(8, false, false);
         let d = decide(&fixed, "x", &Change::DevSize(16 * 512));
         assert!(
             matches!(&d, Decision::Refused { restore, .. } if restore == "4096"),
@@ -297,7 +342,7 @@ mod tests {
 
     #[test]
     fn the_write_cache_follows_the_kernel() {
-        let lun = crate::testutil::emulator(VecDevice::new(512, 8).with_write_cache());
+        let lun = test_lun(8, false, true);
         assert!(lun.write_cache_enabled());
         let d = decide(&lun, "x", &Change::WriteCache(false));
         assert_eq!(d, Decision::Accepted("write cache off".into()));

@@ -6,6 +6,6 @@ fn the_readme_shows_the_xor_example_unchanged() {
     let example = include_str!("../examples/xor_disk.rs");
     assert!(
         readme.contains(example),
-        "README.md must show scsi-emu/examples/xor_disk.rs verbatim"
+        "README.md must show tcmu-target/examples/xor_disk.rs verbatim"
     );
 }

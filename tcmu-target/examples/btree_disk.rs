@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use scsi_emu::target::Target;
 use scsi_emu::{BlockDevice, BlockError};
+use tcmu_target::Target;
 
 const BLOCK: usize = 4096;
 

@@ -5,7 +5,7 @@
 
 use block_backends::MemoryDevice;
 use scsi_emu::CopyRegistry;
-use scsi_emu::target::Target;
+use tcmu_target::Target;
 
 const BLOCKS: u64 = (64 << 20) / 512;
 

@@ -1,6 +1,6 @@
 //! Descriptor-format sense data (SPC-5 4.4.2).
 
-use crate::Sense;
+use crate::sense::Sense;
 
 /// Length of the descriptor-format header (bytes 0..=7).
 pub(crate) const HEADER_LEN: usize = 8;

@@ -1,6 +1,6 @@
 //! Fixed-format sense data (SPC-5 4.4.3).
 
-use crate::Sense;
+use crate::sense::Sense;
 
 /// Length of the fixed-format sense data this crate builds.
 pub const FIXED_SENSE_LEN: usize = 18;

@@ -1,8 +1,11 @@
 //! Decoding sense data of either format.
 
+use crate::asc::AdditionalSense;
 use crate::descriptor::{HEADER_LEN, INFORMATION_DESCRIPTOR, SENSE_KEY_SPECIFIC_DESCRIPTOR};
+use crate::field_pointer::FieldPointer;
 use crate::fixed::VALID;
-use crate::{AdditionalSense, FieldPointer, Sense, SenseKey};
+use crate::key::SenseKey;
+use crate::sense::Sense;
 
 /// Response codes: current and deferred errors in each format.
 const FIXED_CURRENT: u8 = 0x70;

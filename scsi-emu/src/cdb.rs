@@ -130,6 +130,25 @@ pub(crate) fn to_usize(value: u32) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
+/// The CDB byte of the TRANSFER LENGTH (or VERIFICATION LENGTH) field of
+/// a 10-, 12- or 16-byte block command.
+pub(crate) fn length_field(cdb_len: usize) -> u16 {
+    match cdb_len {
+        10 => 7,
+        12 => 6,
+        _ => 10,
+    }
+}
+
+/// LBA and length of a 10-, 12- or 16-byte block command.
+pub(crate) fn lba_and_length(cdb: &Cdb<'_>) -> (u64, u64) {
+    match cdb.len() {
+        10 => (u64::from(cdb.be32(2)), u64::from(cdb.be16(7))),
+        12 => (u64::from(cdb.be32(2)), u64::from(cdb.be32(6))),
+        _ => (cdb.be64(2), u64::from(cdb.be32(10))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,77 +15,27 @@
 
 use scsi_sense_codes::Sense;
 
+use crate::capabilities::Capabilities;
 use crate::cdb::{Cdb, invalid_field, invalid_opcode};
+use crate::command_spec::{Access, CommandSpec, spec_for};
 use crate::compare_and_write::CompareAndWrite;
 use crate::inquiry::Inquiry;
 use crate::lba_status::GetLbaStatus;
-use crate::misc::{RequestSense, StartStopUnit, SynchronizeCache};
 use crate::mode_select::ModeSelect;
 use crate::mode_sense::ModeSense;
+use crate::opcode::{
+    self, copy_in, copy_out, has_service_actions, maintenance_in, service_action_in,
+};
 use crate::read_capacity::ReadCapacity16;
 use crate::read_write::Transfer;
 use crate::report_opcodes::{ReportOpcodes, ReportTmf};
+use crate::request_sense::RequestSense;
+use crate::start_stop_unit::StartStopUnit;
+use crate::synchronize_cache::SynchronizeCache;
 use crate::unmap::Unmap;
 use crate::verify::{Verify, WriteAndVerify};
 use crate::write_same::WriteSame;
 use crate::xcopy::{ExtendedCopy, ReceiveCopyResults};
-
-/// Operation codes (SPC-5, SBC-4).
-pub(crate) mod opcode {
-    pub(crate) const TEST_UNIT_READY: u8 = 0x00;
-    pub(crate) const REQUEST_SENSE: u8 = 0x03;
-    pub(crate) const READ_6: u8 = 0x08;
-    pub(crate) const WRITE_6: u8 = 0x0A;
-    pub(crate) const INQUIRY: u8 = 0x12;
-    pub(crate) const MODE_SELECT_6: u8 = 0x15;
-    pub(crate) const MODE_SENSE_6: u8 = 0x1A;
-    pub(crate) const START_STOP_UNIT: u8 = 0x1B;
-    pub(crate) const READ_CAPACITY_10: u8 = 0x25;
-    pub(crate) const READ_10: u8 = 0x28;
-    pub(crate) const WRITE_10: u8 = 0x2A;
-    pub(crate) const WRITE_AND_VERIFY_10: u8 = 0x2E;
-    pub(crate) const VERIFY_10: u8 = 0x2F;
-    pub(crate) const SYNCHRONIZE_CACHE_10: u8 = 0x35;
-    pub(crate) const WRITE_SAME_10: u8 = 0x41;
-    pub(crate) const UNMAP: u8 = 0x42;
-    pub(crate) const MODE_SELECT_10: u8 = 0x55;
-    pub(crate) const MODE_SENSE_10: u8 = 0x5A;
-    pub(crate) const THIRD_PARTY_COPY_OUT: u8 = 0x83;
-    pub(crate) const THIRD_PARTY_COPY_IN: u8 = 0x84;
-    pub(crate) const READ_16: u8 = 0x88;
-    pub(crate) const COMPARE_AND_WRITE: u8 = 0x89;
-    pub(crate) const WRITE_16: u8 = 0x8A;
-    pub(crate) const WRITE_AND_VERIFY_16: u8 = 0x8E;
-    pub(crate) const VERIFY_16: u8 = 0x8F;
-    pub(crate) const SYNCHRONIZE_CACHE_16: u8 = 0x91;
-    pub(crate) const WRITE_SAME_16: u8 = 0x93;
-    pub(crate) const SERVICE_ACTION_IN_16: u8 = 0x9E;
-    pub(crate) const MAINTENANCE_IN: u8 = 0xA3;
-    pub(crate) const READ_12: u8 = 0xA8;
-    pub(crate) const WRITE_12: u8 = 0xAA;
-}
-
-/// Service actions of SERVICE ACTION IN(16).
-pub(crate) mod service_action_in {
-    pub(crate) const READ_CAPACITY_16: u8 = 0x10;
-    pub(crate) const GET_LBA_STATUS: u8 = 0x12;
-}
-
-/// Service actions of THIRD-PARTY COPY OUT (83h).
-pub(crate) mod copy_out {
-    pub(crate) const EXTENDED_COPY_LID1: u8 = 0x00;
-}
-
-/// Service actions of THIRD-PARTY COPY IN (84h).
-pub(crate) mod copy_in {
-    pub(crate) const RECEIVE_COPY_OPERATING_PARAMETERS: u8 = 0x03;
-}
-
-/// Service actions of MAINTENANCE IN.
-pub(crate) mod maintenance_in {
-    pub(crate) const REPORT_SUPPORTED_OPERATION_CODES: u8 = 0x0C;
-    pub(crate) const REPORT_SUPPORTED_TMFS: u8 = 0x0D;
-}
 
 /// A decoded, validated command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,68 +63,6 @@ pub(crate) enum Command {
     CopyOperatingParameters(ReceiveCopyResults),
 }
 
-/// What the logical unit can do beyond the mandatory commands; decided
-/// once, when the emulator is built, from the device and the emulator's
-/// configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Capabilities {
-    /// The device deallocates blocks (UNMAP, WRITE SAME with UNMAP).
-    pub(crate) unmap: bool,
-    /// Deallocated blocks read as zeros (LBPRZ).
-    pub(crate) unmap_reads_zeroes: bool,
-    /// The device reports which blocks are mapped (GET LBA STATUS).
-    pub(crate) lba_status: bool,
-    /// The unit is in a copy registry: EXTENDED COPY, 3PC.
-    pub(crate) third_party_copy: bool,
-}
-
-/// How a command touches the medium: decides NOT READY while the unit is
-/// stopped and DATA PROTECT on a read-only device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// No medium access (inquiry data, mode pages, capacity, ...).
-    None,
-    /// Reads the medium.
-    Read,
-    /// Changes the medium.
-    Write,
-}
-
-type Decoder = fn(&Cdb<'_>) -> Result<Command, Sense>;
-
-/// One row of the command table.
-pub(crate) struct CommandSpec {
-    pub(crate) opcode: u8,
-    /// The service action for opcodes that multiplex several commands.
-    pub(crate) service_action: Option<u8>,
-    /// The command's name in the standard.
-    pub(crate) name: &'static str,
-    /// CDB USAGE DATA (SPC-5 6.35.3): the operation code, then for every
-    /// CDB byte the bits the decoder evaluates. Its length is the CDB
-    /// length.
-    pub(crate) usage: &'static [u8],
-    /// Whether a logical unit with these capabilities supports it.
-    pub(crate) supported: fn(&Capabilities) -> bool,
-    pub(crate) access: Access,
-    decode: Decoder,
-}
-
-impl CommandSpec {
-    pub(crate) fn cdb_len(&self) -> usize {
-        self.usage.len()
-    }
-}
-
-impl std::fmt::Debug for CommandSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandSpec")
-            .field("opcode", &self.opcode)
-            .field("service_action", &self.service_action)
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
 fn always(_: &Capabilities) -> bool {
     true
 }
@@ -196,7 +84,7 @@ const C: u8 = 0x04;
 
 /// Every command, in ascending (opcode, service action) order, which is
 /// also the order REPORT SUPPORTED OPERATION CODES lists them in.
-pub(crate) static COMMANDS: &[CommandSpec] = &[
+pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
     CommandSpec {
         opcode: opcode::TEST_UNIT_READY,
         service_action: None,
@@ -537,28 +425,6 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
     },
 ];
 
-/// Whether `op` multiplexes several commands through a SERVICE ACTION
-/// field (byte 1, bits 4-0).
-pub(crate) fn has_service_actions(op: u8) -> bool {
-    COMMANDS
-        .iter()
-        .any(|s| s.opcode == op && s.service_action.is_some())
-}
-
-/// The row of a command, supported or not.
-pub(crate) fn spec_for(op: u8, service_action: Option<u8>) -> Option<&'static CommandSpec> {
-    COMMANDS
-        .iter()
-        .find(|s| s.opcode == op && s.service_action == service_action)
-}
-
-/// Every row a logical unit with `caps` supports, in table order.
-pub(crate) fn supported_commands(
-    caps: &Capabilities,
-) -> impl Iterator<Item = &'static CommandSpec> + '_ {
-    COMMANDS.iter().filter(move |s| (s.supported)(caps))
-}
-
 impl Command {
     /// Look `bytes` up in the table and decode them. The opcode is looked
     /// up first, so an unsupported command is reported as such even when
@@ -568,21 +434,21 @@ impl Command {
     pub(crate) fn decode(
         bytes: &[u8],
         caps: &Capabilities,
-    ) -> Result<(Command, &'static CommandSpec), Sense> {
+    ) -> Result<(Command, &'static CommandSpec<Command>), Sense> {
         let Some(&op) = bytes.first() else {
             return Err(invalid_opcode());
         };
         let multiplexed = has_service_actions(op);
-        if !multiplexed && !spec_for(op, None).is_some_and(|s| (s.supported)(caps)) {
+        if !multiplexed && !spec_for(COMMANDS, op, None).is_some_and(|s| (s.supported)(caps)) {
             return Err(invalid_opcode());
         }
         let cdb = Cdb::parse(bytes)?;
         let spec = if multiplexed {
-            spec_for(op, Some(cdb.service_action()))
+            spec_for(COMMANDS, op, Some(cdb.service_action()))
                 .filter(|s| (s.supported)(caps))
                 .ok_or_else(|| invalid_field(1, 4))?
         } else {
-            spec_for(op, None).ok_or_else(invalid_opcode)?
+            spec_for(COMMANDS, op, None).ok_or_else(invalid_opcode)?
         };
         (spec.decode)(&cdb).map(|command| (command, spec))
     }
@@ -594,6 +460,7 @@ mod tests {
 
     use super::*;
     use crate::cdb::cdb_length;
+    use crate::command_spec::supported_commands;
 
     const ALL: Capabilities = Capabilities {
         unmap: true,
@@ -609,7 +476,7 @@ mod tests {
     #[test]
     fn table_is_sorted_unique_and_consistent() {
         for pair in COMMANDS.windows(2) {
-            let key = |s: &CommandSpec| (s.opcode, s.service_action);
+            let key = |s: &CommandSpec<Command>| (s.opcode, s.service_action);
             assert!(key(&pair[0]) < key(&pair[1]), "{:?}", pair[1]);
         }
         for spec in COMMANDS {
@@ -719,7 +586,9 @@ mod tests {
             invalid_field(1, 4)
         );
         assert!(Command::decode(&gls, &ALL).is_ok());
-        let listed: Vec<_> = supported_commands(&none).map(|s| s.name).collect();
+        let listed: Vec<_> = supported_commands(COMMANDS, &none)
+            .map(|s| s.name)
+            .collect();
         assert!(!listed.contains(&"UNMAP"));
         assert!(!listed.contains(&"GET LBA STATUS"));
         assert!(!listed.contains(&"EXTENDED COPY(LID1)"));
@@ -732,12 +601,12 @@ mod tests {
         );
         assert!(Command::decode(&xcopy, &ALL).is_ok());
         assert!(listed.contains(&"WRITE SAME(16)"));
-        assert_eq!(supported_commands(&ALL).count(), COMMANDS.len());
+        assert_eq!(supported_commands(COMMANDS, &ALL).count(), COMMANDS.len());
     }
 
     /// A CDB for `spec` with random contents in the bits its usage data
     /// marks, and the SERVICE ACTION kept.
-    fn cdb_for(spec: &CommandSpec, noise: &[u8]) -> Vec<u8> {
+    fn cdb_for(spec: &CommandSpec<Command>, noise: &[u8]) -> Vec<u8> {
         let mut cdb: Vec<u8> = spec
             .usage
             .iter()

@@ -12,8 +12,8 @@ use scsi_sense_codes::Sense;
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field};
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
-use crate::read_write::{Direction, backend_failure, block_size, byte_len, check_range};
+use crate::lun::Lun;
+use crate::medium::{Direction, backend_failure, block_size, byte_len, check_range};
 use crate::response::ScsiResponse;
 use crate::verify::{first_difference, miscompare};
 
@@ -46,11 +46,11 @@ impl CompareAndWrite {
 }
 
 pub(crate) fn compare_and_write<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &CompareAndWrite,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
-    let device = emu.device();
+    let device = lun.device();
     let Some(bs) = block_size(device) else {
         return ScsiResponse::internal_failure();
     };
@@ -58,7 +58,7 @@ pub(crate) fn compare_and_write<D: BlockDevice>(
     if cmd.blocks == 0 {
         return ScsiResponse::good();
     }
-    if cmd.blocks > emu.limits.max_compare_and_write {
+    if cmd.blocks > lun.limits.max_compare_and_write {
         return invalid_field(NUMBER_FIELD, 7).into();
     }
     if let Err(sense) = check_range(device, cmd.lba, cmd.blocks) {
@@ -73,12 +73,12 @@ pub(crate) fn compare_and_write<D: BlockDevice>(
     let mut new = vec![0u8; len];
     data.read_at(len, &mut new);
 
-    let _range = emu.locks.lock(cmd.lba, cmd.blocks);
+    let _range = lun.locks.lock(cmd.lba, cmd.blocks);
     if device.can_compare_and_write() {
         // The store does it atomically itself; FUA then needs a flush.
         return match device.compare_and_write(cmd.lba, &expected, &new) {
             Ok(Some(offset)) => miscompare(offset).into(),
-            Ok(None) if cmd.fua || emu.write_through() => match device.flush() {
+            Ok(None) if cmd.fua || lun.write_through() => match device.flush() {
                 Ok(()) => ScsiResponse::good(),
                 Err(err) => backend_failure(&err, cmd.lba, Direction::Write),
             },
@@ -93,7 +93,7 @@ pub(crate) fn compare_and_write<D: BlockDevice>(
     if let Some(offset) = first_difference(&medium, &expected) {
         return miscompare(offset).into();
     }
-    let written = if cmd.fua || emu.write_through() {
+    let written = if cmd.fua || lun.write_through() {
         device.write_fua(cmd.lba, &new)
     } else {
         device.write(cmd.lba, &new)

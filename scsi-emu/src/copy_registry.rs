@@ -2,12 +2,10 @@
 //! COPY finds the source and destination its CSCD descriptors name.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::block_device::{BlockDevice, BlockError};
-use crate::mode_page::ModeState;
-use crate::range_lock::RangeLocks;
+use crate::block_device::BlockError;
 
 /// What the copy manager needs from a logical unit: its geometry, its
 /// state, and block I/O that honours the unit's write cache setting and
@@ -21,42 +19,6 @@ pub(crate) trait CopyTarget: Send + Sync {
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError>;
     /// Write under the unit's range lock (COMPARE AND WRITE stays atomic).
     fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError>;
-}
-
-/// The parts of an emulator a copy reaches, shared with it.
-pub(crate) struct LunHandle<D> {
-    pub(crate) device: Arc<D>,
-    pub(crate) stopped: Arc<AtomicBool>,
-    pub(crate) locks: Arc<RangeLocks>,
-    pub(crate) modes: Arc<ModeState>,
-}
-
-impl<D: BlockDevice> CopyTarget for LunHandle<D> {
-    fn block_size(&self) -> u32 {
-        self.device.block_size()
-    }
-    fn num_blocks(&self) -> u64 {
-        self.device.num_blocks()
-    }
-    fn read_only(&self) -> bool {
-        self.device.read_only()
-    }
-    fn stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
-    }
-    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        self.device.read(lba, buf)
-    }
-    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        let bs = u64::from(self.device.block_size().max(1));
-        let _range = self.locks.lock(lba, buf.len() as u64 / bs);
-        // The initiator turned the cache off: the data must be durable.
-        if self.device.write_cache() && !self.modes.current().wce {
-            self.device.write_fua(lba, buf)
-        } else {
-            self.device.write(lba, buf)
-        }
-    }
 }
 
 /// A registered logical unit: a process-unique id (to tell two units

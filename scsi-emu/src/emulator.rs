@@ -1,89 +1,28 @@
 //! The emulator: decode a CDB, run it against the device, report status.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
 use crate::block_device::{BlockDevice, BlockError};
-use crate::command::{Access, Capabilities, Command};
-use crate::copy_registry::{CopyRegistry, LunHandle};
+use crate::command::{COMMANDS, Command};
+use crate::command_spec::Access;
+use crate::copy_registry::CopyRegistry;
 use crate::data_buffer::DataBuffer;
 use crate::identity::LunIdentity;
-use crate::mode_page::ModeState;
-use crate::range_lock::RangeLocks;
+use crate::lun::{Lun, not_ready};
+use crate::medium::write_protected;
 use crate::response::ScsiResponse;
 use crate::{
-    compare_and_write, inquiry, lba_status, misc, mode_select, mode_sense, read_capacity,
-    read_write, report_opcodes, unmap, verify, write_same, xcopy,
+    compare_and_write, inquiry, lba_status, mode_select, mode_sense, read_capacity, read_write,
+    report_opcodes, request_sense, start_stop_unit, synchronize_cache, unmap, verify, write_same,
+    xcopy,
 };
 
 /// Largest data transfer of one command by default (MAXIMUM TRANSFER
 /// LENGTH in the Block Limits VPD page): 1 MiB, as `tcmu-serve --max-io`.
 pub const DEFAULT_MAX_TRANSFER_BYTES: u32 = 1 << 20;
-
-/// Largest NUMBER OF LOGICAL BLOCKS of COMPARE AND WRITE.
-const MAX_COMPARE_AND_WRITE_BLOCKS: u64 = 16;
-/// Bytes one UNMAP, or WRITE SAME, may cover: bounds the time one command
-/// takes, not the disk size (initiators split larger requests).
-const MAX_UNMAP_OR_WRITE_SAME_BYTES: u64 = 1 << 30;
-/// Most UNMAP block descriptors in one parameter list.
-const MAX_UNMAP_DESCRIPTORS: u32 = 256;
-/// The preferred I/O alignment: page-sized (the OPTIMAL TRANSFER LENGTH
-/// GRANULARITY is this many bytes, or one block when blocks are larger).
-const PREFERRED_GRANULARITY_BYTES: u64 = 4096;
-
-/// What a stopped unit reports: START STOP UNIT with START=1 makes it
-/// ready again.
-pub(crate) const NOT_READY_INITIALIZING_COMMAND_REQUIRED: AdditionalSense =
-    AdditionalSense::LOGICAL_UNIT_NOT_READY_INITIALIZING_COMMAND_REQUIRED;
-
-/// The limits the Block Limits VPD page reports and the commands enforce,
-/// in logical blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limits {
-    /// MAXIMUM TRANSFER LENGTH.
-    pub(crate) max_transfer: u64,
-    /// OPTIMAL TRANSFER LENGTH (0: not reported).
-    pub(crate) optimal_transfer: u64,
-    /// OPTIMAL TRANSFER LENGTH GRANULARITY.
-    pub(crate) transfer_granularity: u64,
-    /// MAXIMUM COMPARE AND WRITE LENGTH.
-    pub(crate) max_compare_and_write: u64,
-    /// MAXIMUM WRITE SAME LENGTH.
-    pub(crate) max_write_same: u64,
-    /// MAXIMUM UNMAP LBA COUNT (0 without unmap).
-    pub(crate) max_unmap: u64,
-    /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT (0 without unmap).
-    pub(crate) max_unmap_descriptors: u64,
-}
-
-impl Limits {
-    fn new(block_size: u32, max_transfer_bytes: u32, caps: &Capabilities) -> Self {
-        let bs = u64::from(block_size.max(1));
-        let max_transfer = (u64::from(max_transfer_bytes) / bs).max(1);
-        // Linux warns about an optimal size below a page; report none then.
-        let optimal_transfer = if max_transfer * bs >= PREFERRED_GRANULARITY_BYTES {
-            max_transfer
-        } else {
-            0
-        };
-        let big = (MAX_UNMAP_OR_WRITE_SAME_BYTES / bs).max(1);
-        Limits {
-            max_transfer,
-            optimal_transfer,
-            transfer_granularity: (PREFERRED_GRANULARITY_BYTES / bs).max(1),
-            max_compare_and_write: MAX_COMPARE_AND_WRITE_BLOCKS.min(max_transfer),
-            max_write_same: big,
-            max_unmap: if caps.unmap { big } else { 0 },
-            max_unmap_descriptors: if caps.unmap {
-                u64::from(MAX_UNMAP_DESCRIPTORS)
-            } else {
-                0
-            },
-        }
-    }
-}
 
 /// A SCSI direct-access logical unit (SPC-5/SBC-4) backed by a
 /// [`BlockDevice`].
@@ -96,21 +35,9 @@ impl Limits {
 /// commands is the initiator's business, as SCSI's unrestricted queue
 /// algorithm allows.
 pub struct Emulator<D: BlockDevice> {
-    // Device, mode state, stopped flag and locks are shared with the copy
-    // registry, so that EXTENDED COPY on another unit can reach them.
-    device: Arc<D>,
-    identity: LunIdentity,
-    pub(crate) caps: Capabilities,
-    max_transfer_bytes: u32,
-    pub(crate) limits: Limits,
-    pub(crate) modes: Arc<ModeState>,
-    /// START STOP UNIT with START=0 was processed: medium access is
-    /// refused until a START.
-    pub(crate) stopped: Arc<AtomicBool>,
-    pub(crate) locks: Arc<RangeLocks>,
-    /// The capacity changed ([`Emulator::resize`]) and no command has
-    /// reported it yet: the next one gets the unit attention.
-    capacity_changed: AtomicBool,
+    /// The unit, shared with the copy registry so that EXTENDED COPY on
+    /// another unit can reach it.
+    pub(crate) lun: Arc<Lun<D>>,
     /// The copy registry this unit is registered in, and its entry's id.
     copy: Option<(CopyRegistry, u64)>,
 }
@@ -126,27 +53,18 @@ impl<D: BlockDevice> Emulator<D> {
     /// GET LBA STATUS. The write cache starts as
     /// [`write_cache`](BlockDevice::write_cache) says.
     pub fn new(device: D, identity: LunIdentity) -> Self {
-        let unmap = device.can_unmap();
-        let caps = Capabilities {
-            unmap,
-            unmap_reads_zeroes: unmap && device.unmap_reads_zeroes(),
-            lba_status: device.num_blocks() > 0 && device.lba_status(0).is_some(),
-            third_party_copy: false,
-        };
-        let limits = Limits::new(device.block_size(), DEFAULT_MAX_TRANSFER_BYTES, &caps);
-        let modes = ModeState::new(device.write_cache());
         Emulator {
-            device: Arc::new(device),
-            identity,
-            caps,
-            max_transfer_bytes: DEFAULT_MAX_TRANSFER_BYTES,
-            limits,
-            modes: Arc::new(modes),
-            stopped: Arc::new(AtomicBool::new(false)),
-            locks: Arc::new(RangeLocks::default()),
-            capacity_changed: AtomicBool::new(false),
+            lun: Arc::new(Lun::new(device, identity, DEFAULT_MAX_TRANSFER_BYTES)),
             copy: None,
         }
+    }
+
+    /// The unit, to change its settings while nothing else holds it: the
+    /// builder methods run before the emulator serves and leave the copy
+    /// registry first.
+    fn lun_mut(&mut self) -> &mut Lun<D> {
+        Arc::get_mut(&mut self.lun)
+            .expect("an emulator being configured shares its unit with no one")
     }
 
     /// The same logical unit taking part in third-party copy: it registers
@@ -160,15 +78,9 @@ impl<D: BlockDevice> Emulator<D> {
         D: 'static,
     {
         self.leave_copy_registry();
-        let handle = LunHandle {
-            device: self.device.clone(),
-            stopped: self.stopped.clone(),
-            locks: self.locks.clone(),
-            modes: self.modes.clone(),
-        };
-        let id = registry.register(self.identity.naa(), Arc::new(handle));
+        self.lun_mut().caps.third_party_copy = true;
+        let id = registry.register(self.lun.identity.naa(), self.lun.clone());
         self.copy = Some((registry, id));
-        self.caps.third_party_copy = true;
         self
     }
 
@@ -177,35 +89,42 @@ impl<D: BlockDevice> Emulator<D> {
         self.copy.as_ref().map(|(registry, _)| registry)
     }
 
-    fn leave_copy_registry(&mut self) {
-        if let Some((registry, id)) = self.copy.take() {
-            registry.unregister(&self.identity.naa(), id);
-        }
+    /// Leave the copy registry (if any) and give it back.
+    fn leave_copy_registry(&mut self) -> Option<CopyRegistry> {
+        let (registry, id) = self.copy.take()?;
+        registry.unregister(&self.lun.identity.naa(), id);
+        Some(registry)
     }
 
     /// The same logical unit accepting at most `bytes` of data per command
     /// (MAXIMUM TRANSFER LENGTH, at least one block; default
     /// [`DEFAULT_MAX_TRANSFER_BYTES`]). Set it to what the transport
     /// allows, e.g. the TCMU device's `hw_max_sectors` × 512.
-    pub fn with_max_transfer_bytes(mut self, bytes: u32) -> Self {
-        self.max_transfer_bytes = bytes;
-        self.limits = Limits::new(self.device.block_size(), bytes, &self.caps);
-        self
+    pub fn with_max_transfer_bytes(mut self, bytes: u32) -> Self
+    where
+        D: 'static,
+    {
+        let registry = self.leave_copy_registry();
+        self.lun_mut().set_max_transfer_bytes(bytes);
+        match registry {
+            Some(registry) => self.with_copy_registry(registry),
+            None => self,
+        }
     }
 
     /// The largest data transfer of one command, in bytes.
     pub fn max_transfer_bytes(&self) -> u32 {
-        self.max_transfer_bytes
+        self.lun.max_transfer_bytes
     }
 
     /// The backing device.
     pub fn device(&self) -> &D {
-        &self.device
+        self.lun.device()
     }
 
     /// The identity reported by INQUIRY.
     pub fn identity(&self) -> &LunIdentity {
-        &self.identity
+        self.lun.identity()
     }
 
     /// Whether CHECK CONDITION sense data goes out in descriptor format
@@ -213,21 +132,21 @@ impl<D: BlockDevice> Emulator<D> {
     /// Transports encode a response's sense with
     /// [`ScsiResponse::sense_bytes`]`(emulator.descriptor_sense())`.
     pub fn descriptor_sense(&self) -> bool {
-        self.modes.current().d_sense
+        self.lun.descriptor_sense()
     }
 
     /// Whether the write cache is enabled (the caching mode page's WCE
     /// bit). With WCE off on a device that has a volatile cache, every
     /// write is made durable before it completes.
     pub fn write_cache_enabled(&self) -> bool {
-        self.modes.current().wce
+        self.lun.write_cache_enabled()
     }
 
     /// Set the write cache on or off (the caching mode page's WCE bit), as
     /// MODE SELECT would; e.g. when the kernel's `emulate_write_cache`
     /// attribute changes.
     pub fn set_write_cache_enabled(&self, on: bool) {
-        self.modes.lock().wce = on;
+        self.lun.modes.lock().wce = on;
     }
 
     /// Change the capacity to `bytes` (a whole, non-zero number of blocks)
@@ -237,23 +156,18 @@ impl<D: BlockDevice> Emulator<D> {
     /// capacity again. TCMU does not say which initiator sent a command, so
     /// the attention is reported once, to whoever comes first.
     pub fn resize(&self, bytes: u64) -> Result<(), BlockError> {
-        let block_size = u64::from(self.device.block_size());
+        let device = self.lun.device();
+        let block_size = u64::from(device.block_size());
         if bytes == 0 || bytes % block_size != 0 {
             return Err(BlockError::OutOfRange);
         }
         let blocks = bytes / block_size;
-        if blocks == self.device.num_blocks() {
+        if blocks == device.num_blocks() {
             return Ok(());
         }
-        self.device.resize(blocks)?;
-        self.capacity_changed.store(true, Ordering::SeqCst);
+        device.resize(blocks)?;
+        self.lun.capacity_changed.store(true, Ordering::SeqCst);
         Ok(())
-    }
-
-    /// Whether writes must reach stable storage before completing even
-    /// without FUA: the initiator turned the device's cache off.
-    pub(crate) fn write_through(&self) -> bool {
-        self.device.write_cache() && !self.write_cache_enabled()
     }
 
     /// Execute one CDB.
@@ -267,54 +181,54 @@ impl<D: BlockDevice> Emulator<D> {
     /// Never panics, whatever the bytes: malformed or unsupported CDBs end
     /// in CHECK CONDITION with ILLEGAL REQUEST sense.
     pub fn execute(&self, cdb: &[u8], data: &mut dyn DataBuffer) -> ScsiResponse {
-        let (command, spec) = match Command::decode(cdb, &self.caps) {
+        let lun = &*self.lun;
+        let (command, spec) = match Command::decode(cdb, &lun.caps) {
             Ok(found) => found,
             Err(sense) => {
                 log::debug!("refused CDB {:02x?}: {sense}", &cdb[..cdb.len().min(16)]);
                 return ScsiResponse::check_condition(sense);
             }
         };
-        if self.capacity_changed.load(Ordering::Relaxed)
+        if lun.capacity_changed.load(Ordering::Relaxed)
             && !matches!(command, Command::Inquiry(_) | Command::RequestSense(_))
-            && self.capacity_changed.swap(false, Ordering::SeqCst)
+            && lun.capacity_changed.swap(false, Ordering::SeqCst)
         {
             return ScsiResponse::check_condition(Sense::new(
                 SenseKey::UnitAttention,
                 AdditionalSense::CAPACITY_DATA_HAS_CHANGED,
             ));
         }
-        if spec.access != Access::None && self.stopped.load(Ordering::SeqCst) {
-            return ScsiResponse::check_condition(Sense::new(
-                SenseKey::NotReady,
-                NOT_READY_INITIALIZING_COMMAND_REQUIRED,
-            ));
+        if spec.access != Access::None && lun.is_stopped() {
+            return ScsiResponse::check_condition(not_ready());
         }
-        if spec.access == Access::Write && self.device.read_only() {
-            return ScsiResponse::check_condition(read_write::write_protected());
+        if spec.access == Access::Write && lun.device().read_only() {
+            return ScsiResponse::check_condition(write_protected());
         }
-        let device = self.device();
+        let device = lun.device();
         match &command {
-            Command::TestUnitReady => misc::test_unit_ready(self),
-            Command::RequestSense(cmd) => misc::request_sense(self, cmd, data),
-            Command::Inquiry(cmd) => inquiry::inquiry(self, cmd, data),
-            Command::ModeSense(cmd) => mode_sense::mode_sense(self, cmd, data),
-            Command::ModeSelect(cmd) => mode_select::mode_select(self, cmd, data),
-            Command::StartStopUnit(cmd) => misc::start_stop_unit(self, cmd),
+            Command::TestUnitReady => start_stop_unit::test_unit_ready(lun),
+            Command::RequestSense(cmd) => request_sense::request_sense(lun, cmd, data),
+            Command::Inquiry(cmd) => inquiry::inquiry(lun, cmd, data),
+            Command::ModeSense(cmd) => mode_sense::mode_sense(lun, cmd, data),
+            Command::ModeSelect(cmd) => mode_select::mode_select(lun, cmd, data),
+            Command::StartStopUnit(cmd) => start_stop_unit::start_stop_unit(lun, cmd),
             Command::ReadCapacity10 => read_capacity::read_capacity_10(device, data),
-            Command::ReadCapacity16(cmd) => read_capacity::read_capacity_16(self, cmd, data),
-            Command::GetLbaStatus(cmd) => lba_status::get_lba_status(self, cmd, data),
-            Command::Read(cmd) => read_write::read(self, cmd, data),
-            Command::Write(cmd) => read_write::write(self, cmd, data),
-            Command::Verify(cmd) => verify::verify(self, cmd, data),
-            Command::WriteAndVerify(cmd) => verify::write_and_verify(self, cmd, data),
-            Command::CompareAndWrite(cmd) => compare_and_write::compare_and_write(self, cmd, data),
-            Command::WriteSame(cmd) => write_same::write_same(self, cmd, data),
-            Command::Unmap(cmd) => unmap::unmap(self, cmd, data),
-            Command::SynchronizeCache(cmd) => misc::synchronize_cache(device, cmd),
-            Command::ReportOpcodes(cmd) => report_opcodes::report_opcodes(self, cmd, data),
+            Command::ReadCapacity16(cmd) => read_capacity::read_capacity_16(lun, cmd, data),
+            Command::GetLbaStatus(cmd) => lba_status::get_lba_status(lun, cmd, data),
+            Command::Read(cmd) => read_write::read(lun, cmd, data),
+            Command::Write(cmd) => read_write::write(lun, cmd, data),
+            Command::Verify(cmd) => verify::verify(lun, cmd, data),
+            Command::WriteAndVerify(cmd) => verify::write_and_verify(lun, cmd, data),
+            Command::CompareAndWrite(cmd) => compare_and_write::compare_and_write(lun, cmd, data),
+            Command::WriteSame(cmd) => write_same::write_same(lun, cmd, data),
+            Command::Unmap(cmd) => unmap::unmap(lun, cmd, data),
+            Command::SynchronizeCache(cmd) => synchronize_cache::synchronize_cache(device, cmd),
+            Command::ReportOpcodes(cmd) => {
+                report_opcodes::report_opcodes(COMMANDS, &lun.caps, cmd, data)
+            }
             Command::ReportTmf(cmd) => report_opcodes::report_tmf(cmd, data),
-            Command::ExtendedCopy(cmd) => xcopy::extended_copy(self, cmd, data),
-            Command::CopyOperatingParameters(cmd) => xcopy::operating_parameters(self, cmd, data),
+            Command::ExtendedCopy(cmd) => xcopy::extended_copy(self.copy_registry(), cmd, data),
+            Command::CopyOperatingParameters(cmd) => xcopy::operating_parameters(lun, cmd, data),
         }
     }
 }
@@ -327,12 +241,13 @@ impl<D: BlockDevice> Drop for Emulator<D> {
 
 impl<D: BlockDevice + std::fmt::Debug> std::fmt::Debug for Emulator<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lun = &self.lun;
         f.debug_struct("Emulator")
-            .field("device", &self.device)
-            .field("identity", &self.identity)
-            .field("max_transfer_bytes", &self.max_transfer_bytes)
-            .field("modes", &self.modes.current())
-            .field("stopped", &self.stopped)
+            .field("device", &lun.device)
+            .field("identity", &lun.identity)
+            .field("max_transfer_bytes", &lun.max_transfer_bytes)
+            .field("modes", &lun.modes.current())
+            .field("stopped", &lun.stopped)
             .finish()
     }
 }
@@ -456,7 +371,7 @@ mod tests {
     #[test]
     fn limits_follow_block_size_and_configuration() {
         let emu = emulator(VecDevice::new(512, 8));
-        let l = emu.limits;
+        let l = emu.lun.limits;
         assert_eq!(l.max_transfer, 2048);
         assert_eq!(l.optimal_transfer, 2048);
         assert_eq!(l.transfer_granularity, 8);
@@ -465,7 +380,7 @@ mod tests {
         assert_eq!((l.max_unmap, l.max_unmap_descriptors), (0, 0));
 
         let emu = emulator(VecDevice::new(4096, 8).with_unmap()).with_max_transfer_bytes(8192);
-        let l = emu.limits;
+        let l = emu.lun.limits;
         assert_eq!(emu.max_transfer_bytes(), 8192);
         assert_eq!((l.max_transfer, l.optimal_transfer), (2, 2));
         assert_eq!(l.transfer_granularity, 1);
@@ -476,7 +391,7 @@ mod tests {
         // Less than a page: no optimal size; never below one block.
         let emu = emulator(VecDevice::new(512, 8)).with_max_transfer_bytes(100);
         assert_eq!(
-            (emu.limits.max_transfer, emu.limits.optimal_transfer),
+            (emu.lun.limits.max_transfer, emu.lun.limits.optimal_transfer),
             (1, 0)
         );
     }
@@ -676,7 +591,7 @@ mod tests {
         assert!(emu.write_cache_enabled());
         emu.set_write_cache_enabled(false);
         assert!(!emu.write_cache_enabled());
-        assert!(emu.write_through());
+        assert!(emu.lun.write_through());
         emu.set_write_cache_enabled(true);
         assert!(emu.write_cache_enabled());
     }

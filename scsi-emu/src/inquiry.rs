@@ -8,8 +8,8 @@ use scsi_sense_codes::Sense;
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field};
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
 use crate::identity::{LunIdentity, ascii_padded};
+use crate::lun::Lun;
 use crate::response::{ScsiResponse, send_data_in};
 use crate::vpd;
 
@@ -100,22 +100,22 @@ impl Inquiry {
 }
 
 pub(crate) fn inquiry<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &Inquiry,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
-    let identity = emu.identity();
+    let identity = lun.identity();
     let payload = match cmd.page {
-        None => standard_data(identity, emu.caps.third_party_copy),
+        None => standard_data(identity, lun.caps.third_party_copy),
         Some(page) => {
             let body = match page {
                 VpdPage::SupportedPages => supported_pages(),
                 VpdPage::UnitSerialNumber => identity.serial_bytes(),
                 VpdPage::DeviceIdentification => device_identification(identity),
                 VpdPage::ExtendedInquiry => vpd::extended_inquiry(),
-                VpdPage::BlockLimits => vpd::block_limits(&emu.limits),
+                VpdPage::BlockLimits => vpd::block_limits(&lun.limits),
                 VpdPage::BlockDeviceCharacteristics => vpd::block_device_characteristics(),
-                VpdPage::LogicalBlockProvisioning => vpd::logical_block_provisioning(&emu.caps),
+                VpdPage::LogicalBlockProvisioning => vpd::logical_block_provisioning(&lun.caps),
             };
             vpd_page(page, body)
         }

@@ -7,8 +7,8 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, to_usize};
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
-use crate::read_write::check_range;
+use crate::lun::Lun;
+use crate::medium::check_range;
 use crate::response::{ScsiResponse, send_data_in};
 
 /// Parameter data header length.
@@ -39,11 +39,11 @@ impl GetLbaStatus {
 }
 
 pub(crate) fn get_lba_status<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &GetLbaStatus,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
-    let device = emu.device();
+    let device = lun.device();
     let end = device.num_blocks();
     // The starting LBA must address a block.
     if let Err(sense) = check_range(device, cmd.lba, 1) {

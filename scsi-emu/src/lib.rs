@@ -66,8 +66,10 @@
 #![forbid(unsafe_code)]
 
 pub mod block_device;
+mod capabilities;
 mod cdb;
 mod command;
+mod command_spec;
 mod compare_and_write;
 mod copy_registry;
 pub mod data_buffer;
@@ -75,19 +77,25 @@ mod emulator;
 mod identity;
 mod inquiry;
 mod lba_status;
-mod misc;
+mod limits;
+mod lun;
+mod medium;
 mod mode_page;
 mod mode_select;
 mod mode_sense;
 #[cfg(test)]
 mod model_tests;
+mod opcode;
 mod range_lock;
 mod read_capacity;
 mod read_write;
 mod report_opcodes;
+mod request_sense;
 mod response;
 mod sense_format;
+mod start_stop_unit;
 pub mod status;
+mod synchronize_cache;
 // The TCMU ring glue: DataBuffer for ring segments, CommandHandler for
 // the emulator (trait impls only, so the module stays private).
 #[cfg(feature = "tcmu")]

@@ -13,11 +13,11 @@ use scsi_sense_codes::Sense;
 
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field, invalid_parameter, parameter_list_length_error};
-use crate::command::opcode;
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
+use crate::lun::Lun;
 use crate::mode_page::{ModePage, ModeValues};
 use crate::mode_sense::{LONG_DESCRIPTOR_LEN, LONGLBA, SHORT_DESCRIPTOR_LEN, block_descriptor};
+use crate::opcode;
 use crate::response::ScsiResponse;
 
 /// Device-specific parameter bits that MODE SENSE reports (WP, DPOFUA)
@@ -68,7 +68,7 @@ impl ModeSelect {
 }
 
 pub(crate) fn mode_select<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &ModeSelect,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
@@ -83,8 +83,8 @@ pub(crate) fn mode_select<D: BlockDevice>(
     let mut params = vec![0u8; len];
     data.read_at(0, &mut params);
 
-    let mut modes = emu.modes.lock();
-    match parse(emu.device(), cmd.ten, &params, *modes) {
+    let mut modes = lun.modes.lock();
+    match parse(lun.device(), cmd.ten, &params, *modes) {
         Ok(values) => {
             if values != *modes {
                 log::info!("mode parameters changed: {:?} -> {values:?}", *modes);

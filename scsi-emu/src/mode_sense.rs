@@ -7,10 +7,10 @@ use scsi_sense_codes::{AdditionalSense, Sense};
 
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field};
-use crate::command::opcode;
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
+use crate::lun::Lun;
 use crate::mode_page::{ModePage, PageControl};
+use crate::opcode;
 use crate::response::{ScsiResponse, send_data_in};
 
 /// Device-specific parameter: WP, the medium is write protected.
@@ -78,11 +78,11 @@ impl ModeSense {
 }
 
 pub(crate) fn mode_sense<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &ModeSense,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
-    let device = emu.device();
+    let device = lun.device();
     let header_len = if cmd.ten { 8 } else { 4 };
     let mut b = vec![0u8; header_len];
     let descriptor = if cmd.dbd {
@@ -92,7 +92,7 @@ pub(crate) fn mode_sense<D: BlockDevice>(
     };
     b.extend_from_slice(&descriptor);
     for page in &cmd.pages {
-        b.extend_from_slice(&page.for_page_control(cmd.pc, &emu.modes));
+        b.extend_from_slice(&page.for_page_control(cmd.pc, &lun.modes));
     }
 
     let mut dsp = DSP_DPOFUA;

@@ -5,7 +5,7 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, to_usize};
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
+use crate::lun::Lun;
 use crate::response::{ScsiResponse, send_data_in};
 
 /// Byte 14: LBPME, logical block provisioning (UNMAP) is enabled.
@@ -52,17 +52,17 @@ impl ReadCapacity16 {
 /// block, lowest aligned LBA 0; LBPME and LBPRZ as the Logical Block
 /// Provisioning VPD page says.
 pub(crate) fn read_capacity_16<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &ReadCapacity16,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
-    let device = emu.device();
+    let device = lun.device();
     let mut b = [0u8; 32];
     BigEndian::write_u64(&mut b[0..8], last_lba(device));
     BigEndian::write_u32(&mut b[8..12], device.block_size());
-    if emu.caps.unmap {
+    if lun.caps.unmap {
         b[14] |= LBPME;
-        if emu.caps.unmap_reads_zeroes {
+        if lun.caps.unmap_reads_zeroes {
             b[14] |= LBPRZ;
         }
     }

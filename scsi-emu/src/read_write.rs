@@ -1,5 +1,4 @@
-//! READ and WRITE (6/10/12/16) (SBC-4 5.15-5.18, 5.38-5.41), the LBA range
-//! check, and the mapping of backend errors to sense data.
+//! READ and WRITE (6/10/12/16) (SBC-4 5.15-5.18, 5.38-5.41).
 //!
 //! Data moves without copies where possible: the block-aligned part of
 //! every data buffer segment goes straight to `BlockDevice::read` or
@@ -23,14 +22,13 @@
 //! `write_fua` when FUA is set or the initiator turned the device's write
 //! cache off (WCE=0).
 
-use std::fmt;
+use scsi_sense_codes::Sense;
 
-use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
-
-use crate::block_device::{BlockDevice, BlockError};
-use crate::cdb::{Cdb, invalid_field};
+use crate::block_device::BlockDevice;
+use crate::cdb::{Cdb, invalid_field, lba_and_length, length_field};
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
+use crate::lun::Lun;
+use crate::medium::{Direction, backend_failure, byte_len, check_transfer, read_into, write_from};
 use crate::response::ScsiResponse;
 
 /// A decoded READ or WRITE: which blocks, and whether to force them to
@@ -42,25 +40,6 @@ pub(crate) struct Transfer {
     fua: bool,
     /// CDB byte of the TRANSFER LENGTH field, for field pointers.
     length_field: u16,
-}
-
-/// The CDB byte of the TRANSFER LENGTH (or VERIFICATION LENGTH) field of
-/// a 10-, 12- or 16-byte block command.
-pub(crate) fn length_field(cdb_len: usize) -> u16 {
-    match cdb_len {
-        10 => 7,
-        12 => 6,
-        _ => 10,
-    }
-}
-
-/// LBA and length of a 10-, 12- or 16-byte block command.
-pub(crate) fn lba_and_length(cdb: &Cdb<'_>) -> (u64, u64) {
-    match cdb.len() {
-        10 => (u64::from(cdb.be32(2)), u64::from(cdb.be16(7))),
-        12 => (u64::from(cdb.be32(2)), u64::from(cdb.be32(6))),
-        _ => (cdb.be64(2), u64::from(cdb.be32(10))),
-    }
 }
 
 impl Transfer {
@@ -101,125 +80,30 @@ impl Transfer {
     }
 }
 
-/// Which way data was moving when the backend failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
-    Read,
-    Write,
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Direction::Read => "read",
-            Direction::Write => "write",
-        })
-    }
-}
-
-/// LBA OUT OF RANGE unless `blocks` blocks from `lba` lie on the device.
-/// `lba == num_blocks` with no blocks is in range (nothing is accessed).
-pub(crate) fn check_range<D: BlockDevice + ?Sized>(
-    device: &D,
-    lba: u64,
-    blocks: u64,
-) -> Result<(), Sense> {
-    match lba.checked_add(blocks) {
-        Some(end) if end <= device.num_blocks() => Ok(()),
-        _ => Err(Sense::illegal_request(AdditionalSense::LBA_OUT_OF_RANGE)),
-    }
-}
-
-/// The response for a failed backend call at `lba`.
-pub(crate) fn backend_failure(err: &BlockError, lba: u64, direction: Direction) -> ScsiResponse {
-    log::warn!("backend {direction} failed at LBA {lba}: {err}");
-    let sense = match err {
-        BlockError::OutOfRange => Sense::illegal_request(AdditionalSense::LBA_OUT_OF_RANGE),
-        BlockError::Medium | BlockError::Io(_) => Sense::new(
-            SenseKey::MediumError,
-            match direction {
-                Direction::Read => AdditionalSense::UNRECOVERED_READ_ERROR,
-                Direction::Write => AdditionalSense::WRITE_ERROR,
-            },
-        ),
-        BlockError::Busy => return ScsiResponse::busy(),
-        BlockError::Unsupported => {
-            Sense::illegal_request(AdditionalSense::INVALID_COMMAND_OPERATION_CODE)
-        }
-        BlockError::ReadOnly => write_protected(),
-        BlockError::NoSpace => Sense::new(
-            SenseKey::DataProtect,
-            AdditionalSense::SPACE_ALLOCATION_FAILED_WRITE_PROTECT,
-        ),
-    };
-    ScsiResponse::check_condition(sense)
-}
-
-/// DATA PROTECT, WRITE PROTECTED.
-pub(crate) fn write_protected() -> Sense {
-    Sense::new(SenseKey::DataProtect, AdditionalSense::WRITE_PROTECTED)
-}
-
-/// The block size as a usize; `None` for a (broken) zero block size.
-pub(crate) fn block_size<D: BlockDevice + ?Sized>(device: &D) -> Option<usize> {
-    usize::try_from(device.block_size())
-        .ok()
-        .filter(|&bs| bs > 0)
-}
-
-/// Bytes in `blocks` blocks, saturating: the result is only compared
-/// with buffer lengths.
-pub(crate) fn byte_len(blocks: u64, block_size: usize) -> usize {
-    usize::try_from(blocks)
-        .ok()
-        .and_then(|b| b.checked_mul(block_size))
-        .unwrap_or(usize::MAX)
-}
-
-/// The checks every command moving `blocks` blocks from `lba` shares: a
-/// usable block size, the MAXIMUM TRANSFER LENGTH (refused at the length
-/// field, CDB byte `length_field`) and the LBA range. Returns the block
-/// size.
-pub(crate) fn check_transfer<D: BlockDevice>(
-    emu: &Emulator<D>,
-    lba: u64,
-    blocks: u64,
-    length_field: u16,
-) -> Result<usize, ScsiResponse> {
-    let Some(bs) = block_size(emu.device()) else {
-        return Err(ScsiResponse::internal_failure());
-    };
-    if blocks > emu.limits.max_transfer {
-        return Err(invalid_field(length_field, 7).into());
-    }
-    check_range(emu.device(), lba, blocks)?;
-    Ok(bs)
-}
-
 pub(crate) fn read<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &Transfer,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
-    let bs = match check_transfer(emu, cmd.lba, cmd.blocks, cmd.length_field) {
+    let bs = match check_transfer(lun, cmd.lba, cmd.blocks, cmd.length_field) {
         Ok(bs) => bs,
         Err(resp) => return resp,
     };
     // FUA on a read asks for data from the medium, not a cache; the
     // backend's read always returns the latest data, so it changes nothing.
     let len = byte_len(cmd.blocks, bs).min(data.len());
-    match read_into(emu.device(), cmd.lba, bs, data, len) {
+    match read_into(lun.device(), cmd.lba, bs, data, len) {
         Ok(()) => ScsiResponse::data_in(len),
         Err((err, lba)) => backend_failure(&err, lba, Direction::Read),
     }
 }
 
 pub(crate) fn write<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &Transfer,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
-    let bs = match check_transfer(emu, cmd.lba, cmd.blocks, cmd.length_field) {
+    let bs = match check_transfer(lun, cmd.lba, cmd.blocks, cmd.length_field) {
         Ok(bs) => bs,
         Err(resp) => return resp,
     };
@@ -233,196 +117,20 @@ pub(crate) fn write<D: BlockDevice>(
         );
         return invalid_field(cmd.length_field, 7).into();
     }
-    let fua = cmd.fua || emu.write_through();
-    let _range = emu.locks.lock(cmd.lba, cmd.blocks);
-    match write_from(emu.device(), cmd.lba, bs, data, len, fua) {
+    let fua = cmd.fua || lun.write_through();
+    let _range = lun.locks.lock(cmd.lba, cmd.blocks);
+    match write_from(lun.device(), cmd.lba, bs, data, len, fua) {
         Ok(()) => ScsiResponse::good(),
         Err((err, lba)) => backend_failure(&err, lba, Direction::Write),
     }
 }
 
-/// The segments cut to the first `len` bytes, when each of them holds
-/// whole blocks; `None` otherwise (the caller then goes block by block).
-fn whole_block_prefix<'b>(
-    segs: &'b mut [&mut [u8]],
-    len: usize,
-    bs: usize,
-) -> Option<Vec<&'b mut [u8]>> {
-    let mut taken = 0;
-    let mut out = Vec::with_capacity(segs.len());
-    for seg in segs.iter_mut() {
-        if taken >= len {
-            break;
-        }
-        let n = seg.len().min(len - taken);
-        if n % bs != 0 {
-            return None;
-        }
-        taken += n;
-        if n > 0 {
-            out.push(&mut seg[..n]);
-        }
-    }
-    Some(out)
-}
-
-/// The LBA of the block holding byte `pos` of a transfer from `start`.
-fn lba_at(start: u64, pos: usize, bs: usize) -> u64 {
-    start + (pos / bs) as u64
-}
-
-/// Read the first `len` bytes of the blocks from `start` into `data`
-/// (`len` ≤ `data.len()`, inside the device). On failure, the error and
-/// the LBA of the failed call.
-pub(crate) fn read_into<D: BlockDevice + ?Sized>(
-    device: &D,
-    start: u64,
-    bs: usize,
-    data: &mut dyn DataBuffer,
-    len: usize,
-) -> Result<(), (BlockError, u64)> {
-    // The usual case: every segment holds whole blocks (the ring's data
-    // pages do), so one vectored call serves the whole command.
-    if data.segment_count() > 1
-        && let Some(mut segs) = data.segments_mut()
-        && let Some(mut segs) = whole_block_prefix(&mut segs, len, bs)
-    {
-        return device
-            .read_vectored(start, &mut segs)
-            .map_err(|e| (e, start));
-    }
-    let mut bounce = Vec::new();
-    let mut pos = 0;
-    for i in 0..data.segment_count() {
-        if pos >= len {
-            break;
-        }
-        let seg = data.segment_mut(i);
-        let take = seg.len().min(len - pos);
-        let seg = &mut seg[..take];
-        let mut off = 0;
-
-        // The rest of a block that started in an earlier segment (already
-        // read into the bounce buffer).
-        let in_block = pos % bs;
-        if in_block != 0 {
-            let n = (bs - in_block).min(take);
-            seg[..n].copy_from_slice(&bounce[in_block..in_block + n]);
-            off += n;
-            pos += n;
-        }
-
-        // Whole blocks: straight into the segment.
-        let whole = (take - off) / bs * bs;
-        if whole > 0 {
-            let lba = lba_at(start, pos, bs);
-            device
-                .read(lba, &mut seg[off..off + whole])
-                .map_err(|e| (e, lba))?;
-            off += whole;
-            pos += whole;
-        }
-
-        // A block that continues in the next segment (or is cut short by
-        // the end of the buffer).
-        let rest = take - off;
-        if rest > 0 {
-            let lba = lba_at(start, pos, bs);
-            bounce.resize(bs, 0);
-            device.read(lba, &mut bounce).map_err(|e| (e, lba))?;
-            seg[off..].copy_from_slice(&bounce[..rest]);
-            pos += rest;
-        }
-    }
-    Ok(())
-}
-
-/// Write the first `len` bytes of `data` (a whole number of blocks,
-/// `len` ≤ `data.len()`) to the blocks from `start`.
-pub(crate) fn write_from<D: BlockDevice + ?Sized>(
-    device: &D,
-    start: u64,
-    bs: usize,
-    data: &dyn DataBuffer,
-    len: usize,
-    fua: bool,
-) -> Result<(), (BlockError, u64)> {
-    let put = |lba: u64, buf: &[u8]| {
-        let result = if fua {
-            device.write_fua(lba, buf)
-        } else {
-            device.write(lba, buf)
-        };
-        result.map_err(|e| (e, lba))
-    };
-    if data.segment_count() > 1 {
-        let segs = data.segments();
-        let mut taken = 0;
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(segs.len());
-        for seg in segs {
-            if taken >= len {
-                break;
-            }
-            let seg = &seg[..seg.len().min(len - taken)];
-            taken += seg.len();
-            if !seg.is_empty() {
-                parts.push(seg);
-            }
-        }
-        if parts.iter().all(|p| p.len() % bs == 0) {
-            return device
-                .write_vectored(start, &parts, fua)
-                .map_err(|e| (e, start));
-        }
-    }
-    let mut bounce = Vec::new();
-    let mut pos = 0;
-    for i in 0..data.segment_count() {
-        if pos >= len {
-            break;
-        }
-        let seg = data.segment(i);
-        let seg = &seg[..seg.len().min(len - pos)];
-        let mut off = 0;
-
-        // Complete a block begun in an earlier segment.
-        let in_block = pos % bs;
-        if in_block != 0 {
-            let n = (bs - in_block).min(seg.len());
-            bounce[in_block..in_block + n].copy_from_slice(&seg[..n]);
-            off += n;
-            pos += n;
-            if pos % bs == 0 {
-                put(lba_at(start, pos - bs, bs), &bounce)?;
-            }
-        }
-
-        // Whole blocks: straight from the segment.
-        let whole = (seg.len() - off) / bs * bs;
-        if whole > 0 {
-            put(lba_at(start, pos, bs), &seg[off..off + whole])?;
-            off += whole;
-            pos += whole;
-        }
-
-        // The start of a block that continues in the next segment.
-        let rest = seg.len() - off;
-        if rest > 0 {
-            bounce.resize(bs, 0);
-            bounce[..rest].copy_from_slice(&seg[off..]);
-            pos += rest;
-        }
-    }
-    // `len` is a whole number of blocks and the buffer holds all of it,
-    // so the loop ended on a block boundary: nothing is left in `bounce`.
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use scsi_sense_codes::{AdditionalSense, SenseKey};
+
     use super::*;
     use crate::testutil::*;
-    use crate::{Emulator, status};
 
     const BS: usize = 512;
 
@@ -488,7 +196,7 @@ mod tests {
 
     #[test]
     fn decode_lba_and_length_of_every_size() {
-        let caps = crate::command::Capabilities::default();
+        let caps = crate::capabilities::Capabilities::default();
         let dec = |cdb: &[u8]| match crate::command::Command::decode(cdb, &caps).unwrap().0 {
             crate::command::Command::Read(t) | crate::command::Command::Write(t) => t,
             other => panic!("{other:?}"),

@@ -1,18 +1,18 @@
 //! REPORT SUPPORTED OPERATION CODES (SPC-5 6.35) and REPORT SUPPORTED
 //! TASK MANAGEMENT FUNCTIONS (SPC-5 6.36).
 //!
-//! The operation codes come from the dispatcher's own table
-//! ([`COMMANDS`](crate::command::COMMANDS)), filtered by what the device
-//! can do, so the report lists exactly the commands that execute.
+//! The operation codes come from the dispatcher's own table (handed in as
+//! a slice of [`CommandSpec`] rows), filtered by what the device can do, so
+//! the report lists exactly the commands that execute.
 
 use byteorder::{BigEndian, ByteOrder};
 use scsi_sense_codes::Sense;
 
-use crate::block_device::BlockDevice;
+use crate::capabilities::Capabilities;
 use crate::cdb::{Cdb, invalid_field, to_usize};
-use crate::command::{CommandSpec, has_service_actions, spec_for, supported_commands};
+use crate::command_spec::{CommandSpec, spec_for, supported_commands};
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
+use crate::opcode::has_service_actions;
 use crate::response::{ScsiResponse, send_data_in};
 
 /// The REPORTING OPTIONS field.
@@ -95,16 +95,17 @@ fn timeouts_descriptor() -> [u8; 12] {
     d
 }
 
-pub(crate) fn report_opcodes<D: BlockDevice>(
-    emu: &Emulator<D>,
+/// The report for a logical unit with `caps` whose commands are `table`.
+pub(crate) fn report_opcodes<C>(
+    table: &'static [CommandSpec<C>],
+    caps: &Capabilities,
     cmd: &ReportOpcodes,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
-    let caps = &emu.caps;
     let payload = match cmd.options {
         ReportingOptions::All => {
             let mut b = vec![0u8; 4];
-            for spec in supported_commands(caps) {
+            for spec in supported_commands(table, caps) {
                 b.extend_from_slice(&all_commands_descriptor(spec, cmd.rctd));
                 if cmd.rctd {
                     b.extend_from_slice(&timeouts_descriptor());
@@ -126,8 +127,8 @@ pub(crate) fn report_opcodes<D: BlockDevice>(
             };
             let spec = service_action
                 .map_or_else(
-                    || spec_for(cmd.opcode, None),
-                    |sa| spec_for(cmd.opcode, Some(sa)),
+                    || spec_for(table, cmd.opcode, None),
+                    |sa| spec_for(table, cmd.opcode, Some(sa)),
                 )
                 .filter(|s| (s.supported)(caps));
             one_command(spec, cmd.rctd)
@@ -137,7 +138,7 @@ pub(crate) fn report_opcodes<D: BlockDevice>(
 }
 
 /// One command descriptor of the all-commands format.
-fn all_commands_descriptor(spec: &CommandSpec, rctd: bool) -> [u8; 8] {
+fn all_commands_descriptor<C>(spec: &CommandSpec<C>, rctd: bool) -> [u8; 8] {
     let mut d = [0u8; 8];
     d[0] = spec.opcode;
     if let Some(sa) = spec.service_action {
@@ -153,7 +154,7 @@ fn all_commands_descriptor(spec: &CommandSpec, rctd: bool) -> [u8; 8] {
 
 /// The one-command format: SUPPORT and, for a supported command, its
 /// CDB usage data (and timeouts).
-fn one_command(spec: Option<&CommandSpec>, rctd: bool) -> Vec<u8> {
+fn one_command<C>(spec: Option<&CommandSpec<C>>, rctd: bool) -> Vec<u8> {
     let Some(spec) = spec else {
         return vec![0, NOT_SUPPORTED, 0, 0];
     };
@@ -254,8 +255,8 @@ mod tests {
             let emu = emulator(VecDevice::new(512, 8));
             let (_, b) = run(&emu, &rsoc(rctd, 0, 0, 0, 4096));
             let list = listed(&b, rctd);
-            let caps = emu.caps;
-            let want: Vec<_> = supported_commands(&caps)
+            let caps = emu.lun.caps;
+            let want: Vec<_> = supported_commands(COMMANDS, &caps)
                 .map(|s| {
                     (
                         s.opcode,
@@ -348,7 +349,7 @@ mod tests {
         assert_eq!(resp, ScsiResponse::data_in(6));
         assert_eq!(
             BigEndian::read_u32(&b[0..4]) as usize,
-            8 * supported_commands(&emu.caps).count()
+            8 * supported_commands(COMMANDS, &emu.lun.caps).count()
         );
     }
 

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use scsi_sense_codes::{AdditionalSense, SenseKey};
 
-use crate::{BlockDevice, BlockError, Emulator, LunIdentity, ScsiResponse, status};
+// What most unit tests use besides their own module, in one import.
+pub(crate) use crate::{BlockDevice, BlockError, Emulator, LunIdentity, ScsiResponse, status};
 
 /// One backend call: (kind, lba, byte length). Kind is 'r', 'w', 'f'
 /// (write_fua), 'z' (write_zeroes) or 'u' (unmap).

@@ -15,8 +15,8 @@ use scsi_sense_codes::Sense;
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field, invalid_parameter, parameter_list_length_error};
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
-use crate::read_write::{Direction, backend_failure, check_range};
+use crate::lun::Lun;
+use crate::medium::{Direction, backend_failure, check_range};
 use crate::response::ScsiResponse;
 
 /// Parameter list header length.
@@ -45,7 +45,7 @@ impl Unmap {
 }
 
 pub(crate) fn unmap<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &Unmap,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
@@ -62,7 +62,7 @@ pub(crate) fn unmap<D: BlockDevice>(
     }
     let mut params = vec![0u8; len];
     data.read_at(0, &mut params);
-    let extents = match parse(emu, &params) {
+    let extents = match parse(lun, &params) {
         Ok(extents) => extents,
         Err(sense) => return sense.into(),
     };
@@ -70,8 +70,8 @@ pub(crate) fn unmap<D: BlockDevice>(
         if blocks == 0 {
             continue;
         }
-        let _range = emu.locks.lock(lba, blocks);
-        if let Err(err) = emu.device().unmap(lba, blocks) {
+        let _range = lun.locks.lock(lba, blocks);
+        if let Err(err) = lun.device().unmap(lba, blocks) {
             return backend_failure(&err, lba, Direction::Write);
         }
     }
@@ -79,7 +79,7 @@ pub(crate) fn unmap<D: BlockDevice>(
 }
 
 /// The validated `(lba, blocks)` extents of a parameter list.
-fn parse<D: BlockDevice>(emu: &Emulator<D>, p: &[u8]) -> Result<Vec<(u64, u64)>, Sense> {
+fn parse<D: BlockDevice>(lun: &Lun<D>, p: &[u8]) -> Result<Vec<(u64, u64)>, Sense> {
     let data_len = usize::from(BigEndian::read_u16(&p[0..2]));
     let descriptors_len = usize::from(BigEndian::read_u16(&p[2..4]));
     // UNMAP DATA LENGTH counts everything after itself, so it must leave
@@ -89,7 +89,7 @@ fn parse<D: BlockDevice>(emu: &Emulator<D>, p: &[u8]) -> Result<Vec<(u64, u64)>,
     }
     let available = descriptors_len.min(p.len() - HEADER_LEN);
     let count = available / DESCRIPTOR_LEN;
-    if count as u64 > emu.limits.max_unmap_descriptors {
+    if count as u64 > lun.limits.max_unmap_descriptors {
         return Err(invalid_parameter(2, 7));
     }
     let mut total = 0u64;
@@ -100,10 +100,10 @@ fn parse<D: BlockDevice>(emu: &Emulator<D>, p: &[u8]) -> Result<Vec<(u64, u64)>,
         let lba = BigEndian::read_u64(&d[0..8]);
         let blocks = u64::from(BigEndian::read_u32(&d[8..12]));
         total = total.saturating_add(blocks);
-        if total > emu.limits.max_unmap {
+        if total > lun.limits.max_unmap {
             return Err(invalid_parameter(at + 8, 7));
         }
-        check_range(emu.device(), lba, blocks)?;
+        check_range(lun.device(), lba, blocks)?;
         extents.push((lba, blocks));
     }
     Ok(extents)
@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn limits_and_range_are_checked_before_anything_is_unmapped() {
         let emu = emulator(VecDevice::geometry(BS as u32, 1 << 40).with_unmap());
-        let max = emu.limits.max_unmap as u32;
+        let max = emu.lun.limits.max_unmap as u32;
         assert_bad_param(&run(&emu, list(&[(0, max + 1)])), 8 + 8);
         // The total counts too: the second descriptor crosses it.
         assert_bad_param(

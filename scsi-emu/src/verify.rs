@@ -11,11 +11,10 @@ use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field};
+use crate::cdb::{lba_and_length, length_field};
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
-use crate::read_write::{
-    Direction, backend_failure, byte_len, check_transfer, lba_and_length, length_field, write_from,
-};
+use crate::lun::Lun;
+use crate::medium::{Direction, backend_failure, byte_len, check_transfer, write_from};
 use crate::response::ScsiResponse;
 
 /// Blocks read from the device at a time while verifying.
@@ -110,11 +109,11 @@ impl WriteAndVerify {
 }
 
 pub(crate) fn verify<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &Verify,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
-    let bs = match check_transfer(emu, cmd.lba, cmd.blocks, cmd.length_field) {
+    let bs = match check_transfer(lun, cmd.lba, cmd.blocks, cmd.length_field) {
         Ok(bs) => bs,
         Err(resp) => return resp,
     };
@@ -139,7 +138,7 @@ pub(crate) fn verify<D: BlockDevice>(
         }
     };
     compare_medium(
-        emu.device(),
+        lun.device(),
         cmd.lba,
         cmd.blocks,
         bs,
@@ -149,11 +148,11 @@ pub(crate) fn verify<D: BlockDevice>(
 }
 
 pub(crate) fn write_and_verify<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &WriteAndVerify,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
-    let bs = match check_transfer(emu, cmd.lba, cmd.blocks, cmd.length_field) {
+    let bs = match check_transfer(lun, cmd.lba, cmd.blocks, cmd.length_field) {
         Ok(bs) => bs,
         Err(resp) => return resp,
     };
@@ -161,8 +160,8 @@ pub(crate) fn write_and_verify<D: BlockDevice>(
     if len > data.len() {
         return invalid_field(cmd.length_field, 7).into();
     }
-    let device = emu.device();
-    let _range = emu.locks.lock(cmd.lba, cmd.blocks);
+    let device = lun.device();
+    let _range = lun.locks.lock(cmd.lba, cmd.blocks);
     // Durable first: the verification reads what the medium holds.
     if let Err((err, lba)) = write_from(device, cmd.lba, bs, data, len, true) {
         return backend_failure(&err, lba, Direction::Write);

@@ -5,8 +5,8 @@
 
 use byteorder::{BigEndian, ByteOrder};
 
-use crate::command::Capabilities;
-use crate::emulator::Limits;
+use crate::capabilities::Capabilities;
+use crate::limits::Limits;
 
 /// PAGE LENGTH of the 86h, B0h and B1h pages.
 const LONG_PAGE_LEN: usize = 0x3C;

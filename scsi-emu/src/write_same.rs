@@ -15,10 +15,10 @@ use scsi_sense_codes::Sense;
 
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field};
-use crate::command::opcode;
 use crate::data_buffer::DataBuffer;
-use crate::emulator::Emulator;
-use crate::read_write::{Direction, backend_failure, block_size, byte_len, check_range};
+use crate::lun::Lun;
+use crate::medium::{Direction, backend_failure, block_size, byte_len, check_range};
+use crate::opcode;
 use crate::response::ScsiResponse;
 
 /// Largest buffer of replicated blocks written at once.
@@ -72,15 +72,15 @@ impl WriteSame {
 }
 
 pub(crate) fn write_same<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &WriteSame,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
-    let device = emu.device();
+    let device = lun.device();
     let Some(bs) = block_size(device) else {
         return ScsiResponse::internal_failure();
     };
-    if cmd.blocks > emu.limits.max_write_same {
+    if cmd.blocks > lun.limits.max_write_same {
         return invalid_field(cmd.length_field, 7).into();
     }
     if let Err(sense) = check_range(device, cmd.lba, cmd.blocks) {
@@ -97,20 +97,20 @@ pub(crate) fn write_same<D: BlockDevice>(
     }
     let zeros = block.iter().all(|&b| b == 0);
 
-    let _range = emu.locks.lock(cmd.lba, cmd.blocks);
-    let result = if zeros && cmd.unmap && emu.caps.unmap_reads_zeroes {
+    let _range = lun.locks.lock(cmd.lba, cmd.blocks);
+    let result = if zeros && cmd.unmap && lun.caps.unmap_reads_zeroes {
         device.unmap(cmd.lba, cmd.blocks)
     } else if zeros {
         device.write_zeroes(cmd.lba, cmd.blocks).and_then(|()| {
             // write_zeroes has no FUA form: flush when writing through.
-            if emu.write_through() {
+            if lun.write_through() {
                 device.flush()
             } else {
                 Ok(())
             }
         })
     } else {
-        replicate(device, cmd.lba, cmd.blocks, &block, emu.write_through())
+        replicate(device, cmd.lba, cmd.blocks, &block, lun.write_through())
     };
     match result {
         Ok(()) => ScsiResponse::good(),
@@ -288,7 +288,7 @@ mod tests {
         );
         // ... but by the MAXIMUM WRITE SAME LENGTH.
         let big = emulator(VecDevice::geometry(BS as u32, 1 << 40));
-        let max = big.limits.max_write_same as u32;
+        let max = big.lun.limits.max_write_same as u32;
         assert_invalid_field(&big.execute(&ws16(NDOB, 0, max + 1), &mut block), 10, 7);
     }
 

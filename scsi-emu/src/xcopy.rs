@@ -29,8 +29,8 @@ use crate::block_device::{BlockDevice, BlockError};
 use crate::cdb::{Cdb, invalid_field, invalid_parameter, parameter_list_length_error, to_usize};
 use crate::copy_registry::{CopyRegistry, Registered};
 use crate::data_buffer::DataBuffer;
-use crate::emulator::{Emulator, NOT_READY_INITIALIZING_COMMAND_REQUIRED};
-use crate::read_write::{Direction, backend_failure, write_protected};
+use crate::lun::{Lun, NOT_READY_INITIALIZING_COMMAND_REQUIRED};
+use crate::medium::{Direction, backend_failure, write_protected};
 use crate::response::{ScsiResponse, send_data_in};
 
 /// MAXIMUM CSCD DESCRIPTOR COUNT: a source and a destination need two;
@@ -98,7 +98,7 @@ impl ReceiveCopyResults {
 const SNLID: u8 = 0x01;
 
 pub(crate) fn operating_parameters<D: BlockDevice>(
-    emu: &Emulator<D>,
+    lun: &Lun<D>,
     cmd: &ReceiveCopyResults,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
@@ -114,7 +114,7 @@ pub(crate) fn operating_parameters<D: BlockDevice>(
     BigEndian::write_u16(&mut b[34..36], 1);
     b[36] = 1;
     // DATA SEGMENT GRANULARITY (log2 bytes): copies move whole blocks.
-    b[37] = emu.device().block_size().max(1).trailing_zeros() as u8;
+    b[37] = lun.device().block_size().max(1).trailing_zeros() as u8;
     b[43] = IMPLEMENTED_DESCRIPTORS.len() as u8;
     b.extend_from_slice(&IMPLEMENTED_DESCRIPTORS);
     // AVAILABLE DATA: the bytes after the field.
@@ -160,8 +160,8 @@ fn copy_aborted(code: AdditionalSense) -> Sense {
     Sense::new(SenseKey::CopyAborted, code)
 }
 
-pub(crate) fn extended_copy<D: BlockDevice>(
-    emu: &Emulator<D>,
+pub(crate) fn extended_copy(
+    registry: Option<&CopyRegistry>,
     cmd: &ExtendedCopy,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
@@ -189,7 +189,7 @@ pub(crate) fn extended_copy<D: BlockDevice>(
         Ok(parsed) => parsed,
         Err(sense) => return sense.into(),
     };
-    let Some(registry) = emu.copy_registry() else {
+    let Some(registry) = registry else {
         return ScsiResponse::internal_failure();
     };
     let copies = match resolve(registry, &cscds, &segments) {

@@ -1,0 +1,16 @@
+//! What a logical unit can do beyond the mandatory commands.
+
+/// What the logical unit can do beyond the mandatory commands; decided
+/// once, when the emulator is built, from the device and the emulator's
+/// configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Capabilities {
+    /// The device deallocates blocks (UNMAP, WRITE SAME with UNMAP).
+    pub(crate) unmap: bool,
+    /// Deallocated blocks read as zeros (LBPRZ).
+    pub(crate) unmap_reads_zeroes: bool,
+    /// The device reports which blocks are mapped (GET LBA STATUS).
+    pub(crate) lba_status: bool,
+    /// The unit is in a copy registry: EXTENDED COPY, 3PC.
+    pub(crate) third_party_copy: bool,
+}

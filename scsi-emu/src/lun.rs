@@ -1,0 +1,136 @@
+//! One logical unit's context: the device and what every command shares
+//! about it (identity, capabilities, limits, mode parameters, the stopped
+//! flag, the range locks, a capacity change not yet reported). The command
+//! families take this, not the whole emulator, and the copy registry holds
+//! it to reach the unit from EXTENDED COPY on another one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
+
+use crate::block_device::{BlockDevice, BlockError};
+use crate::capabilities::Capabilities;
+use crate::copy_registry::CopyTarget;
+use crate::identity::LunIdentity;
+use crate::limits::Limits;
+use crate::mode_page::ModeState;
+use crate::range_lock::RangeLocks;
+
+/// What a stopped unit reports: START STOP UNIT with START=1 makes it
+/// ready again.
+pub(crate) const NOT_READY_INITIALIZING_COMMAND_REQUIRED: AdditionalSense =
+    AdditionalSense::LOGICAL_UNIT_NOT_READY_INITIALIZING_COMMAND_REQUIRED;
+
+/// NOT READY, INITIALIZING COMMAND REQUIRED: what a stopped unit reports.
+pub(crate) fn not_ready() -> Sense {
+    Sense::new(SenseKey::NotReady, NOT_READY_INITIALIZING_COMMAND_REQUIRED)
+}
+
+/// A logical unit: its device and its shared state. Mode parameters, the
+/// stopped flag and the range locks live behind atomics and mutexes, so
+/// commands run on it from several threads at once.
+pub(crate) struct Lun<D> {
+    pub(crate) device: D,
+    pub(crate) identity: LunIdentity,
+    pub(crate) caps: Capabilities,
+    /// The largest data transfer of one command, in bytes.
+    pub(crate) max_transfer_bytes: u32,
+    pub(crate) limits: Limits,
+    pub(crate) modes: ModeState,
+    /// START STOP UNIT with START=0 was processed: medium access is
+    /// refused until a START.
+    pub(crate) stopped: AtomicBool,
+    pub(crate) locks: RangeLocks,
+    /// The capacity changed and no command has reported it yet: the next
+    /// one gets the unit attention.
+    pub(crate) capacity_changed: AtomicBool,
+}
+
+impl<D: BlockDevice> Lun<D> {
+    /// The unit on `device`. Its optional capabilities are read once, here.
+    pub(crate) fn new(device: D, identity: LunIdentity, max_transfer_bytes: u32) -> Self {
+        let unmap = device.can_unmap();
+        let caps = Capabilities {
+            unmap,
+            unmap_reads_zeroes: unmap && device.unmap_reads_zeroes(),
+            lba_status: device.num_blocks() > 0 && device.lba_status(0).is_some(),
+            third_party_copy: false,
+        };
+        let limits = Limits::new(device.block_size(), max_transfer_bytes, &caps);
+        let modes = ModeState::new(device.write_cache());
+        Lun {
+            device,
+            identity,
+            caps,
+            max_transfer_bytes,
+            limits,
+            modes,
+            stopped: AtomicBool::new(false),
+            locks: RangeLocks::default(),
+            capacity_changed: AtomicBool::new(false),
+        }
+    }
+
+    /// Accept at most `bytes` of data per command.
+    pub(crate) fn set_max_transfer_bytes(&mut self, bytes: u32) {
+        self.max_transfer_bytes = bytes;
+        self.limits = Limits::new(self.device.block_size(), bytes, &self.caps);
+    }
+
+    pub(crate) fn device(&self) -> &D {
+        &self.device
+    }
+
+    pub(crate) fn identity(&self) -> &LunIdentity {
+        &self.identity
+    }
+
+    /// Whether START STOP UNIT stopped the unit.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Whether sense goes out in descriptor format (D_SENSE).
+    pub(crate) fn descriptor_sense(&self) -> bool {
+        self.modes.current().d_sense
+    }
+
+    /// Whether the write cache is enabled (WCE).
+    pub(crate) fn write_cache_enabled(&self) -> bool {
+        self.modes.current().wce
+    }
+
+    /// Whether writes must reach stable storage before completing even
+    /// without FUA: the initiator turned the device's cache off.
+    pub(crate) fn write_through(&self) -> bool {
+        self.device.write_cache() && !self.write_cache_enabled()
+    }
+}
+
+impl<D: BlockDevice> CopyTarget for Lun<D> {
+    fn block_size(&self) -> u32 {
+        self.device.block_size()
+    }
+    fn num_blocks(&self) -> u64 {
+        self.device.num_blocks()
+    }
+    fn read_only(&self) -> bool {
+        self.device.read_only()
+    }
+    fn stopped(&self) -> bool {
+        self.is_stopped()
+    }
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.device.read(lba, buf)
+    }
+    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        let bs = u64::from(self.device.block_size().max(1));
+        let _range = self.locks.lock(lba, buf.len() as u64 / bs);
+        // The initiator turned the cache off: the data must be durable.
+        if self.write_through() {
+            self.device.write_fua(lba, buf)
+        } else {
+            self.device.write(lba, buf)
+        }
+    }
+}

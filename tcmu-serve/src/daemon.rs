@@ -2,43 +2,27 @@
 //! while it runs.
 //!
 //! `tcmu-serve --control PATH [DEVICE-FLAGS]` listens on a Unix socket at
-//! PATH (mode 0600: root only). A request is its words, one per line, sent
-//! before the client shuts down its writing side; the answer is text lines,
-//! after which the daemon closes the connection:
-//!
-//! | request              | answer                                         |
-//! |----------------------|------------------------------------------------|
-//! | `add DEVICE-FLAGS..` | `ready: /dev/sdX` (or the iSCSI URL, ...)      |
-//! | `remove NAME`        | `removed: NAME`                                |
-//! | `list`               | `NAME READY-TARGET`, one line per device       |
-//! | anything wrong       | `error: <one line saying what>`                |
-//!
-//! `tcmu-serve --control PATH REQUEST...` is that client. Every device has
+//! PATH (mode 0600: root only) for the requests of the control protocol
+//! (see `control.rs`); `tcmu-serve --control PATH add|remove|list ...` is
+//! its client. Every device has
 //! its own serving thread and workers, so a slow backend or a broken ring of
 //! one device never stalls another; a device whose ring broke is removed
 //! and logged. SIGINT or SIGTERM remove every device and the socket.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
 
 use clap::Parser;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use tcmu_target::Target;
+use tcmu_target::{Signals, Target};
 
-use crate::{Args, catch_signals, force_on_signal, plan, ready_target, start_target};
-
-/// Longest request accepted, in bytes.
-const MAX_REQUEST: u64 = 64 * 1024;
-/// How long a client may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the client waits for an answer (adding a device waits up to
-/// 30 s for its disk to appear).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+use crate::cli::{AddArgs, DeviceArgs, one_line};
+use crate::control;
+use crate::device::{ready_target, start_target};
+use crate::plan::Plan;
 
 /// One device of the daemon.
 struct Served {
@@ -86,18 +70,14 @@ impl Devices {
 
     fn add(&mut self, flags: &[String]) -> Result<String, String> {
         let argv = std::iter::once("tcmu-serve add".to_string()).chain(flags.iter().cloned());
-        let mut args = Args::try_parse_from(argv).map_err(|e| first_line(&e.to_string()))?;
-        if let Some(word) = args.request.first() {
-            return Err(format!("unexpected argument {word:?}"));
-        }
-        if args.control.is_some() {
-            return Err("add takes device flags only (no --control)".into());
-        }
+        let mut args = AddArgs::try_parse_from(argv)
+            .map_err(|e| one_line(&e))?
+            .device;
         if args.name.is_none() {
             self.added += 1;
             args.name = Some(format!("tcmurs-{}-{}", std::process::id(), self.added));
         }
-        let plan = plan(args)?;
+        let plan = Plan::from_args(args)?;
         if self.served.contains_key(&plan.name) {
             return Err(format!("a device named {} is already served", plan.name));
         }
@@ -156,89 +136,28 @@ impl Devices {
     }
 }
 
-/// The first line of a (clap) error, without its `error: ` prefix.
-fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("").trim();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
-}
-
-/// The socket at `path`, made root-only. A socket file left by a daemon
-/// that died is replaced; one a live daemon answers on is not.
-fn bind(path: &Path) -> Result<UnixListener, String> {
-    if UnixStream::connect(path).is_ok() {
-        return Err(format!(
-            "another daemon already listens on {}",
-            path.display()
-        ));
-    }
-    if std::fs::symlink_metadata(path)
-        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-    {
-        let _ = std::fs::remove_file(path);
-    }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
-    Ok(listener)
-}
-
-/// Read one request: its words, one per line, up to the end of the stream.
-fn read_request(stream: &mut UnixStream) -> Result<Vec<String>, String> {
-    stream
-        .set_read_timeout(Some(REQUEST_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    stream
-        .take(MAX_REQUEST + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read the request: {e}"))?;
-    if text.len() as u64 > MAX_REQUEST {
-        return Err(format!("request longer than {MAX_REQUEST} bytes"));
-    }
-    Ok(text.lines().map(str::to_string).collect())
-}
-
-fn answer(devices: &mut Devices, mut stream: UnixStream) {
-    let lines = match read_request(&mut stream) {
-        Ok(words) => {
-            log::info!("request: {}", words.join(" "));
-            devices.handle(&words)
-        }
-        Err(e) => vec![format!("error: {e}")],
-    };
-    let mut text = lines.join("\n");
-    if !text.is_empty() {
-        text.push('\n');
-    }
-    if let Err(e) = stream.write_all(text.as_bytes()) {
-        log::warn!("cannot answer a request: {e}");
-    }
-}
-
 /// `tcmu-serve --control PATH [DEVICE-FLAGS]`: serve until a signal.
-pub fn run(mut args: Args) -> Result<(), String> {
+pub fn run(control: &Path, args: DeviceArgs) -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("must run as root: configuring the kernel target (configfs) needs it".into());
     }
-    let control: PathBuf = args.control.take().expect("daemon mode has --control");
     let initial = if args.backend.is_some() {
-        Some(plan(args)?)
+        Some(Plan::from_args(args)?)
     } else {
         None
     };
-    let mut signals = catch_signals()?;
-    let listener = bind(&control)?;
+    let mut signals = Signals::catch().map_err(|e| format!("cannot catch signals: {e}"))?;
+    let listener = control::bind(control)?;
     let mut devices = Devices::new();
-    let result = serve(&control, &listener, initial, &mut devices, &mut signals);
-    let _ = std::fs::remove_file(&control);
+    let result = serve(control, &listener, initial, &mut devices, &mut signals);
+    let _ = std::fs::remove_file(control);
     log::info!("shutting down (a second signal stops without waiting for commands in flight)");
     let forces: Vec<_> = devices
         .served
         .values()
         .filter_map(|s| s.target.force_stop_handle())
         .collect();
-    force_on_signal(signals, move || forces.iter().for_each(|f| f.force()));
+    signals.on_next(move || forces.iter().for_each(|f| f.force()));
     let stopped = devices.shutdown();
     result.and(stopped)
 }
@@ -246,9 +165,9 @@ pub fn run(mut args: Args) -> Result<(), String> {
 fn serve(
     control: &Path,
     listener: &UnixListener,
-    initial: Option<crate::Plan>,
+    initial: Option<Plan>,
     devices: &mut Devices,
-    signals: &mut UnixStream,
+    signals: &mut Signals,
 ) -> Result<(), String> {
     let ready = match initial {
         Some(plan) => {
@@ -277,14 +196,14 @@ fn serve(
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(format!("waiting for requests: {e}")),
         }
-        if fds[1].any().unwrap_or(false) {
-            let mut byte = [0u8; 16];
-            let _ = signals.read(&mut byte);
+        let (signalled, requested) = (fds[1].any(), fds[0].any());
+        if signalled.unwrap_or(false) {
+            signals.take();
             return Ok(());
         }
-        if fds[0].any().unwrap_or(false) {
+        if requested.unwrap_or(false) {
             match listener.accept() {
-                Ok((stream, _)) => answer(devices, stream),
+                Ok((stream, _)) => control::answer(stream, |words| devices.handle(words)),
                 Err(e) => log::warn!("accepting a request: {e}"),
             }
         }
@@ -292,41 +211,13 @@ fn serve(
     }
 }
 
-/// `tcmu-serve --control PATH REQUEST...`: send the request, print the
-/// answer; an `error:` answer is returned as the error.
-pub fn send_request(control: &Path, request: &[String]) -> Result<(), String> {
-    let mut stream = UnixStream::connect(control).map_err(|e| {
-        format!(
-            "cannot reach a tcmu-serve daemon at {}: {e}",
-            control.display()
-        )
-    })?;
-    let mut text = request.join("\n");
-    text.push('\n');
-    stream
-        .write_all(text.as_bytes())
-        .and_then(|()| stream.shutdown(std::net::Shutdown::Write))
-        .map_err(|e| format!("cannot send the request: {e}"))?;
-    stream
-        .set_read_timeout(Some(ANSWER_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| format!("no answer from the daemon: {e}"))?;
-    let mut error = None;
-    for line in answer.lines() {
-        match line.strip_prefix("error: ") {
-            Some(e) => error = Some(e.to_string()),
-            None => println!("{line}"),
-        }
-    }
-    error.map_or(Ok(()), Err)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+    use crate::cli::{Cli, Request};
+    use crate::control::{bind, send_request};
 
     fn words(text: &str) -> Vec<String> {
         text.split_whitespace().map(str::to_string).collect()
@@ -345,11 +236,11 @@ mod tests {
             ("add --backend mem", "--size is required"),
             (
                 "add --backend mem --size 1MiB --bogus",
-                "unexpected argument \"--bogus\"",
+                "unexpected argument '--bogus'",
             ),
             (
                 "add --backend mem --size 1MiB --control /x",
-                "add takes device flags only",
+                "unexpected argument '--control'",
             ),
             ("add --backend mem --size 1MiB --name a/b", "invalid name"),
         ] {
@@ -378,7 +269,7 @@ mod tests {
             // The probe of the refused second bind, then two requests.
             for _ in 0..3 {
                 let (stream, _) = listener.accept().unwrap();
-                answer(&mut devices, stream);
+                control::answer(stream, |words| devices.handle(words));
             }
         });
         assert_eq!(send_request(&path, &words("list")), Ok(()));
@@ -393,9 +284,9 @@ mod tests {
 
     #[test]
     fn the_command_line_tells_the_modes_apart() {
-        let args = Args::try_parse_from(["tcmu-serve", "--control", "/run/t.sock"]).unwrap();
-        assert!(args.backend.is_none() && args.request.is_empty());
-        let args = Args::try_parse_from([
+        let args = Cli::try_parse_from(["tcmu-serve", "--control", "/run/t.sock"]).unwrap();
+        assert!(args.device.backend.is_none() && args.request.is_none());
+        let args = Cli::try_parse_from([
             "tcmu-serve",
             "--control",
             "/run/t.sock",
@@ -406,7 +297,19 @@ mod tests {
             "1MiB",
         ])
         .unwrap();
-        assert_eq!(args.request, words("add --backend mem --size 1MiB"));
-        assert!(args.backend.is_none());
+        let request = args.request.expect("a request");
+        assert_eq!(request.words(), words("add --backend mem --size 1MiB"));
+        assert!(args.device.backend.is_none());
+        for line in ["remove d2", "list"] {
+            let argv = ["tcmu-serve", "--control", "/run/t.sock"]
+                .into_iter()
+                .chain(line.split(' '));
+            let request = Cli::try_parse_from(argv).unwrap().request.unwrap();
+            assert_eq!(request.words(), words(line));
+        }
+        // Device flags without a request: the single-device mode.
+        let args =
+            Cli::try_parse_from(["tcmu-serve", "--backend", "mem", "--size", "1MiB"]).unwrap();
+        assert_eq!(args.request, None::<Request>);
     }
 }

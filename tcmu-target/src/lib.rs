@@ -45,10 +45,12 @@ mod export;
 mod naming;
 mod reconfig;
 mod ring_thread;
+mod signals;
 mod target;
 
 pub use builder::TargetBuilder;
 pub use error::TargetError;
 pub use export::Export;
+pub use signals::Signals;
 pub use target::{ForceStop, Target};
 pub use tcmu_core::configfs::IscsiAuth;

@@ -1,15 +1,15 @@
 //! A LUN being served, and the way to stop it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tcmu_core::configfs::{Backstore, IscsiExport, LoopbackExport};
 
 use crate::error::TargetError;
 use crate::reconfig::ReconfigWatcher;
 use crate::ring_thread::RingThread;
+use crate::signals::Signals;
 
 /// A LUN being served. Dropping it shuts it down (errors are logged);
 /// [`shutdown`](Target::shutdown) reports them.
@@ -51,26 +51,10 @@ impl Target {
         self.ring_thread.as_ref().is_none_or(|t| t.finished())
     }
 
-    /// Block until SIGINT or SIGTERM arrives (or serving fails).
+    /// Block until SIGINT or SIGTERM arrives (or serving fails). To catch
+    /// them from before the target starts, use [`Signals`] directly.
     pub fn wait_for_signal(&self) -> Result<(), TargetError> {
-        let (mut signals, tx) = UnixStream::pair()?;
-        let mut ids = Vec::new();
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            ids.push(signal_hook::low_level::pipe::register(
-                sig,
-                tx.try_clone()?,
-            )?);
-        }
-        signals.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let mut byte = [0u8; 16];
-        while !self.failed() {
-            if matches!(signals.read(&mut byte), Ok(n) if n > 0) {
-                break;
-            }
-        }
-        for id in ids {
-            signal_hook::low_level::unregister(id);
-        }
+        Signals::catch()?.wait_while(|| !self.failed());
         Ok(())
     }
 

@@ -1,0 +1,46 @@
+//! Starting one device from its plan, and what its `ready:` line names.
+
+use tcmu_target::Target;
+
+use crate::plan::Plan;
+
+/// Open the backing store, then create and export the LUN.
+pub fn start_target(plan: &Plan) -> Result<Target, String> {
+    // Problems with the backing store show before anything in the kernel changes.
+    let device = plan.backend.open(&plan.device)?;
+    let size = device.num_blocks() * u64::from(device.block_size());
+    let mut builder = Target::builder(device)
+        .name(plan.name.clone())
+        .dev_config(plan.backend.dev_config())
+        .max_io_bytes(plan.max_sectors * 512)
+        .export(plan.export.clone());
+    if let Some(workers) = plan.workers {
+        builder = builder.workers(workers);
+    }
+    if let Some(spin) = plan.spin {
+        builder = builder.spin(spin);
+    }
+    if let Some(mib) = plan.data_area_mb {
+        builder = builder.data_area_mb(mib);
+    }
+    if let Some(mib) = plan.ring_size_mb {
+        builder = builder.ring_size_mb(mib);
+    }
+    builder = builder.timeouts(plan.cmd_timeout, plan.qfull_timeout);
+    let target = builder.start().map_err(|e| e.to_string())?;
+    log::info!(
+        "serving {} ({size} bytes, {}-byte blocks)",
+        plan.name,
+        plan.device.block_size
+    );
+    Ok(target)
+}
+
+/// What the `ready:` line names: the disk, the iSCSI URL, or the backstore.
+pub fn ready_target(target: &Target) -> String {
+    match (target.disk(), target.iscsi_url()) {
+        (Some(disk), _) => disk.display().to_string(),
+        (None, Some(url)) => url.to_string(),
+        (None, None) => target.backstore_dir().display().to_string(),
+    }
+}

@@ -19,7 +19,7 @@ use super::options::{FileKind, FileOptions};
 impl FileDevice {
     /// Opens (or, with [`FileOptions::create`], creates) the regular file
     /// or block device at `path` as a disk. See the
-    /// [module documentation](self) for how its size is chosen.
+    /// [module documentation](crate::file) for how its size is chosen.
     ///
     /// ```
     /// use block_backends::{FileDevice, FileDeviceError, FileOptions};

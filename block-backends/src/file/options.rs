@@ -3,7 +3,7 @@
 #[cfg(doc)]
 use scsi_emu::BlockError;
 
-/// How to open a [`FileDevice`].
+/// How to open a [`FileDevice`](super::FileDevice).
 ///
 /// ```
 /// use block_backends::FileOptions;
@@ -21,7 +21,7 @@ pub struct FileOptions {
     /// Logical block size in bytes: 512, 1024, 2048 or 4096.
     pub block_size: u32,
     /// Size of the disk in bytes; `None` takes the size of the file or
-    /// device. See the [module documentation](self) for the rules.
+    /// device. See the [module documentation](crate::file) for the rules.
     pub size: Option<u64>,
     /// Create a missing regular file (sparse, `size` bytes).
     pub create: bool,
@@ -52,7 +52,7 @@ impl Default for FileOptions {
     }
 }
 
-/// What kind of file a [`FileDevice`] serves.
+/// What kind of file a [`FileDevice`](super::FileDevice) serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     /// A regular file (an image file).

@@ -154,15 +154,17 @@ sk_verify() {
   ((rc == 0)) || fail "checksum mismatch: $(head -n1 <<< "$bad")"
 }
 
+# sk_fio: fio with verification over the first SK_FIO_SIZE (128M) bytes.
 sk_fio() {
   sk_need_dev || return
+  local report=fio-verify-$SK_NAME.txt
   # verify_fatal: stop at the first bad block; fio then exits non-zero.
-  CMD_TIMEOUT=300 must "fio verify failed, see fio-verify.txt" \
-    "${FIO_VERIFY[@]}" --name=verify --filename="$SK_DEV" --iodepth=16 --size=128M \
-    --output="$VM_RUN/fio-verify.txt" || return
-  cat "$VM_RUN/fio-verify.txt"
-  ! grep -qiE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$VM_RUN/fio-verify.txt" ||
-    fail "fio reported errors, see fio-verify.txt"
+  CMD_TIMEOUT=300 must "fio verify failed, see $report" \
+    "${FIO_VERIFY[@]}" --name=verify --filename="$SK_DEV" --iodepth=16 --size="${SK_FIO_SIZE:-128M}" \
+    --output="$VM_RUN/$report" || return
+  cat "$VM_RUN/$report"
+  ! grep -qiE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$VM_RUN/$report" ||
+    fail "fio reported errors, see $report"
 }
 
 # A second instance with the name in use must fail cleanly and must not

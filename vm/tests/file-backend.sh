@@ -7,7 +7,11 @@
 # with its own size, --read-only and --inject-fault reach the initiator,
 # and a block device can be the backing store too. The kernel errors the
 # injected fault causes are checked, then left out of later klog_clean
-# steps. Sourced by vm/guest/suite (helpers: vm/guest/lib.sh).
+# steps. Sourced by vm/guest/suite (helpers: vm/guest/lib.sh); the checks
+# every disk gets come from vm/guest/disk-suite.sh.
+
+# shellcheck source=vm/guest/disk-suite.sh
+source "$GUEST_DIR/disk-suite.sh"
 
 FB_IMG=/tmp/lun.img
 FB_SIZE=$((256 << 20))
@@ -77,11 +81,15 @@ fb_allocated() {
   echo $(($(stat -c %b "$1") * 512))
 }
 
-# fb_drop_caches: make the next read go through tcmu-serve.
-fb_drop_caches() {
-  sync
-  timeout 60 blockdev --flushbufs "$FB_DEV" || true
-  echo 3 > /proc/sys/vm/drop_caches
+# fb_as_sk FUNCTION...: disk-suite checks (vm/guest/disk-suite.sh) on the
+# file backend's disk; SK_BLOCKS defaults to the image's blocks.
+fb_as_sk() {
+  fb_need_dev || return
+  local SK_DEV=$FB_DEV SK_NAME=$FB_NAME SK_MNT=$FB_MNT SK_BLOCKS=${SK_BLOCKS_WANT:-$FB_BLOCKS}
+  local check
+  for check in "$@"; do
+    "$check" || return
+  done
 }
 
 fb_start() {
@@ -98,84 +106,24 @@ fb_start() {
   ((alloc < (1 << 20))) || fail "new image not sparse: $alloc bytes allocated"
 }
 
-fb_inquiry() {
-  fb_need_dev || return
-  local out p
-  out=$(timeout 60 sg_inq "$FB_DEV" 2>&1) || fail "sg_inq exited $?: $(tail -n1 <<< "$out")" || return
-  echo "$out"
-  grep -q 'Peripheral device type: disk' <<< "$out" || fail "peripheral device type is not disk" || return
-  out=$(timeout 60 sg_inq -p 0x00 "$FB_DEV" 2>&1) || fail "sg_inq -p 0x00 exited $?: $(tail -n1 <<< "$out")" || return
-  echo "$out"
-  for p in 0x80 0x83; do
-    grep -Eq "^[[:space:]]+${p}[[:space:]]" <<< "$out" || fail "VPD page $p not listed as supported" || return
-  done
-  out=$(timeout 60 sg_inq -p 0x80 "$FB_DEV" 2>&1) || fail "sg_inq -p 0x80 exited $?" || return
-  echo "$out"
-  grep -Eq 'Unit serial number:[[:space:]]*[^[:space:]]' <<< "$out" || fail "empty unit serial number" || return
-  out=$(timeout 60 sg_inq -p 0x83 "$FB_DEV" 2>&1) || fail "sg_inq -p 0x83 exited $?" || return
-  echo "$out"
-  grep -q 'designator_type' <<< "$out" || fail "no designation descriptor in VPD 0x83"
-}
+fb_inquiry() { fb_as_sk sk_inquiry sk_vpd_00 sk_vpd_80 sk_vpd_83; }
 
 # fb_readcap BLOCKS: READ CAPACITY(16) reports BLOCKS 512-byte blocks.
-fb_readcap() {
-  fb_need_dev || return
-  local out
-  out=$(timeout 60 sg_readcap --16 "$FB_DEV" 2>&1) || fail "sg_readcap --16 exited $?: $(tail -n1 <<< "$out")" || return
-  echo "$out"
-  grep -q "Number of logical blocks=$1\$" <<< "$out" ||
-    fail "want $1 blocks, got: $(grep -o 'Number of logical blocks=[0-9]*' <<< "$out")" || return
-  grep -q 'Logical block length=512 bytes' <<< "$out" ||
-    fail "want 512-byte blocks, got: $(grep -o 'Logical block length=.*' <<< "$out")"
-}
+fb_readcap() { SK_BLOCKS_WANT=$1 fb_as_sk sk_readcap; }
 
 fb_modes() {
-  fb_need_dev || return
-  local out cache
-  out=$(timeout 60 sg_modes -p 0x08 "$FB_DEV" 2>&1) || fail "sg_modes -p 0x08 exited $?: $(tail -n1 <<< "$out")" || return
-  echo "$out"
-  grep -q 'Caching' <<< "$out" || fail "no caching mode page (0x08)" || return
+  fb_as_sk sk_modes || return
   # The page cache is a volatile cache: the file backend reports WCE, and
   # the kernel must then send SYNCHRONIZE CACHE.
+  local cache
   cache=$(cat /sys/block/"${FB_DEV#/dev/}"/device/scsi_disk/*/cache_type 2> /dev/null)
   echo "cache_type: $cache"
   [[ "$cache" == "write back" ]] || fail "kernel sees cache_type '$cache', want 'write back' (WCE)"
 }
 
-fb_ext4() {
-  fb_need_dev || return
-  local i
-  must "mkfs.ext4" mkfs.ext4 -F -q "$FB_DEV" || return
-  mkdir -p "$FB_MNT"
-  must "mount" mount -t ext4 "$FB_DEV" "$FB_MNT" || return
-  mkdir -p "$FB_MNT/dir" || fail "mkdir on the mounted fs failed" || return
-  timeout 60 head -c $((3 << 20)) /dev/urandom > "$FB_MNT/three-mib" || fail "writing three-mib failed" || return
-  timeout 60 head -c 777777 /dev/urandom > "$FB_MNT/odd-size" || fail "writing odd-size failed" || return
-  for i in $(seq 1 8); do
-    timeout 60 head -c $((4096 * i + 1)) /dev/urandom > "$FB_MNT/dir/small-$i" || fail "writing small-$i failed" || return
-  done
-  (cd "$FB_MNT" && find . -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0 sha256sum) > /tmp/fb.sha256 ||
-    fail "sha256sum failed" || return
-  must "umount after write" umount "$FB_MNT" || return
-  fb_drop_caches
-  must "e2fsck -fn reports problems" e2fsck -fn "$FB_DEV" || return
-  must "remount" mount -t ext4 "$FB_DEV" "$FB_MNT" || return
-  local bad rc=0
-  bad=$(cd "$FB_MNT" && timeout 120 sha256sum -c --quiet /tmp/fb.sha256 2>&1) || rc=$?
-  echo "$bad"
-  must "umount after verify" umount "$FB_MNT" || return
-  ((rc == 0)) || fail "checksum mismatch after remount: $(head -n1 <<< "$bad")"
-}
+fb_ext4() { fb_as_sk sk_mkfs sk_write sk_fsck sk_verify; }
 
-fb_fio() {
-  fb_need_dev || return
-  must "fio verify failed, see fio-file-verify.txt" \
-    "${FIO_VERIFY[@]}" --name=verify --filename="$FB_DEV" --iodepth=16 --size=64M \
-    --output="$VM_RUN/fio-file-verify.txt" || return
-  cat "$VM_RUN/fio-file-verify.txt"
-  ! grep -qiE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$VM_RUN/fio-file-verify.txt" ||
-    fail "fio reported errors, see fio-file-verify.txt"
-}
+fb_fio() { SK_FIO_SIZE=64M fb_as_sk sk_fio; }
 
 fb_write_pattern() {
   fb_need_dev || return
@@ -303,25 +251,12 @@ fb_fault() {
   KLOG_BASE=$(klog_problems | wc -l)
 }
 
-# fb_neg REGEX ARGS...: `tcmu-serve ARGS` must fail at once with one stderr
-# line matching REGEX, print no ready line and leave configfs alone.
+# fb_neg REGEX ARGS...: disk-suite's neg_cli (one stderr line matching
+# REGEX, no ready line, configfs untouched), numbering the outputs.
 FB_NEG=0
 fb_neg() {
-  local re=$1 rc=0 out before lines
-  shift
   FB_NEG=$((FB_NEG + 1))
-  out=$VM_RUN/tcmu-serve-file-neg$FB_NEG
-  before=$(cfs_leftovers)
-  echo "+ $TCMU_SERVE $*"
-  timeout -k 2 10 "$TCMU_SERVE" "$@" > "$out.stdout" 2> "$out.stderr" < /dev/null || rc=$?
-  cat "$out.stderr"
-  ((rc != 124 && rc != 137)) || fail "still running after 10s: $*" || return
-  ((rc != 0)) || fail "exited 0: $*" || return
-  lines=$(grep -c '' "$out.stderr")
-  ((lines == 1)) || fail "want 1 stderr line, got $lines: $*" || return
-  grep -Eqi "$re" "$out.stderr" || fail "stderr does not name the problem (/$re/): $(cat "$out.stderr")" || return
-  ! grep -q '^ready:' "$out.stdout" || fail "printed a ready line: $*" || return
-  [[ "$(cfs_leftovers)" == "$before" ]] || fail "configfs changed: $*"
+  neg_cli "$VM_RUN/tcmu-serve-file-neg$FB_NEG" "$@"
 }
 
 fb_reject() {
@@ -368,7 +303,7 @@ fb_block_device_check() {
 
 fb_cleanup() {
   fb_kill_leftover
-  rm -f "$FB_IMG" "$FB_PATTERN" /tmp/fb.sha256
+  rm -f "$FB_IMG" "$FB_PATTERN" "/tmp/$FB_NAME.sha256"
   return 0
 }
 

@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use scsi_emu::{BlockDevice, BlockError};
+use scsi_emu::{BlockDevice, BlockError, BlockSize};
 
 /// Granularity of allocation in bytes. A multiple of every supported block
 /// size, so a block never straddles two chunks.
@@ -112,9 +112,7 @@ impl MemoryDevice {
     /// );
     /// ```
     pub fn new(block_size: u32, num_blocks: u64) -> Result<MemoryDevice, MemoryDeviceError> {
-        if !block_size.is_power_of_two() || !(512..=4096).contains(&block_size) {
-            return Err(MemoryDeviceError::InvalidBlockSize(block_size));
-        }
+        BlockSize::new(block_size).map_err(|_| MemoryDeviceError::InvalidBlockSize(block_size))?;
         if num_blocks == 0 {
             return Err(MemoryDeviceError::NoBlocks);
         }

@@ -70,7 +70,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use scsi_emu::{BlockDevice, BlockError};
+use scsi_emu::{BlockDevice, BlockError, BlockSize};
 
 #[allow(unsafe_code)]
 mod ffi;
@@ -392,9 +392,7 @@ impl RbdDevice {
     /// not answer.
     pub fn connect_with(spec: RbdSpec, options: RbdOptions) -> Result<RbdDevice, RbdError> {
         let block_size = options.block_size;
-        if !matches!(block_size, 512 | 1024 | 2048 | 4096) {
-            return Err(RbdError::InvalidBlockSize(block_size));
-        }
+        BlockSize::new(block_size).map_err(|_| RbdError::InvalidBlockSize(block_size))?;
         let pool = c_string("pool", &spec.pool)?;
         let image_name = c_string("image", &spec.image)?;
         let client_id = spec

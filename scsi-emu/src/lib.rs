@@ -66,6 +66,7 @@
 #![forbid(unsafe_code)]
 
 pub mod block_device;
+mod block_size;
 mod capabilities;
 mod cdb;
 mod command;
@@ -109,6 +110,7 @@ mod write_same;
 mod xcopy;
 
 pub use block_device::{BlockDevice, BlockError};
+pub use block_size::{BlockSize, InvalidBlockSize};
 pub use copy_registry::CopyRegistry;
 pub use data_buffer::DataBuffer;
 pub use emulator::{DEFAULT_MAX_TRANSFER_BYTES, Emulator};

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use scsi_emu::BlockSize;
 
 use crate::export::{ExportSpec, parse_export};
 
@@ -100,8 +101,8 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "OP:LBA[+COUNT]")]
     pub inject_fault: Vec<String>,
     /// Logical block size in bytes: 512, 1024, 2048 or 4096.
-    #[arg(long, default_value_t = 512)]
-    pub block_size: u32,
+    #[arg(long, default_value_t = BlockSize::DEFAULT)]
+    pub block_size: BlockSize,
     /// Backstore name in configfs (default: tcmurs-<pid>).
     #[arg(long)]
     pub name: Option<String>,

@@ -41,12 +41,7 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
         return Err("--backend is required (or --control PATH for a daemon)".into());
     };
     let backend = BackendSpec::parse(backend)?;
-    let block_size = args.block_size;
-    if !block_size.is_power_of_two() || !(512..=4096).contains(&block_size) {
-        return Err(format!(
-            "invalid block size {block_size}: use 512, 1024, 2048 or 4096"
-        ));
-    }
+    let block_size = args.block_size.get();
     if args.create && !backend.is_file() {
         return Err("--create only applies to a file: backend".into());
     }

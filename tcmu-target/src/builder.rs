@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use scsi_emu::{BlockDevice, CopyRegistry, Emulator, LunIdentity};
+use scsi_emu::{BlockDevice, BlockSize, CopyRegistry, Emulator, LunIdentity};
 use tcmu_core::Ring;
 use tcmu_core::configfs::{
     self, Backstore, BackstoreConfig, ConfigfsError, IscsiConfig, IscsiExport, LoopbackExport,
@@ -126,12 +126,9 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
         if !nix::unistd::geteuid().is_root() {
             return Err(TargetError::NotRoot);
         }
-        let block_size = self.device.block_size();
-        if !block_size.is_power_of_two() || !(512..=4096).contains(&block_size) {
-            return Err(TargetError::Config(format!(
-                "block size {block_size} (use 512, 1024, 2048 or 4096)"
-            )));
-        }
+        let block_size = BlockSize::new(self.device.block_size())
+            .map_err(|e| TargetError::Config(e.to_string()))?
+            .get();
         let dev_size = self
             .device
             .num_blocks()

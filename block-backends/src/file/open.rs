@@ -1,6 +1,7 @@
 //! Opening (or creating) the file or block device, checking its size, and
 //! probing what it supports.
 
+use scsi_emu::BlockSize;
 use std::fs::{File, FileType, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
@@ -36,9 +37,7 @@ impl FileDevice {
     ) -> Result<FileDevice, FileDeviceError> {
         let path = path.as_ref();
         let block_size = options.block_size;
-        if !block_size.is_power_of_two() || !(512..=4096).contains(&block_size) {
-            return Err(FileDeviceError::InvalidBlockSize(block_size));
-        }
+        BlockSize::new(block_size).map_err(|_| FileDeviceError::InvalidBlockSize(block_size))?;
         if let Some(size) = options.size {
             let off_max = i64::MAX as u64;
             if size == 0 || size % u64::from(block_size) != 0 || size > off_max {

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use scsi_emu::{BlockDevice, BlockError};
+use scsi_emu::{BlockDevice, BlockError, BlockSize};
 
 use super::address::NbdAddress;
 use super::connection::{
@@ -99,9 +99,7 @@ impl NbdDevice {
         options: NbdOptions,
     ) -> Result<NbdDevice, NbdError> {
         let block_size = options.block_size;
-        if !matches!(block_size, 512 | 1024 | 2048 | 4096) {
-            return Err(NbdError::InvalidBlockSize(block_size));
-        }
+        BlockSize::new(block_size).map_err(|_| NbdError::InvalidBlockSize(block_size))?;
         if export.len() > 4096 {
             return Err(NbdError::Refused {
                 export: export.to_owned(),

@@ -26,13 +26,16 @@ const SHARDS: usize = 64;
 type Shard = RwLock<HashMap<u64, Box<[u8]>>>;
 
 /// Why a [`MemoryDevice`] could not be created.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MemoryDeviceError {
     /// The block size is not a power of two between 512 and 4096.
+    #[error("invalid block size {0}: must be 512, 1024, 2048 or 4096")]
     InvalidBlockSize(u32),
     /// The device would have no blocks.
+    #[error("a device needs at least one block")]
     NoBlocks,
     /// The size in bytes does not fit in a `u64`.
+    #[error("{num_blocks} blocks of {block_size} bytes exceed the largest possible device")]
     TooLarge {
         /// The requested block size.
         block_size: u32,
@@ -40,27 +43,6 @@ pub enum MemoryDeviceError {
         num_blocks: u64,
     },
 }
-
-impl fmt::Display for MemoryDeviceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MemoryDeviceError::InvalidBlockSize(size) => write!(
-                f,
-                "invalid block size {size}: must be 512, 1024, 2048 or 4096"
-            ),
-            MemoryDeviceError::NoBlocks => f.write_str("a device needs at least one block"),
-            MemoryDeviceError::TooLarge {
-                block_size,
-                num_blocks,
-            } => write!(
-                f,
-                "{num_blocks} blocks of {block_size} bytes exceed the largest possible device"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for MemoryDeviceError {}
 
 /// A sparse, thread-safe RAM disk.
 ///

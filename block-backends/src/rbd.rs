@@ -127,12 +127,14 @@ impl Default for RbdOptions {
 }
 
 /// Why an [`RbdDevice`] could not be connected, or its size not read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RbdError {
     /// The block size is not 512, 1024, 2048 or 4096.
+    #[error("invalid block size {0}: must be 512, 1024, 2048 or 4096")]
     InvalidBlockSize(u32),
     /// A name or path contains a NUL byte.
+    #[error("invalid {what} {value:?}: contains a NUL byte")]
     InvalidName {
         /// What it names: "pool", "image", "client id", "config path".
         what: &'static str,
@@ -140,6 +142,11 @@ pub enum RbdError {
         value: String,
     },
     /// librados could not make a cluster handle.
+    #[error(
+        "cannot create a Ceph client handle for client.{}: {}",
+        client_id.as_deref().unwrap_or("admin"),
+        describe(*errno)
+    )]
     Create {
         /// The client ID asked for.
         client_id: Option<String>,
@@ -147,6 +154,7 @@ pub enum RbdError {
         errno: i32,
     },
     /// The configuration file could not be read.
+    #[error("{}", config_failure(path.as_ref(), *errno))]
     Config {
         /// The file, or `None` for the default places.
         path: Option<PathBuf>,
@@ -154,6 +162,7 @@ pub enum RbdError {
         errno: i32,
     },
     /// A configuration option could not be set.
+    #[error("cannot set Ceph option {option}: {}", describe(*errno))]
     SetOption {
         /// The option.
         option: &'static str,
@@ -161,6 +170,7 @@ pub enum RbdError {
         errno: i32,
     },
     /// The cluster could not be reached or refused the client.
+    #[error("{}", connect_failure(*errno, *timeout))]
     Connect {
         /// The errno.
         errno: i32,
@@ -168,11 +178,13 @@ pub enum RbdError {
         timeout: Duration,
     },
     /// The cluster has no pool of that name.
+    #[error("the Ceph cluster has no pool named {pool:?}")]
     NoPool {
         /// The pool.
         pool: String,
     },
     /// The pool could not be opened for another reason.
+    #[error("cannot open pool {pool:?}: {}", describe(*errno))]
     Pool {
         /// The pool.
         pool: String,
@@ -180,6 +192,7 @@ pub enum RbdError {
         errno: i32,
     },
     /// The pool has no image of that name.
+    #[error("pool {pool:?} has no RBD image named {image:?}")]
     NoImage {
         /// The pool.
         pool: String,
@@ -187,6 +200,7 @@ pub enum RbdError {
         image: String,
     },
     /// The image could not be opened for another reason.
+    #[error("cannot open RBD image {pool}/{image}: {}", describe(*errno))]
     Open {
         /// The pool.
         pool: String,
@@ -196,11 +210,13 @@ pub enum RbdError {
         errno: i32,
     },
     /// The image's size could not be read.
+    #[error("cannot read the RBD image's size: {}", describe(*errno))]
     Size {
         /// The errno.
         errno: i32,
     },
     /// The image size is not a whole, non-zero number of blocks.
+    #[error("RBD image size {size} is not a non-zero multiple of the block size {block_size}")]
     BadSize {
         /// Image size in bytes.
         size: u64,
@@ -213,85 +229,42 @@ fn describe(errno: i32) -> &'static str {
     Errno::from_raw(errno).desc()
 }
 
-impl fmt::Display for RbdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RbdError::InvalidBlockSize(size) => write!(
-                f,
-                "invalid block size {size}: must be 512, 1024, 2048 or 4096"
-            ),
-            RbdError::InvalidName { what, value } => {
-                write!(f, "invalid {what} {value:?}: contains a NUL byte")
-            }
-            RbdError::Create { client_id, errno } => write!(
-                f,
-                "cannot create a Ceph client handle for client.{}: {}",
-                client_id.as_deref().unwrap_or("admin"),
-                describe(*errno)
-            ),
-            RbdError::Config {
-                path: Some(path),
-                errno,
-            } => write!(
-                f,
-                "cannot read the Ceph configuration {}: {}",
-                path.display(),
-                describe(*errno)
-            ),
-            RbdError::Config { path: None, errno } => write!(
-                f,
-                "cannot read a Ceph configuration ($CEPH_CONF, /etc/ceph/ceph.conf, \
-                 ~/.ceph/config, ./ceph.conf): {}",
-                describe(*errno)
-            ),
-            RbdError::SetOption { option, errno } => {
-                write!(f, "cannot set Ceph option {option}: {}", describe(*errno))
-            }
-            RbdError::Connect { errno, timeout } => {
-                let errno = *errno;
-                write!(f, "cannot connect to the Ceph cluster: ")?;
-                if errno == Errno::ETIMEDOUT as i32 {
-                    write!(
-                        f,
-                        "no monitor answered within {} s (is the cluster up, is mon_host right?)",
-                        timeout.as_secs()
-                    )
-                } else if errno == Errno::EACCES as i32 || errno == Errno::EPERM as i32 {
-                    write!(
-                        f,
-                        "authentication refused ({}): check the client id and its keyring",
-                        describe(errno)
-                    )
-                } else if errno == Errno::ENOENT as i32 {
-                    f.write_str("no keyring or monitor address found in the configuration")
-                } else {
-                    f.write_str(describe(errno))
-                }
-            }
-            RbdError::NoPool { pool } => write!(f, "the Ceph cluster has no pool named {pool:?}"),
-            RbdError::Pool { pool, errno } => {
-                write!(f, "cannot open pool {pool:?}: {}", describe(*errno))
-            }
-            RbdError::NoImage { pool, image } => {
-                write!(f, "pool {pool:?} has no RBD image named {image:?}")
-            }
-            RbdError::Open { pool, image, errno } => write!(
-                f,
-                "cannot open RBD image {pool}/{image}: {}",
-                describe(*errno)
-            ),
-            RbdError::Size { errno } => {
-                write!(f, "cannot read the RBD image's size: {}", describe(*errno))
-            }
-            RbdError::BadSize { size, block_size } => write!(
-                f,
-                "RBD image size {size} is not a non-zero multiple of the block size {block_size}"
-            ),
-        }
+/// The message of [`RbdError::Config`]: the file, or the default places.
+fn config_failure(path: Option<&PathBuf>, errno: i32) -> String {
+    match path {
+        Some(path) => format!(
+            "cannot read the Ceph configuration {}: {}",
+            path.display(),
+            describe(errno)
+        ),
+        None => format!(
+            "cannot read a Ceph configuration ($CEPH_CONF, /etc/ceph/ceph.conf, \
+             ~/.ceph/config, ./ceph.conf): {}",
+            describe(errno)
+        ),
     }
 }
 
-impl std::error::Error for RbdError {}
+/// The message of [`RbdError::Connect`]: what the errno means for a
+/// cluster connection.
+fn connect_failure(errno: i32, timeout: Duration) -> String {
+    let why = if errno == Errno::ETIMEDOUT as i32 {
+        format!(
+            "no monitor answered within {} s (is the cluster up, is mon_host right?)",
+            timeout.as_secs()
+        )
+    } else if errno == Errno::EACCES as i32 || errno == Errno::EPERM as i32 {
+        format!(
+            "authentication refused ({}): check the client id and its keyring",
+            describe(errno)
+        )
+    } else if errno == Errno::ENOENT as i32 {
+        "no keyring or monitor address found in the configuration".into()
+    } else {
+        describe(errno).into()
+    };
+    format!("cannot connect to the Ceph cluster: {why}")
+}
 
 /// The [`BlockError`] for a librbd errno (positive).
 ///

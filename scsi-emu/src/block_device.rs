@@ -1,41 +1,30 @@
 //! The trait a storage backend implements to become a SCSI disk.
 
-use std::fmt;
-
 /// What went wrong in a backend call; the SCSI layer turns it into sense data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BlockError {
     /// The request lies (partly) beyond the end of the device.
+    #[error("request beyond the end of the device")]
     OutOfRange,
     /// The medium could not be read or written (unrecovered error).
+    #[error("medium error")]
     Medium,
     /// A transient condition: the initiator should retry later.
+    #[error("device busy, retry later")]
     Busy,
     /// The device is write protected.
+    #[error("device is read-only")]
     ReadOnly,
     /// The backend has no space left to store the data.
+    #[error("no space left on the backing store")]
     NoSpace,
     /// An operating-system error, with its errno.
+    #[error("I/O error (errno {0})")]
     Io(i32),
     /// The device does not implement this operation.
+    #[error("operation not supported by the device")]
     Unsupported,
 }
-
-impl fmt::Display for BlockError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BlockError::OutOfRange => f.write_str("request beyond the end of the device"),
-            BlockError::Medium => f.write_str("medium error"),
-            BlockError::Busy => f.write_str("device busy, retry later"),
-            BlockError::ReadOnly => f.write_str("device is read-only"),
-            BlockError::NoSpace => f.write_str("no space left on the backing store"),
-            BlockError::Io(errno) => write!(f, "I/O error (errno {errno})"),
-            BlockError::Unsupported => f.write_str("operation not supported by the device"),
-        }
-    }
-}
-
-impl std::error::Error for BlockError {}
 
 impl From<std::io::Error> for BlockError {
     fn from(e: std::io::Error) -> Self {

@@ -1,7 +1,6 @@
 //! Why a file device could not be opened, and backend errors as
 //! [`BlockError`]s.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -9,12 +8,14 @@ use nix::libc;
 use scsi_emu::BlockError;
 
 /// Why a [`FileDevice`](super::FileDevice) could not be opened.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum FileDeviceError {
     /// The block size is not a power of two between 512 and 4096.
+    #[error("invalid block size {0}: must be 512, 1024, 2048 or 4096")]
     InvalidBlockSize(u32),
     /// The requested size is zero, not a multiple of the block size, or
     /// beyond the largest file offset.
+    #[error("{}", invalid_size(*size, *block_size))]
     InvalidSize {
         /// The requested size in bytes.
         size: u64,
@@ -22,10 +23,13 @@ pub enum FileDeviceError {
         block_size: u32,
     },
     /// The file does not exist and `create` was not given.
+    #[error("{} does not exist", .0.display())]
     NotFound(PathBuf),
     /// The file does not exist and cannot be created without a size.
+    #[error("{} does not exist and cannot be created without a size", .0.display())]
     CreateNeedsSize(PathBuf),
     /// Creating the file failed.
+    #[error("cannot create {}: {source}", path.display())]
     Create {
         /// The file.
         path: PathBuf,
@@ -33,6 +37,7 @@ pub enum FileDeviceError {
         source: io::Error,
     },
     /// Opening (or examining) the file failed.
+    #[error("cannot open {}: {source}", path.display())]
     Open {
         /// The file.
         path: PathBuf,
@@ -40,6 +45,7 @@ pub enum FileDeviceError {
         source: io::Error,
     },
     /// The path is neither a regular file nor a block device.
+    #[error("{} is a {kind}, not a regular file or block device", path.display())]
     UnsupportedType {
         /// The file.
         path: PathBuf,
@@ -47,6 +53,7 @@ pub enum FileDeviceError {
         kind: &'static str,
     },
     /// The file's own size is zero or not a multiple of the block size.
+    #[error("{}", unusable_size(path, *size, *block_size))]
     UnusableSize {
         /// The file.
         path: PathBuf,
@@ -56,6 +63,7 @@ pub enum FileDeviceError {
         block_size: u32,
     },
     /// A regular file's size differs from the requested size.
+    #[error("{} is {actual} bytes but the requested size is {requested} bytes", path.display())]
     SizeMismatch {
         /// The file.
         path: PathBuf,
@@ -65,6 +73,10 @@ pub enum FileDeviceError {
         requested: u64,
     },
     /// A block device is smaller than the requested size.
+    #[error(
+        "block device {} has {actual} bytes, less than the requested {requested} bytes",
+        path.display()
+    )]
     TooSmall {
         /// The device.
         path: PathBuf,
@@ -75,6 +87,7 @@ pub enum FileDeviceError {
     },
     /// The file system or device refused direct I/O (`O_DIRECT`), or needs
     /// larger blocks for it.
+    #[error("{}: direct I/O (O_DIRECT) refused: {source}", path.display())]
     DirectUnsupported {
         /// The file.
         path: PathBuf,
@@ -83,80 +96,26 @@ pub enum FileDeviceError {
     },
 }
 
-impl fmt::Display for FileDeviceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use FileDeviceError::*;
-        match self {
-            InvalidBlockSize(size) => write!(
-                f,
-                "invalid block size {size}: must be 512, 1024, 2048 or 4096"
-            ),
-            InvalidSize { size: 0, .. } => {
-                f.write_str("invalid size 0: the disk must not be empty")
-            }
-            InvalidSize { size, block_size } if size % u64::from(*block_size) != 0 => write!(
-                f,
-                "invalid size {size}: not a multiple of the block size {block_size}"
-            ),
-            InvalidSize { size, .. } => write!(f, "invalid size {size}: too large for a file"),
-            NotFound(path) => write!(f, "{} does not exist", path.display()),
-            CreateNeedsSize(path) => write!(
-                f,
-                "{} does not exist and cannot be created without a size",
-                path.display()
-            ),
-            Create { path, source } => write!(f, "cannot create {}: {source}", path.display()),
-            Open { path, source } => write!(f, "cannot open {}: {source}", path.display()),
-            UnsupportedType { path, kind } => write!(
-                f,
-                "{} is a {kind}, not a regular file or block device",
-                path.display()
-            ),
-            UnusableSize { path, size: 0, .. } => write!(f, "{} is empty", path.display()),
-            UnusableSize {
-                path,
-                size,
-                block_size,
-            } => write!(
-                f,
-                "{} is {size} bytes, not a multiple of the block size {block_size}",
-                path.display()
-            ),
-            SizeMismatch {
-                path,
-                actual,
-                requested,
-            } => write!(
-                f,
-                "{} is {actual} bytes but the requested size is {requested} bytes",
-                path.display()
-            ),
-            TooSmall {
-                path,
-                actual,
-                requested,
-            } => write!(
-                f,
-                "block device {} has {actual} bytes, less than the requested {requested} bytes",
-                path.display()
-            ),
-            DirectUnsupported { path, source } => write!(
-                f,
-                "{}: direct I/O (O_DIRECT) refused: {source}",
-                path.display()
-            ),
-        }
+/// The message of [`FileDeviceError::InvalidSize`]: which rule the size breaks.
+fn invalid_size(size: u64, block_size: u32) -> String {
+    if size == 0 {
+        "invalid size 0: the disk must not be empty".into()
+    } else if size % u64::from(block_size.max(1)) != 0 {
+        format!("invalid size {size}: not a multiple of the block size {block_size}")
+    } else {
+        format!("invalid size {size}: too large for a file")
     }
 }
 
-impl std::error::Error for FileDeviceError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            FileDeviceError::Create { source, .. }
-            | FileDeviceError::Open { source, .. }
-            | FileDeviceError::DirectUnsupported { source, .. } => Some(source),
-            _ => None,
-        }
+/// The message of [`FileDeviceError::UnusableSize`].
+fn unusable_size(path: &Path, size: u64, block_size: u32) -> String {
+    if size == 0 {
+        format!("{} is empty", path.display())
+    } else {
+        format!(
+            "{} is {size} bytes, not a multiple of the block size {block_size}",
+            path.display()
+        )
     }
 }
 

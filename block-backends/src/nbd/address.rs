@@ -47,20 +47,9 @@ impl fmt::Display for NbdAddress {
 }
 
 /// Why a string is not an [`NbdAddress`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid NBD address {0:?}: expected unix:PATH, HOST:PORT or HOST")]
 pub struct NbdAddressParseError(String);
-
-impl fmt::Display for NbdAddressParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid NBD address {:?}: expected unix:PATH, HOST:PORT or HOST",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for NbdAddressParseError {}
 
 impl FromStr for NbdAddress {
     type Err = NbdAddressParseError;

@@ -16,6 +16,7 @@ mod layout;
 pub mod mem;
 #[cfg(feature = "control")]
 pub mod netlink;
+pub mod poll;
 pub mod ring;
 pub mod server;
 #[cfg(feature = "test-utils")]

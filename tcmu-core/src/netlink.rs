@@ -23,7 +23,7 @@ use std::io::{self, Cursor, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use neli::FromBytesWithInput;
 use neli::consts::nl::NlmF;
@@ -36,7 +36,8 @@ use neli::types::{Buffer, GenlBuffer};
 use neli::utils::Groups;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::poll::wait_readable;
 
 use tcmu_sys::{
     TCMU_ATTR_CMD_STATUS, TCMU_ATTR_DEV_CFG, TCMU_ATTR_DEV_SIZE, TCMU_ATTR_DEVICE,
@@ -459,19 +460,8 @@ impl TcmuNetlink {
             .events
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let wait = match deadline {
-                None => PollTimeout::NONE,
-                Some(d) => poll_timeout(d.saturating_duration_since(Instant::now())),
-            };
-            let mut fds = [PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, wait) {
-                Ok(0) => return Ok(None),
-                Ok(_) => break,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(io::Error::from(e).into()),
-            }
+        if wait_readable(self.wake.as_fd(), &[], timeout)?.is_none() {
+            return Ok(None);
         }
         let mut byte = [0u8; 1];
         if (&self.wake).read(&mut byte)? == 0 {
@@ -526,13 +516,6 @@ impl fmt::Debug for TcmuNetlink {
     }
 }
 
-/// Round up to whole milliseconds so a short wait does not become a busy
-/// loop; clamp what poll cannot express.
-fn poll_timeout(left: Duration) -> PollTimeout {
-    let ms = left.as_nanos().div_ceil(1_000_000);
-    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-}
-
 /// The reader thread: parse what the router hands over as multicast and
 /// queue the events. Ends when the router is dropped (its channel closes)
 /// or the [`TcmuNetlink`] is gone.
@@ -573,6 +556,10 @@ fn forward_events(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
     use super::*;
     use neli::ToBytes;
     use proptest::prelude::*;
@@ -846,20 +833,6 @@ mod tests {
         assert_eq!(ev("tcm-user/0").backstore(), None);
         assert_eq!(ev("tcm-user/0/").backstore(), None);
         assert_eq!(ev("other/0/name").backstore(), None);
-    }
-
-    #[test]
-    fn poll_timeout_rounds_up_and_clamps() {
-        assert_eq!(poll_timeout(Duration::ZERO), PollTimeout::ZERO);
-        assert_eq!(
-            poll_timeout(Duration::from_micros(1)),
-            PollTimeout::try_from(1u32).unwrap()
-        );
-        assert_eq!(
-            poll_timeout(Duration::from_millis(1500)),
-            PollTimeout::try_from(1500u32).unwrap()
-        );
-        assert_eq!(poll_timeout(Duration::MAX), PollTimeout::MAX);
     }
 
     #[test]

@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use crate::layout::MB_CMD_HEAD;
 use crate::mem::DataSegments;
+use crate::poll::wait_readable;
 use crate::ring::{Command, Reply, Ring, RingEntry, RingError};
-use crate::uio::{UioDevice, Wake, poll_readable};
+use crate::uio::{UioDevice, Wake};
 use crate::work_queue::{Next, SharedNotify, WorkQueue};
 
 /// Executes SCSI commands; the SCSI emulator implements it.
@@ -598,7 +599,7 @@ fn supervise<D, H>(
             Some(_) => Duration::from_millis(20),
             None => STUCK_AFTER / 2,
         };
-        match poll_readable(&[stop, wake.as_fd()], Some(timeout))? {
+        match wait_readable(stop, &[wake.as_fd()], Some(timeout))? {
             Some(0) => {
                 // First byte: drain; any further byte: stop now.
                 let mut bytes = [0u8; 16];

@@ -508,28 +508,19 @@ impl crate::server::Doorbell for SimDoorbell {
         others: &[std::os::fd::BorrowedFd<'_>],
         timeout: Option<std::time::Duration>,
     ) -> std::io::Result<crate::uio::Wake> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::io::Read;
         use std::os::fd::AsFd;
-        let mut fds = vec![PollFd::new(self.event_rx.as_fd(), PollFlags::POLLIN)];
-        fds.extend(others.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
-        let timeout = timeout.map_or(PollTimeout::NONE, |t| {
-            PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
-                .unwrap_or(PollTimeout::MAX)
-        });
-        if poll(&mut fds, timeout).map_err(std::io::Error::from)? == 0 {
-            return Ok(crate::uio::Wake::Timeout);
-        }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        if ready(&fds[0]) {
-            let mut sink = [0u8; 64];
-            while matches!((&self.event_rx).read(&mut sink), Ok(n) if n > 0) {}
-            return Ok(crate::uio::Wake::Kernel);
-        }
-        Ok(match fds[1..].iter().position(ready) {
-            Some(i) => crate::uio::Wake::Other(i),
-            None => crate::uio::Wake::Timeout,
-        })
+        Ok(
+            match crate::poll::wait_readable(self.event_rx.as_fd(), others, timeout)? {
+                Some(0) => {
+                    let mut sink = [0u8; 64];
+                    while matches!((&self.event_rx).read(&mut sink), Ok(n) if n > 0) {}
+                    crate::uio::Wake::Kernel
+                }
+                Some(i) => crate::uio::Wake::Other(i - 1),
+                None => crate::uio::Wake::Timeout,
+            },
+        )
     }
 
     fn notify(&self) -> std::io::Result<()> {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memmap2::MmapOptions;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::mem::SharedMap;
+use crate::poll::{MAX_FDS, wait_readable};
 
 /// Where the kernel lists UIO devices.
 pub const SYS_CLASS_UIO: &str = "/sys/class/uio";
@@ -73,7 +73,7 @@ pub enum Wake {
 }
 
 /// How many descriptors besides the device [`UioDevice::wait`] watches.
-pub const MAX_OTHERS: usize = 3;
+pub const MAX_OTHERS: usize = MAX_FDS - 1;
 
 /// An open, mapped TCMU UIO device.
 pub struct UioDevice {
@@ -151,16 +151,12 @@ impl UioDevice {
     /// consumed (its 4-byte counter read) before returning, so no wakeup is
     /// lost: entries published after that read raise a new event.
     pub fn wait(&self, others: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Wake> {
-        // On the stack (this runs once per wake-up): the device, then the
-        // others; unused slots repeat the device and are not polled.
         if others.len() > MAX_OTHERS {
             return Err(io::Error::other(format!(
                 "at most {MAX_OTHERS} other descriptors can be waited for"
             )));
         }
-        let mut fds = [self.file.as_fd(); 1 + MAX_OTHERS];
-        fds[1..=others.len()].copy_from_slice(others);
-        Ok(match poll_readable(&fds[..=others.len()], timeout)? {
+        Ok(match wait_readable(self.file.as_fd(), others, timeout)? {
             Some(0) => {
                 let mut count = [0u8; 4];
                 (&self.file).read_exact(&mut count)?;
@@ -177,56 +173,9 @@ impl UioDevice {
     }
 }
 
-/// Wait until one of `fds` is readable or `timeout` passes (`None`: no
-/// timeout, an interrupted wait counts as passed); the index of the first
-/// readable one.
-pub(crate) fn poll_readable(
-    fds: &[BorrowedFd<'_>],
-    timeout: Option<Duration>,
-) -> io::Result<Option<usize>> {
-    const MAX: usize = 1 + MAX_OTHERS;
-    if fds.is_empty() || fds.len() > MAX {
-        return Err(io::Error::other(format!("can poll 1 to {MAX} descriptors")));
-    }
-    let mut polled = [PollFd::new(fds[0], PollFlags::POLLIN); MAX];
-    for (slot, fd) in polled.iter_mut().zip(fds.iter()) {
-        *slot = PollFd::new(*fd, PollFlags::POLLIN);
-    }
-    let polled = &mut polled[..fds.len()];
-    let timeout = match timeout {
-        None => PollTimeout::NONE,
-        Some(t) => PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX),
-    };
-    match poll(polled, timeout) {
-        Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(None),
-        Ok(_) => Ok(polled
-            .iter()
-            .position(|fd| fd.revents().is_some_and(|r| !r.is_empty()))),
-        Err(e) => Err(e.into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn poll_readable_names_the_first_readable_descriptor() {
-        use std::io::Write;
-        use std::os::unix::net::UnixStream;
-        let (a_rx, mut a_tx) = UnixStream::pair().unwrap();
-        let (b_rx, mut b_tx) = UnixStream::pair().unwrap();
-        let fds = [a_rx.as_fd(), b_rx.as_fd()];
-        let short = Some(Duration::from_millis(10));
-        assert_eq!(poll_readable(&fds, short).unwrap(), None);
-        b_tx.write_all(&[1]).unwrap();
-        assert_eq!(poll_readable(&fds, short).unwrap(), Some(1));
-        a_tx.write_all(&[1]).unwrap();
-        assert_eq!(poll_readable(&fds, None).unwrap(), Some(0));
-        assert!(poll_readable(&[], short).is_err());
-        assert!(poll_readable(&[a_rx.as_fd(); 1 + MAX_OTHERS + 1], short).is_err());
-    }
 
     #[test]
     fn parses_sysfs_numbers() {

@@ -14,15 +14,19 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::time::Duration;
 
 use clap::Parser;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use tcmu_core::poll::wait_readable;
 use tcmu_target::{Signals, Target};
 
 use crate::cli::{AddArgs, DeviceArgs, one_line};
 use crate::control;
 use crate::device::{ready_target, start_target};
 use crate::plan::Plan;
+
+/// How often the daemon looks for devices whose serving stopped.
+const REAP_INTERVAL: Duration = Duration::from_millis(500);
 
 /// One device of the daemon.
 struct Served {
@@ -188,20 +192,14 @@ fn serve(
     let _ = std::io::stdout().flush();
     log::info!("listening for requests on {}", control.display());
     loop {
-        let mut fds = [
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::from(500u16)) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("waiting for requests: {e}")),
-        }
-        let (signalled, requested) = (fds[1].any(), fds[0].any());
-        if signalled.unwrap_or(false) {
+        // Signals first: they win over a request arriving at the same time.
+        let ready = wait_readable(signals.as_fd(), &[listener.as_fd()], Some(REAP_INTERVAL))
+            .map_err(|e| format!("waiting for requests: {e}"))?;
+        if ready == Some(0) {
             signals.take();
             return Ok(());
         }
-        if requested.unwrap_or(false) {
+        if ready == Some(1) {
             match listener.accept() {
                 Ok((stream, _)) => control::answer(stream, |words| devices.handle(words)),
                 Err(e) => log::warn!("accepting a request: {e}"),

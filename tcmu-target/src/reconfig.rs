@@ -30,8 +30,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use io::Write;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tcmu_core::netlink::{Change, DeviceEvent, EventKind, TcmuNetlink};
+use tcmu_core::poll::wait_readable;
 
 use scsi_emu::{BlockDevice, Emulator};
 
@@ -165,20 +165,14 @@ fn watch<D: BlockDevice>(
     emulator: &Emulator<D>,
 ) {
     loop {
-        let mut fds = [
-            PollFd::new(netlink.as_fd(), PollFlags::POLLIN),
-            PollFd::new(stop, PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
+        // The stop first: it wins when both are readable.
+        match wait_readable(stop, &[netlink.as_fd()], None) {
+            Ok(Some(1)) => {}
+            Ok(_) => return,
             Err(e) => {
                 log::error!("netlink events: {e}; attribute changes are no longer followed");
                 return;
             }
-        }
-        if fds[1].any().unwrap_or(true) {
-            return;
         }
         let event = match netlink.recv_event(Some(Duration::ZERO)) {
             Ok(Some(event)) => event,

@@ -10,6 +10,7 @@
 //!
 //! All unsafe code of this crate lives in [`mem`].
 
+mod bitmap;
 #[cfg(feature = "control")]
 pub mod configfs;
 mod layout;

@@ -18,6 +18,7 @@ use tcmu_sys::{
     tcmu_hdr_get_len, tcmu_hdr_get_op,
 };
 
+use crate::bitmap::BitSet;
 use crate::layout::*;
 use crate::mem::{DataSegments, OutOfBounds, Region, SharedMap};
 
@@ -179,77 +180,6 @@ enum Slot {
         id: u16,
         done: bool,
     },
-}
-
-/// A fixed-size bit set.
-struct BitSet(Vec<u64>);
-
-impl BitSet {
-    fn new(bits: usize) -> Self {
-        BitSet(vec![0; bits.div_ceil(64)])
-    }
-    fn get(&self, i: usize) -> bool {
-        self.0[i / 64] & (1 << (i % 64)) != 0
-    }
-    fn set(&mut self, i: usize, on: bool) {
-        if on {
-            self.0[i / 64] |= 1 << (i % 64);
-        } else {
-            self.0[i / 64] &= !(1 << (i % 64));
-        }
-    }
-    /// The words covering `bits` (non-empty), each with the mask of the
-    /// bits of the range it holds.
-    fn words(bits: &std::ops::Range<usize>) -> impl Iterator<Item = (usize, u64)> {
-        let (first, last) = (bits.start, bits.end - 1);
-        (first / 64..=last / 64).map(move |w| {
-            let lo = if w == first / 64 { first % 64 } else { 0 };
-            let hi = if w == last / 64 { last % 64 } else { 63 };
-            (w, (u64::MAX >> (63 - hi)) & (u64::MAX << lo))
-        })
-    }
-    /// The word and mask of `bits` when they lie in one word (a buffer of
-    /// up to 64 pages usually does).
-    fn one_word(bits: &std::ops::Range<usize>) -> Option<(usize, u64)> {
-        let (first, last) = (bits.start, bits.end - 1);
-        (first / 64 == last / 64).then(|| {
-            (
-                first / 64,
-                (u64::MAX >> (63 - last % 64)) & (u64::MAX << (first % 64)),
-            )
-        })
-    }
-    /// Whether any bit of `bits` is set.
-    fn any(&self, bits: std::ops::Range<usize>) -> bool {
-        if bits.is_empty() {
-            return false;
-        }
-        if let Some((w, m)) = BitSet::one_word(&bits) {
-            return self.0[w] & m != 0;
-        }
-        BitSet::words(&bits).any(|(w, m)| self.0[w] & m != 0)
-    }
-    /// Set or clear every bit of `bits`.
-    fn set_range(&mut self, bits: std::ops::Range<usize>, on: bool) {
-        if bits.is_empty() {
-            return;
-        }
-        if let Some((w, m)) = BitSet::one_word(&bits) {
-            if on {
-                self.0[w] |= m;
-            } else {
-                self.0[w] &= !m;
-            }
-            return;
-        }
-        for (w, m) in BitSet::words(&bits) {
-            if on {
-                self.0[w] |= m;
-            } else {
-                self.0[w] &= !m;
-            }
-        }
-    }
 }
 
 /// `a + b` modulo `size`, for `a < size` and `b <= size` (no division).
@@ -751,31 +681,6 @@ fn zero_tail(map: &SharedMap, regions: &[Region], keep: u64) -> Result<(), OutOf
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bit_ranges_match_single_bits() {
-        // Every range within three words, against a bit-by-bit model.
-        for start in 0..192 {
-            for end in start..=192 {
-                let mut set = BitSet::new(192);
-                set.set_range(start..end, true);
-                for i in 0..192 {
-                    assert_eq!(
-                        set.get(i),
-                        (start..end).contains(&i),
-                        "{start}..{end} bit {i}"
-                    );
-                }
-                for probe in [0, 63, 64, 127, 128, 191] {
-                    let hit = (start..end).contains(&probe);
-                    assert_eq!(set.any(probe..probe + 1), hit);
-                }
-                assert_eq!(set.any(start..end), start < end);
-                set.set_range(start..end, false);
-                assert!(set.0.iter().all(|&w| w == 0));
-            }
-        }
-    }
 
     #[test]
     fn ring_offsets_wrap_without_division() {

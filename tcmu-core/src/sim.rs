@@ -13,6 +13,7 @@ use tcmu_sys::{
     tcmu_hdr_set_len, tcmu_hdr_set_op,
 };
 
+use crate::bitmap::BitSet;
 use crate::layout::*;
 use crate::mem::SharedMap;
 
@@ -83,7 +84,7 @@ pub struct SimKernel {
     in_flight_count: usize,
     next_id: u16,
     /// Free data pages, one bit each (set = free), lowest first.
-    free_pages: Vec<u64>,
+    free_pages: BitSet,
     free_count: u64,
     /// Emptied segment lists of reaped commands, reused.
     segment_pool: Vec<Vec<(u64, u64)>>,
@@ -117,14 +118,7 @@ impl SimKernel {
             in_flight: (0..=u16::MAX).map(|_| None).collect(),
             in_flight_count: 0,
             next_id: 1,
-            free_pages: {
-                let pages = (config.data_size / DATA_PAGE) as usize;
-                let mut bits = vec![u64::MAX; pages / 64];
-                if pages % 64 != 0 {
-                    bits.push((1 << (pages % 64)) - 1);
-                }
-                bits
-            },
+            free_pages: BitSet::full((config.data_size / DATA_PAGE) as usize),
             free_count: config.data_size / DATA_PAGE,
             segment_pool: Vec::new(),
             broken: None,
@@ -170,15 +164,10 @@ impl SimKernel {
         let mut left = len;
         let mut word = 0;
         while left > 0 {
-            // There are enough free pages, so this stays inside the bitmap.
-            let bits = self.free_pages[word];
-            if bits == 0 {
-                word += 1;
-                continue;
-            }
-            let bit = bits.trailing_zeros() as usize;
-            self.free_pages[word] &= !(1 << bit);
-            let page = word * 64 + bit;
+            // There are enough free pages, so one is always found.
+            let Some(page) = self.free_pages.take_first(&mut word) else {
+                break;
+            };
             let n = left.min(DATA_PAGE);
             let off = self.data_start + page as u64 * DATA_PAGE;
             // Merge with the previous segment when contiguous, up to segment_size.
@@ -199,9 +188,8 @@ impl SimKernel {
         for &(off, len) in segments {
             let first = (off - self.data_start) / DATA_PAGE;
             let count = len.div_ceil(DATA_PAGE);
-            for p in first..first + count {
-                self.free_pages[p as usize / 64] |= 1 << (p % 64);
-            }
+            self.free_pages
+                .set_range(first as usize..(first + count) as usize, true);
             self.free_count += count;
         }
     }

@@ -22,7 +22,7 @@ use crate::{
 
 /// Largest data transfer of one command by default (MAXIMUM TRANSFER
 /// LENGTH in the Block Limits VPD page): 1 MiB, as `tcmu-serve --max-io`.
-pub const DEFAULT_MAX_TRANSFER_BYTES: u32 = 1 << 20;
+pub const DEFAULT_MAX_IO_BYTES: u32 = 1 << 20;
 
 /// A SCSI direct-access logical unit (SPC-5/SBC-4) backed by a
 /// [`BlockDevice`].
@@ -54,7 +54,7 @@ impl<D: BlockDevice> Emulator<D> {
     /// [`write_cache`](BlockDevice::write_cache) says.
     pub fn new(device: D, identity: LunIdentity) -> Self {
         Emulator {
-            lun: Arc::new(Lun::new(device, identity, DEFAULT_MAX_TRANSFER_BYTES)),
+            lun: Arc::new(Lun::new(device, identity, DEFAULT_MAX_IO_BYTES)),
             copy: None,
         }
     }
@@ -98,14 +98,14 @@ impl<D: BlockDevice> Emulator<D> {
 
     /// The same logical unit accepting at most `bytes` of data per command
     /// (MAXIMUM TRANSFER LENGTH, at least one block; default
-    /// [`DEFAULT_MAX_TRANSFER_BYTES`]). Set it to what the transport
+    /// [`DEFAULT_MAX_IO_BYTES`]). Set it to what the transport
     /// allows, e.g. the TCMU device's `hw_max_sectors` × 512.
-    pub fn with_max_transfer_bytes(mut self, bytes: u32) -> Self
+    pub fn with_max_io_bytes(mut self, bytes: u32) -> Self
     where
         D: 'static,
     {
         let registry = self.leave_copy_registry();
-        self.lun_mut().set_max_transfer_bytes(bytes);
+        self.lun_mut().set_max_io_bytes(bytes);
         match registry {
             Some(registry) => self.with_copy_registry(registry),
             None => self,
@@ -113,8 +113,8 @@ impl<D: BlockDevice> Emulator<D> {
     }
 
     /// The largest data transfer of one command, in bytes.
-    pub fn max_transfer_bytes(&self) -> u32 {
-        self.lun.max_transfer_bytes
+    pub fn max_io_bytes(&self) -> u32 {
+        self.lun.max_io_bytes
     }
 
     /// The backing device.
@@ -245,7 +245,7 @@ impl<D: BlockDevice + std::fmt::Debug> std::fmt::Debug for Emulator<D> {
         f.debug_struct("Emulator")
             .field("device", &lun.device)
             .field("identity", &lun.identity)
-            .field("max_transfer_bytes", &lun.max_transfer_bytes)
+            .field("max_io_bytes", &lun.max_io_bytes)
             .field("modes", &lun.modes.current())
             .field("stopped", &lun.stopped)
             .finish()
@@ -379,9 +379,9 @@ mod tests {
         assert_eq!(l.max_write_same, 1 << 21);
         assert_eq!((l.max_unmap, l.max_unmap_descriptors), (0, 0));
 
-        let emu = emulator(VecDevice::new(4096, 8).with_unmap()).with_max_transfer_bytes(8192);
+        let emu = emulator(VecDevice::new(4096, 8).with_unmap()).with_max_io_bytes(8192);
         let l = emu.lun.limits;
-        assert_eq!(emu.max_transfer_bytes(), 8192);
+        assert_eq!(emu.max_io_bytes(), 8192);
         assert_eq!((l.max_transfer, l.optimal_transfer), (2, 2));
         assert_eq!(l.transfer_granularity, 1);
         assert_eq!(l.max_compare_and_write, 2);
@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(l.max_unmap_descriptors, 256);
 
         // Less than a page: no optimal size; never below one block.
-        let emu = emulator(VecDevice::new(512, 8)).with_max_transfer_bytes(100);
+        let emu = emulator(VecDevice::new(512, 8)).with_max_io_bytes(100);
         assert_eq!(
             (emu.lun.limits.max_transfer, emu.lun.limits.optimal_transfer),
             (1, 0)

@@ -113,6 +113,6 @@ pub use block_device::{BlockDevice, BlockError};
 pub use block_size::{BlockSize, InvalidBlockSize};
 pub use copy_registry::CopyRegistry;
 pub use data_buffer::DataBuffer;
-pub use emulator::{DEFAULT_MAX_TRANSFER_BYTES, Emulator};
+pub use emulator::{DEFAULT_MAX_IO_BYTES, Emulator};
 pub use identity::{DEFAULT_VENDOR, LunIdentity, MAX_SERIAL_LEN};
 pub use response::ScsiResponse;

@@ -34,9 +34,9 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub(crate) fn new(block_size: u32, max_transfer_bytes: u32, caps: &Capabilities) -> Self {
+    pub(crate) fn new(block_size: u32, max_io_bytes: u32, caps: &Capabilities) -> Self {
         let bs = u64::from(block_size.max(1));
-        let max_transfer = (u64::from(max_transfer_bytes) / bs).max(1);
+        let max_transfer = (u64::from(max_io_bytes) / bs).max(1);
         // Linux warns about an optimal size below a page; report none then.
         let optimal_transfer = if max_transfer * bs >= PREFERRED_GRANULARITY_BYTES {
             max_transfer

@@ -34,7 +34,7 @@ pub(crate) struct Lun<D> {
     pub(crate) identity: LunIdentity,
     pub(crate) caps: Capabilities,
     /// The largest data transfer of one command, in bytes.
-    pub(crate) max_transfer_bytes: u32,
+    pub(crate) max_io_bytes: u32,
     pub(crate) limits: Limits,
     pub(crate) modes: ModeState,
     /// START STOP UNIT with START=0 was processed: medium access is
@@ -48,7 +48,7 @@ pub(crate) struct Lun<D> {
 
 impl<D: BlockDevice> Lun<D> {
     /// The unit on `device`. Its optional capabilities are read once, here.
-    pub(crate) fn new(device: D, identity: LunIdentity, max_transfer_bytes: u32) -> Self {
+    pub(crate) fn new(device: D, identity: LunIdentity, max_io_bytes: u32) -> Self {
         let unmap = device.can_unmap();
         let caps = Capabilities {
             unmap,
@@ -56,13 +56,13 @@ impl<D: BlockDevice> Lun<D> {
             lba_status: device.num_blocks() > 0 && device.lba_status(0).is_some(),
             third_party_copy: false,
         };
-        let limits = Limits::new(device.block_size(), max_transfer_bytes, &caps);
+        let limits = Limits::new(device.block_size(), max_io_bytes, &caps);
         let modes = ModeState::new(device.write_cache());
         Lun {
             device,
             identity,
             caps,
-            max_transfer_bytes,
+            max_io_bytes,
             limits,
             modes,
             stopped: AtomicBool::new(false),
@@ -72,8 +72,8 @@ impl<D: BlockDevice> Lun<D> {
     }
 
     /// Accept at most `bytes` of data per command.
-    pub(crate) fn set_max_transfer_bytes(&mut self, bytes: u32) {
-        self.max_transfer_bytes = bytes;
+    pub(crate) fn set_max_io_bytes(&mut self, bytes: u32) {
+        self.max_io_bytes = bytes;
         self.limits = Limits::new(self.device.block_size(), bytes, &self.caps);
     }
 

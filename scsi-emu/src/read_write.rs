@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn transfers_beyond_the_maximum_transfer_length_are_refused() {
-        let emu = emulator(VecDevice::new(BS as u32, 64)).with_max_transfer_bytes(8 * BS as u32);
+        let emu = emulator(VecDevice::new(BS as u32, 64)).with_max_io_bytes(8 * BS as u32);
         let mut buf = vec![0u8; 9 * BS];
         assert_invalid_field(&emu.execute(&rw10(false, 0, 0, 9), &mut buf), 7, 7);
         assert_invalid_field(&emu.execute(&rw12(true, 0, 0, 9), &mut buf), 6, 7);

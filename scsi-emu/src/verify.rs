@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn verify_field_checks() {
-        let emu = emulator(VecDevice::new(BS as u32, 16)).with_max_transfer_bytes(4 * BS as u32);
+        let emu = emulator(VecDevice::new(BS as u32, 16)).with_max_io_bytes(4 * BS as u32);
         let mut none = Vec::<u8>::new();
         assert_invalid_field(&emu.execute(&v10(2, 0, 1), &mut none), 1, 2);
         let mut protect = v16(0, 0, 1);
@@ -334,7 +334,7 @@ mod tests {
     #[test]
     fn large_verify_is_chunked() {
         const MIB: usize = 1 << 20;
-        let emu = emulator(VecDevice::new(BS as u32, 6144)).with_max_transfer_bytes(4 << 20);
+        let emu = emulator(VecDevice::new(BS as u32, 6144)).with_max_io_bytes(4 << 20);
         let mut out = emu.device().contents();
         assert_eq!(
             emu.execute(&v16(1, 0, 6144), &mut out),

@@ -135,8 +135,7 @@ mod tests {
 
     #[test]
     fn block_limits_page_with_unmap_and_configured_transfer() {
-        let emu =
-            emulator(VecDevice::new(4096, 8).with_unmap()).with_max_transfer_bytes(512 * 1024);
+        let emu = emulator(VecDevice::new(4096, 8).with_unmap()).with_max_io_bytes(512 * 1024);
         let b = page(&emu, 0xB0);
         assert_eq!(BigEndian::read_u16(&b[6..8]), 1);
         assert_eq!(BigEndian::read_u32(&b[8..12]), 128);

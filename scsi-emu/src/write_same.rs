@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn field_checks() {
-        let emu = emulator(VecDevice::new(BS as u32, 64)).with_max_transfer_bytes(BS as u32);
+        let emu = emulator(VecDevice::new(BS as u32, 64)).with_max_io_bytes(BS as u32);
         let mut block = vec![1u8; BS];
         assert_invalid_field(&emu.execute(&ws10(0, 0, 0), &mut block), 7, 7);
         assert_invalid_field(&emu.execute(&ws16(0, 0, 0), &mut block), 10, 7);

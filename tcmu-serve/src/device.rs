@@ -12,7 +12,7 @@ pub fn start_target(plan: &Plan) -> Result<Target, String> {
     let mut builder = Target::builder(device)
         .name(plan.name.clone())
         .dev_config(plan.backend.dev_config())
-        .max_io_bytes(plan.max_sectors * 512)
+        .max_io_bytes(plan.max_io_bytes)
         .export(plan.export.clone());
     if let Some(workers) = plan.workers {
         builder = builder.workers(workers);

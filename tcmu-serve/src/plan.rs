@@ -19,7 +19,7 @@ pub struct Plan {
     pub device: DeviceOptions,
     pub name: String,
     pub export: Export,
-    pub max_sectors: u32,
+    pub max_io_bytes: u32,
     /// Data area and command ring in MiB (None: the kernel's default).
     pub data_area_mb: Option<u32>,
     pub ring_size_mb: Option<u32>,
@@ -169,7 +169,7 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
         },
         name,
         export,
-        max_sectors: (max_io / 512) as u32,
+        max_io_bytes: max_io as u32,
         data_area_mb,
         ring_size_mb,
         spin: args.spin_us.map(Duration::from_micros),
@@ -207,7 +207,7 @@ mod tests {
             (Some(512 << 20), 512, "d1")
         );
         assert!(!p.device.read_only && !p.device.create && p.device.faults.is_empty());
-        assert_eq!(p.max_sectors, 2048);
+        assert_eq!(p.max_io_bytes, 1 << 20);
         assert_eq!(p.export, Export::Loopback);
     }
 

@@ -189,7 +189,7 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
             dev_size,
             block_size,
             dev_config: self.dev_config,
-            max_sectors: Some(self.max_io_bytes / 512),
+            max_io_bytes: Some(self.max_io_bytes),
             max_data_area_mb: self.data_area_mb,
             cmd_ring_size_mb: self.ring_size_mb,
             serial: serial.clone(),
@@ -235,7 +235,7 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
         let ring = Ring::new(uio.map())?;
         let identity = LunIdentity::new(serial.clone(), self.device.product_name());
         let mut emulator =
-            Emulator::new(self.device, identity).with_max_transfer_bytes(self.max_io_bytes);
+            Emulator::new(self.device, identity).with_max_io_bytes(self.max_io_bytes);
         if let Some(registry) = self.copy_registry {
             emulator = emulator.with_copy_registry(registry);
         }

@@ -31,8 +31,9 @@ pub struct BackstoreConfig {
     pub block_size: u32,
     /// `dev_config`, `<subtype>/<handler config>` (no ':' allowed).
     pub dev_config: String,
-    /// Largest command in 512-byte sectors (`hw_max_sectors`).
-    pub max_sectors: Option<u32>,
+    /// Largest command in bytes, a multiple of 512 (written to
+    /// `hw_max_sectors` in 512-byte sectors).
+    pub max_io_bytes: Option<u32>,
     /// Size of the data area in MiB (`max_data_area_mb`; kernel default
     /// 1024). It bounds the bytes of all commands in the ring at once.
     pub max_data_area_mb: Option<u32>,
@@ -51,8 +52,8 @@ impl BackstoreConfig {
             "dev_size={},dev_config={},hw_block_size={},nl_reply_supported=-1",
             self.dev_size, self.dev_config, self.block_size
         );
-        if let Some(n) = self.max_sectors {
-            s.push_str(&format!(",hw_max_sectors={n}"));
+        if let Some(bytes) = self.max_io_bytes {
+            s.push_str(&format!(",hw_max_sectors={}", bytes / 512));
         }
         if let Some(n) = self.max_data_area_mb {
             s.push_str(&format!(",max_data_area_mb={n}"));
@@ -258,7 +259,7 @@ mod tests {
             dev_size: 1 << 20,
             block_size: 512,
             dev_config: "tcmu-rs/mem".into(),
-            max_sectors: Some(2048),
+            max_io_bytes: Some(1 << 20),
             max_data_area_mb: None,
             cmd_ring_size_mb: None,
             serial: "abc".into(),

@@ -34,26 +34,19 @@ const ETIMEDOUT: i32 = 110;
 const ESHUTDOWN: i32 = 108;
 
 /// A fresh directory, removed with its contents on drop.
-struct TempDir(PathBuf);
+struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("nbd-test-{}-{tag}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).expect("create temporary directory");
-        TempDir(path)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("nbd-test-{tag}-"))
+            .tempdir()
+            .expect("create temporary directory");
+        TempDir(dir)
     }
 
     fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 

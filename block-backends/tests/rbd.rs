@@ -575,8 +575,8 @@ fn connecting_to_a_cluster_that_is_not_there_times_out() {
                     }
                 })
                 .collect();
-            let path =
-                std::env::temp_dir().join(format!("rbd-test-{}-nomon.conf", std::process::id()));
+            let tmp = tempfile::tempdir().expect("temporary directory");
+            let path = tmp.path().join("nomon.conf");
             fs::write(&path, conf).expect("write conf");
             let started = Instant::now();
             let result = RbdDevice::connect_with(
@@ -591,7 +591,6 @@ fn connecting_to_a_cluster_that_is_not_there_times_out() {
                 },
             );
             let took = started.elapsed();
-            let _ = fs::remove_file(&path);
             let err = result.unwrap_err();
             assert!(
                 matches!(err, RbdError::Connect { errno: 110, .. }),

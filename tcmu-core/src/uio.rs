@@ -187,7 +187,8 @@ mod tests {
 
     #[test]
     fn finds_a_device_by_name_and_times_out_otherwise() {
-        let root = std::env::temp_dir().join(format!("uio-find-{}", std::process::id()));
+        let tmp_root = tempfile::tempdir().unwrap();
+        let root = tmp_root.path().to_path_buf();
         let class = root.join("class");
         std::fs::create_dir_all(class.join("uio0")).unwrap();
         std::fs::create_dir_all(class.join("uio1")).unwrap();
@@ -204,6 +205,5 @@ mod tests {
             Duration::from_millis(50),
         );
         assert!(matches!(err, Err(UioError::NotFound { .. })));
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -424,24 +424,14 @@ impl std::fmt::Display for FaultSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A path in the temporary directory, removed on drop.
-    struct TempPath(PathBuf);
+    struct TempPath(PathBuf, #[allow(dead_code)] tempfile::TempDir); // the directory goes on drop
 
     impl TempPath {
         fn new(name: &str) -> TempPath {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            TempPath(
-                std::env::temp_dir().join(format!("tcmu-serve-{}-{n}-{name}", std::process::id())),
-            )
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
+            let dir = tempfile::tempdir().unwrap();
+            TempPath(dir.path().join(name), dir)
         }
     }
 

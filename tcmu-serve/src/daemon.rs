@@ -254,7 +254,8 @@ mod tests {
 
     #[test]
     fn a_request_travels_as_lines_and_the_answer_comes_back() {
-        let dir = std::env::temp_dir().join(format!("tcmu-serve-ctl-{}", std::process::id()));
+        let tmp_dir = tempfile::tempdir().unwrap();
+        let dir = tmp_dir.path().to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("control");
         let listener = bind(&path).unwrap();
@@ -277,7 +278,6 @@ mod tests {
         // The socket of a daemon that is gone is replaced.
         let again = bind(&path);
         assert!(again.is_ok());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

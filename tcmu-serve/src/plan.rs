@@ -399,7 +399,8 @@ mod tests {
             "iscsi://127.0.0.1:3260/iqn.2026-11.org.tcmu-rs:disk-1/0"
         );
 
-        let dir = std::env::temp_dir().join(format!("chap-{}", std::process::id()));
+        let tmp_dir = tempfile::tempdir().unwrap();
+        let dir = tmp_dir.path().to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good");
         std::fs::write(&good, "correct-horse-battery\n").unwrap();
@@ -513,6 +514,5 @@ mod tests {
             assert!(err.contains(want), "{argv:?}: {err}");
             assert!(!err.contains('\n'), "{argv:?}: one line, got {err}");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::mem::{align_of, offset_of, size_of};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -422,10 +421,11 @@ fn c_values() -> &'static BTreeMap<String, String> {
     static VALUES: OnceLock<BTreeMap<String, String>> = OnceLock::new();
     VALUES.get_or_init(|| {
         let checks = all_checks();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("tcmu-sys-layout-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let tmp = tempfile::Builder::new()
+            .prefix("tcmu-sys-layout-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap_or_else(|e| panic!("cannot create a directory for the C check: {e}"));
+        let dir = tmp.path();
         let src = dir.join("layout.c");
         let exe = dir.join("layout");
         std::fs::write(&src, c_program(&checks))
@@ -471,7 +471,7 @@ fn c_values() -> &'static BTreeMap<String, String> {
             values.len(),
             checks.len()
         );
-        let _ = std::fs::remove_dir_all(&dir);
+
         values
     })
 }

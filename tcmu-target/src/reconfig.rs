@@ -386,7 +386,8 @@ mod tests {
 
     #[test]
     fn a_restored_attribute_is_written_and_checked() {
-        let dir = std::env::temp_dir().join(format!("reconfig-test-{}", std::process::id()));
+        let tmp_dir = tempfile::tempdir().unwrap();
+        let dir = tmp_dir.path().to_path_buf();
         std::fs::create_dir_all(dir.join("attrib")).unwrap();
         restore_attribute(&dir, "dev_size", "4096").unwrap();
         assert_eq!(
@@ -395,6 +396,5 @@ mod tests {
         );
         let missing = restore_attribute(&dir.join("nowhere"), "dev_size", "1");
         assert!(missing.is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

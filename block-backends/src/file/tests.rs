@@ -14,19 +14,15 @@ use super::device::*;
 use super::error::*;
 use super::options::*;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 /// A path in the temporary directory, unique to this test run, removed
 /// on drop.
-struct TempPath(PathBuf);
+struct TempPath(PathBuf, #[allow(dead_code)] tempfile::TempDir); // the directory goes on drop
 
 impl TempPath {
     fn new(name: &str) -> TempPath {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TempPath(
-            std::env::temp_dir().join(format!("block-backends-{}-{n}-{name}", std::process::id())),
-        )
+        let dir = tempfile::tempdir().unwrap();
+        TempPath(dir.path().join(name), dir)
     }
 
     /// A new file holding `data`.

@@ -280,7 +280,8 @@ mod tests {
     /// sequence of objects is created and removed again.
     #[test]
     fn backstore_create_and_remove_in_a_plain_directory() {
-        let root = std::env::temp_dir().join(format!("cfs-{}", std::process::id()));
+        let tmp_root = tempfile::tempdir().unwrap();
+        let root = tmp_root.path().to_path_buf();
         std::fs::create_dir_all(root.join("core")).unwrap();
         // A plain directory has no wwn/ subdirectory: creation fails at the
         // serial and must leave nothing behind.
@@ -300,7 +301,6 @@ mod tests {
             Backstore::create(&root, &config("a/b")),
             Err(ConfigfsError::BadName(_))
         ));
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
@@ -314,7 +314,8 @@ mod tests {
             c.control()
                 .ends_with(",hw_max_sectors=2048,max_data_area_mb=64,cmd_ring_size_mb=2")
         );
-        let attrib = std::env::temp_dir().join(format!("cfs-attrib-{}", std::process::id()));
+        let tmp_attrib = tempfile::tempdir().unwrap();
+        let attrib = tmp_attrib.path().to_path_buf();
         std::fs::create_dir_all(&attrib).unwrap();
         let data_area = attrib.join("max_data_area_mb");
         // An older kernel has no such attribute.
@@ -327,6 +328,5 @@ mod tests {
         assert!(err.to_string().contains("is 1024, not 64"), "{err}");
         std::fs::write(&data_area, "64\n").unwrap();
         check_attr(&data_area, 64).unwrap();
-        std::fs::remove_dir_all(&attrib).unwrap();
     }
 }

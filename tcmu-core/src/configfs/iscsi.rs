@@ -443,12 +443,16 @@ mod tests {
         }
     }
 
-    fn scratch(tag: &str) -> (PathBuf, PathBuf) {
-        let root = std::env::temp_dir().join(format!("cfs-iscsi-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+    /// A configfs stand-in (removed on drop), its root and a backstore in it.
+    fn scratch(tag: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("cfs-iscsi-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let root = tmp.path().to_path_buf();
         let bs = root.join("core/user_0/d");
         std::fs::create_dir_all(&bs).unwrap();
-        (root, bs)
+        (tmp, root, bs)
     }
 
     fn targets(root: &Path) -> Vec<String> {
@@ -477,7 +481,7 @@ mod tests {
 
     #[test]
     fn demo_mode_export_is_created_and_removed_in_order() {
-        let (root, bs) = scratch("demo");
+        let (_tmp, root, bs) = scratch("demo");
         let tree = FakeTree::new(&root);
         let export =
             IscsiExport::create_in(Box::new(tree.clone()), &root, &bs, &config(IscsiAuth::None))
@@ -508,12 +512,11 @@ mod tests {
         assert_eq!(tree.ops(), teardown_ops());
         assert!(targets(&root).is_empty(), "left: {:?}", targets(&root));
         assert!(bs.is_dir(), "the backstore is not the export's to remove");
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn chap_credentials_go_to_the_tpg_before_enabling() {
-        let (root, bs) = scratch("chap");
+        let (_tmp, root, bs) = scratch("chap");
         std::fs::create_dir(root.join("iscsi")).unwrap(); // the fabric exists
         let tree = FakeTree::new(&root);
         let export =
@@ -539,12 +542,11 @@ mod tests {
         drop(export); // dropping removes it too
         assert_eq!(tree.ops(), teardown_ops());
         assert!(targets(&root).is_empty());
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn a_failed_setup_leaves_nothing_behind() {
-        let (root, bs) = scratch("fail");
+        let (_tmp, root, bs) = scratch("fail");
         for (fail_at, undo) in [
             ("write iscsi/iqn.2026-11.org.tcmu-rs:d/tpgt_1/enable", 5),
             ("mkdir iscsi/iqn.2026-11.org.tcmu-rs:d/tpgt_1/np", 4),
@@ -569,12 +571,11 @@ mod tests {
             assert_eq!(cleanup, want[want.len() - undo..], "failing at {fail_at}");
             assert!(targets(&root).is_empty(), "failing at {fail_at}");
         }
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn an_existing_target_or_a_bad_config_is_refused_untouched() {
-        let (root, bs) = scratch("taken");
+        let (_tmp, root, bs) = scratch("taken");
         std::fs::create_dir_all(root.join(T).join("tpgt_1")).unwrap();
         let tree = FakeTree::new(&root);
         let err =
@@ -592,12 +593,11 @@ mod tests {
         let err = IscsiExport::create_in(Box::new(tree.clone()), &root, &bs, &bad).unwrap_err();
         assert!(err.to_string().contains("invalid IQN"), "{err}");
         assert!(tree.ops().is_empty());
-        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn a_target_left_behind_is_found_and_removed() {
-        let (root, bs) = scratch("find");
+        let (_tmp, root, bs) = scratch("find");
         let tree = FakeTree::new(&root);
         let old =
             IscsiExport::create_in(Box::new(tree.clone()), &root, &bs, &config(chap())).unwrap();
@@ -616,6 +616,5 @@ mod tests {
         found.remove().unwrap();
         assert_eq!(tree.ops(), teardown_ops());
         assert!(targets(&root).is_empty());
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -738,6 +738,8 @@ impl BlockDevice for RbdDevice {
 
 #[cfg(test)]
 mod tests {
+    use nix::libc;
+
     use super::*;
 
     #[test]
@@ -748,10 +750,13 @@ mod tests {
         assert_eq!(block_error(28), BlockError::NoSpace);
         assert_eq!(block_error(122), BlockError::NoSpace);
         assert_eq!(block_error(30), BlockError::ReadOnly);
-        assert_eq!(block_error(5), BlockError::Io(5));
-        assert_eq!(block_error(2), BlockError::Io(2));
+        assert_eq!(block_error(libc::EIO), BlockError::Io(libc::EIO));
+        assert_eq!(block_error(libc::ENOENT), BlockError::Io(libc::ENOENT));
         // Flushes are never retryable; their other errors map as usual.
-        assert_eq!(Op::Flush.error(110), BlockError::Io(110));
+        assert_eq!(
+            Op::Flush.error(libc::ETIMEDOUT),
+            BlockError::Io(libc::ETIMEDOUT)
+        );
         assert_eq!(Op::Flush.error(28), BlockError::NoSpace);
         assert_eq!(Op::Write.error(110), BlockError::Busy);
     }

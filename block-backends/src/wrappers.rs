@@ -417,6 +417,8 @@ impl<D: BlockDevice> BlockDevice for FaultInjector<D> {
 
 #[cfg(test)]
 mod tests {
+    use nix::libc;
+
     use super::*;
     use crate::MemoryDevice;
     use std::sync::Arc;
@@ -459,7 +461,7 @@ mod tests {
     fn faults_hit_only_their_ranges_and_directions() {
         let dev = FaultInjector::new(memory());
         dev.fail_reads(10..12, BlockError::Medium);
-        dev.fail_writes(20..21, BlockError::Io(5));
+        dev.fail_writes(20..21, BlockError::Io(libc::EIO));
         let mut buf = [0u8; 1024];
         // Reads: any overlap fails, neighbours pass.
         assert_eq!(dev.read(9, &mut buf), Err(BlockError::Medium));
@@ -468,10 +470,13 @@ mod tests {
         assert_eq!(dev.read(12, &mut buf), Ok(()));
         assert_eq!(dev.read(20, &mut buf), Ok(()));
         // Writes of every kind.
-        assert_eq!(dev.write(19, &buf), Err(BlockError::Io(5)));
-        assert_eq!(dev.write_fua(20, &buf[..512]), Err(BlockError::Io(5)));
-        assert_eq!(dev.unmap(15, 10), Err(BlockError::Io(5)));
-        assert_eq!(dev.write_zeroes(20, 1), Err(BlockError::Io(5)));
+        assert_eq!(dev.write(19, &buf), Err(BlockError::Io(libc::EIO)));
+        assert_eq!(
+            dev.write_fua(20, &buf[..512]),
+            Err(BlockError::Io(libc::EIO))
+        );
+        assert_eq!(dev.unmap(15, 10), Err(BlockError::Io(libc::EIO)));
+        assert_eq!(dev.write_zeroes(20, 1), Err(BlockError::Io(libc::EIO)));
         assert_eq!(dev.write(10, &buf), Ok(()));
         assert_eq!(dev.write(21, &buf), Ok(()));
         assert_eq!(dev.injected(), 6);
@@ -499,8 +504,8 @@ mod tests {
     #[test]
     fn flush_faults() {
         let dev = FaultInjector::new(memory());
-        dev.fail_flush(Some(BlockError::Io(5)));
-        assert_eq!(dev.flush(), Err(BlockError::Io(5)));
+        dev.fail_flush(Some(BlockError::Io(libc::EIO)));
+        assert_eq!(dev.flush(), Err(BlockError::Io(libc::EIO)));
         dev.fail_flush(None);
         assert_eq!(dev.flush(), Ok(()));
         dev.fail_flush(Some(BlockError::Medium));

@@ -29,7 +29,7 @@ pub enum BlockError {
 impl From<std::io::Error> for BlockError {
     fn from(e: std::io::Error) -> Self {
         match e.raw_os_error() {
-            Some(28) => BlockError::NoSpace, // ENOSPC
+            _ if e.kind() == std::io::ErrorKind::StorageFull => BlockError::NoSpace,
             Some(errno) => BlockError::Io(errno),
             None => BlockError::Medium,
         }

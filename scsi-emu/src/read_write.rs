@@ -522,7 +522,7 @@ mod tests {
                 AdditionalSense::WRITE_ERROR,
             ),
             (
-                BlockError::Io(5),
+                BlockError::Io(EIO),
                 SenseKey::MediumError,
                 AdditionalSense::UNRECOVERED_READ_ERROR,
                 AdditionalSense::WRITE_ERROR,

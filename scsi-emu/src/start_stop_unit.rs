@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn stop_flush_failure_is_reported_and_the_unit_keeps_running() {
         let dev = VecDevice::new(512, 8);
-        *dev.fail_flush.lock().unwrap() = Some(BlockError::Io(5));
+        *dev.fail_flush.lock().unwrap() = Some(BlockError::Io(EIO));
         let emu = emulator(dev);
         let resp = emu.execute(&ssu(0, 0), &mut Vec::<u8>::new());
         assert_check(&resp, SenseKey::MediumError, AdditionalSense::WRITE_ERROR);

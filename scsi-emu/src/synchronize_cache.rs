@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn synchronize_cache_failure_is_a_write_error() {
         let dev = VecDevice::new(512, 8);
-        *dev.fail_flush.lock().unwrap() = Some(BlockError::Io(5));
+        *dev.fail_flush.lock().unwrap() = Some(BlockError::Io(EIO));
         let emu = emulator(dev);
         let resp = emu.execute(&sync10(0, 0), &mut Vec::<u8>::new());
         assert_check(&resp, SenseKey::MediumError, AdditionalSense::WRITE_ERROR);

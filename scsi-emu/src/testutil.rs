@@ -7,6 +7,7 @@ use scsi_sense_codes::{AdditionalSense, SenseKey};
 
 // What most unit tests use besides their own module, in one import.
 pub(crate) use crate::{BlockDevice, BlockError, Emulator, LunIdentity, ScsiResponse, status};
+pub(crate) use nix::libc::EIO;
 
 /// One backend call: (kind, lba, byte length). Kind is 'r', 'w', 'f'
 /// (write_fua), 'z' (write_zeroes) or 'u' (unmap).

@@ -244,7 +244,7 @@ mod tests {
         let emu = emulator(
             VecDevice::new(BS as u32, 64)
                 .with_unmap()
-                .failing(BlockError::Io(5)),
+                .failing(BlockError::Io(EIO)),
         );
         assert_check(
             &run(&emu, list(&[(0, 1)])),

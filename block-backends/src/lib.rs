@@ -30,6 +30,8 @@ pub mod memory;
 pub mod nbd;
 #[cfg(feature = "rbd")]
 pub mod rbd;
+#[cfg(test)]
+mod test_support;
 pub mod wrappers;
 
 pub use file::{FileDevice, FileDeviceError, FileKind, FileOptions};

@@ -474,15 +474,10 @@ impl fmt::Debug for MemoryDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::pattern;
     use proptest::prelude::*;
 
     const CHUNK: u64 = CHUNK_SIZE as u64;
-
-    fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
-            .collect()
-    }
 
     fn read_vec(dev: &MemoryDevice, lba: u64, blocks: usize) -> Vec<u8> {
         let mut buf = vec![0xee; blocks * dev.block_size() as usize];

@@ -121,12 +121,6 @@ impl Model {
     }
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
-        .collect()
-}
-
 fn rw(opcode10: u8, sixteen: bool, lba: u64, blocks: u64) -> Vec<u8> {
     if sixteen || lba > u64::from(u32::MAX) {
         let mut cdb = vec![0u8; 16];

@@ -175,10 +175,6 @@ mod tests {
         vec![if write { 0x0A } else { 0x08 }, l[1], l[2], l[3], blocks, 0]
     }
 
-    fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
-    }
-
     fn split(bytes: &[u8], sizes: &[usize]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut at = 0;

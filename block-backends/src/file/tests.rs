@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering;
 use nix::libc;
 use scsi_emu::{BlockDevice, BlockError};
 
+use crate::test_support::pattern;
+
 use super::aligned::*;
 use super::device::*;
 use super::error::*;
@@ -38,12 +40,6 @@ impl Drop for TempPath {
         let _ = std::fs::remove_file(&self.0);
         let _ = std::fs::remove_dir(&self.0);
     }
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed) | 1)
-        .collect()
 }
 
 fn create(path: &TempPath, block_size: u32, size: u64) -> FileDevice {

@@ -121,19 +121,13 @@ impl Model {
     }
 }
 
-fn rw(opcode10: u8, sixteen: bool, lba: u64, blocks: u64) -> Vec<u8> {
+/// READ or WRITE (`write`) of `blocks` at `lba`: the 16-byte CDB when asked
+/// for or when the LBA needs it, else the 10-byte one.
+fn rw(write: bool, sixteen: bool, lba: u64, blocks: u64) -> Vec<u8> {
     if sixteen || lba > u64::from(u32::MAX) {
-        let mut cdb = vec![0u8; 16];
-        // 28h/2Ah -> 88h/8Ah.
-        cdb[0] = opcode10 + 0x60;
-        cdb[2..10].copy_from_slice(&lba.to_be_bytes());
-        cdb[10..14].copy_from_slice(&(blocks as u32).to_be_bytes());
-        cdb
+        rw16(write, 0, lba, blocks as u32)
     } else {
-        let mut cdb = vec![opcode10, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        cdb[2..6].copy_from_slice(&(lba as u32).to_be_bytes());
-        cdb[7..9].copy_from_slice(&(blocks as u16).to_be_bytes());
-        cdb
+        rw10(write, 0, lba as u32, blocks as u16)
     }
 }
 
@@ -163,7 +157,7 @@ fn step(emu: &Emulator<VecDevice>, model: &mut Model, op: &Op) {
             sixteen,
         } => {
             let mut data = pattern(blocks as usize * bs, seed);
-            let resp = emu.execute(&rw(0x2A, sixteen, lba, blocks), &mut data);
+            let resp = emu.execute(&rw(true, sixteen, lba, blocks), &mut data);
             if model.in_range(lba, blocks) {
                 assert_eq!(resp, ScsiResponse::good());
                 let r = model.range(lba, blocks);
@@ -178,7 +172,7 @@ fn step(emu: &Emulator<VecDevice>, model: &mut Model, op: &Op) {
             sixteen,
         } => {
             let mut buf = vec![0xEEu8; blocks as usize * bs];
-            let resp = emu.execute(&rw(0x28, sixteen, lba, blocks), &mut buf);
+            let resp = emu.execute(&rw(false, sixteen, lba, blocks), &mut buf);
             if model.in_range(lba, blocks) {
                 assert_eq!(resp, ScsiResponse::data_in(buf.len()));
                 assert_eq!(buf, model.bytes[model.range(lba, blocks)]);

@@ -305,3 +305,48 @@ pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
         .collect()
 }
+
+/// READ(10) or WRITE(10) with the flags byte (FUA: 08h).
+pub(crate) fn rw10(write: bool, flags: u8, lba: u32, blocks: u16) -> Vec<u8> {
+    let mut cdb = vec![
+        if write { 0x2A } else { 0x28 },
+        flags,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+    cdb
+}
+
+/// READ(12) or WRITE(12).
+pub(crate) fn rw12(write: bool, flags: u8, lba: u32, blocks: u32) -> Vec<u8> {
+    let mut cdb = vec![0u8; 12];
+    cdb[0] = if write { 0xAA } else { 0xA8 };
+    cdb[1] = flags;
+    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+    cdb[6..10].copy_from_slice(&blocks.to_be_bytes());
+    cdb
+}
+
+/// READ(16) or WRITE(16).
+pub(crate) fn rw16(write: bool, flags: u8, lba: u64, blocks: u32) -> Vec<u8> {
+    let mut cdb = vec![0u8; 16];
+    cdb[0] = if write { 0x8A } else { 0x88 };
+    cdb[1] = flags;
+    cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+    cdb[10..14].copy_from_slice(&blocks.to_be_bytes());
+    cdb
+}
+
+/// READ(6) or WRITE(6).
+pub(crate) fn rw6(write: bool, lba: u32, blocks: u8) -> Vec<u8> {
+    let l = lba.to_be_bytes();
+    vec![if write { 0x0A } else { 0x08 }, l[1], l[2], l[3], blocks, 0]
+}

@@ -85,7 +85,7 @@ pub struct Backstore {
 
 impl Backstore {
     /// Create, configure and enable the backstore under `root`
-    /// (normally [`TARGET_ROOT`]). On error nothing is left behind.
+    /// (normally [`TARGET_ROOT`](super::TARGET_ROOT)). On error nothing is left behind.
     pub fn create(root: &Path, config: &BackstoreConfig) -> Result<Backstore, ConfigfsError> {
         if !valid_name(&config.name) {
             return Err(ConfigfsError::BadName(config.name.clone()));

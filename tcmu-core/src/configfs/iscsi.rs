@@ -106,7 +106,7 @@ pub struct IscsiExport {
 }
 
 impl IscsiExport {
-    /// Create target `config.iqn` under `root` (normally [`TARGET_ROOT`];
+    /// Create target `config.iqn` under `root` (normally [`TARGET_ROOT`](super::TARGET_ROOT);
     /// load `iscsi_target_mod` first) with TPG 1 in demo mode
     /// (`generate_node_acls=1`, writable), LUN 0 linked to
     /// `backstore_dir`, a portal on `config.portal`, CHAP if asked for, and

@@ -1,5 +1,10 @@
 //! The data buffer of one SCSI command, as the emulator sees it.
 
+/// The most segments lent together for one vectored backend call (they
+/// are lent on the stack); a buffer with more moves segment by segment.
+/// The kernel joins adjacent data-area blocks, so commands have few.
+pub const MAX_LENT_SEGMENTS: usize = 16;
+
 /// The data buffer of a command: a list of byte segments.
 ///
 /// For a command that transfers data to the initiator (data-in, e.g. READ)
@@ -17,15 +22,12 @@ pub trait DataBuffer {
     /// Segment `index`, writable (`index < segment_count()`).
     fn segment_mut(&mut self, index: usize) -> &mut [u8];
 
-    /// Every segment at once, writable, for one vectored backend call;
-    /// `None` when the buffer cannot lend them together.
-    fn segments_mut(&mut self) -> Option<Vec<&mut [u8]>> {
+    /// Every segment at once, writable, for one vectored backend call:
+    /// fills `out[..n]` and returns `n`; `None` when the buffer cannot lend
+    /// its segments together or has more than `out.len()`.
+    fn segments_mut<'a>(&'a mut self, out: &mut [&'a mut [u8]]) -> Option<usize> {
+        let _ = out;
         None
-    }
-
-    /// Every segment at once, for one vectored backend call.
-    fn segments(&self) -> Vec<&[u8]> {
-        (0..self.segment_count()).map(|i| self.segment(i)).collect()
     }
 
     /// Total length in bytes over all segments.
@@ -112,8 +114,9 @@ impl DataBuffer for Vec<u8> {
     fn segment_mut(&mut self, _index: usize) -> &mut [u8] {
         self
     }
-    fn segments_mut(&mut self) -> Option<Vec<&mut [u8]>> {
-        Some(vec![self.as_mut_slice()])
+    fn segments_mut<'a>(&'a mut self, out: &mut [&'a mut [u8]]) -> Option<usize> {
+        *out.first_mut()? = self.as_mut_slice();
+        Some(1)
     }
     fn len(&self) -> usize {
         self.as_slice().len()
@@ -132,7 +135,14 @@ impl DataBuffer for Vec<Vec<u8>> {
     fn segment_mut(&mut self, index: usize) -> &mut [u8] {
         &mut self[index]
     }
-    fn segments_mut(&mut self) -> Option<Vec<&mut [u8]>> {
-        Some(self.iter_mut().map(|v| v.as_mut_slice()).collect())
+    fn segments_mut<'a>(&'a mut self, out: &mut [&'a mut [u8]]) -> Option<usize> {
+        let count = self.as_slice().len();
+        if count > out.len() {
+            return None;
+        }
+        for (slot, segment) in out.iter_mut().zip(self.iter_mut()) {
+            *slot = segment.as_mut_slice();
+        }
+        Some(count)
     }
 }

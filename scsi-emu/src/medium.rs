@@ -13,7 +13,7 @@ use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
 use crate::block_device::{BlockDevice, BlockError};
 use crate::cdb::invalid_field;
-use crate::data_buffer::DataBuffer;
+use crate::data_buffer::{DataBuffer, MAX_LENT_SEGMENTS};
 use crate::lun::Lun;
 use crate::response::ScsiResponse;
 
@@ -112,29 +112,28 @@ pub(crate) fn check_transfer<D: BlockDevice>(
     Ok(bs)
 }
 
-/// The segments cut to the first `len` bytes, when each of them holds
-/// whole blocks; `None` otherwise (the caller then goes block by block).
-fn whole_block_prefix<'b>(
-    segs: &'b mut [&mut [u8]],
-    len: usize,
-    bs: usize,
-) -> Option<Vec<&'b mut [u8]>> {
+/// Cut the segments to the first `len` bytes in place, dropping empty
+/// ones; how many remain, or `None` unless each holds whole blocks (the
+/// caller then goes block by block).
+fn whole_block_prefix(segs: &mut [&mut [u8]], len: usize, bs: usize) -> Option<usize> {
     let mut taken = 0;
-    let mut out = Vec::with_capacity(segs.len());
-    for seg in segs.iter_mut() {
+    let mut kept = 0;
+    for i in 0..segs.len() {
         if taken >= len {
             break;
         }
+        let seg = std::mem::take(&mut segs[i]);
         let n = seg.len().min(len - taken);
         if n % bs != 0 {
             return None;
         }
         taken += n;
         if n > 0 {
-            out.push(&mut seg[..n]);
+            segs[kept] = &mut seg[..n];
+            kept += 1;
         }
     }
-    Some(out)
+    Some(kept)
 }
 
 /// The LBA of the block holding byte `pos` of a transfer from `start`.
@@ -154,13 +153,15 @@ pub(crate) fn read_into<D: BlockDevice + ?Sized>(
 ) -> Result<(), (BlockError, u64)> {
     // The usual case: every segment holds whole blocks (the ring's data
     // pages do), so one vectored call serves the whole command.
-    if data.segment_count() > 1
-        && let Some(mut segs) = data.segments_mut()
-        && let Some(mut segs) = whole_block_prefix(&mut segs, len, bs)
-    {
-        return device
-            .read_vectored(start, &mut segs)
-            .map_err(|e| (e, start));
+    if data.segment_count() > 1 {
+        let mut lent: [&mut [u8]; MAX_LENT_SEGMENTS] = Default::default();
+        if let Some(n) = data.segments_mut(&mut lent)
+            && let Some(n) = whole_block_prefix(&mut lent[..n], len, bs)
+        {
+            return device
+                .read_vectored(start, &mut lent[..n])
+                .map_err(|e| (e, start));
+        }
     }
     let mut bounce = Vec::new();
     let mut pos = 0;
@@ -226,23 +227,26 @@ pub(crate) fn write_from<D: BlockDevice + ?Sized>(
         };
         result.map_err(|e| (e, lba))
     };
-    if data.segment_count() > 1 {
-        let segs = data.segments();
+    if (2..=MAX_LENT_SEGMENTS).contains(&data.segment_count()) {
+        // On the stack: one vectored call allocates nothing.
+        let mut parts: [&[u8]; MAX_LENT_SEGMENTS] = [&[]; MAX_LENT_SEGMENTS];
+        let mut count = 0;
         let mut taken = 0;
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(segs.len());
-        for seg in segs {
+        for i in 0..data.segment_count() {
             if taken >= len {
                 break;
             }
+            let seg = data.segment(i);
             let seg = &seg[..seg.len().min(len - taken)];
             taken += seg.len();
             if !seg.is_empty() {
-                parts.push(seg);
+                parts[count] = seg;
+                count += 1;
             }
         }
-        if parts.iter().all(|p| p.len() % bs == 0) {
+        if parts[..count].iter().all(|p| p.len() % bs == 0) {
             return device
-                .write_vectored(start, &parts, fua)
+                .write_vectored(start, &parts[..count], fua)
                 .map_err(|e| (e, start));
         }
     }

@@ -19,8 +19,8 @@ impl DataBuffer for DataSegments {
     fn len(&self) -> usize {
         self.total_len() as usize
     }
-    fn segments_mut(&mut self) -> Option<Vec<&mut [u8]>> {
-        Some(DataSegments::segments_mut(self))
+    fn segments_mut<'a>(&'a mut self, out: &mut [&'a mut [u8]]) -> Option<usize> {
+        DataSegments::segments_mut(self, out)
     }
 }
 

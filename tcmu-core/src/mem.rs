@@ -253,6 +253,10 @@ pub struct Region {
     pub len: u64,
 }
 
+/// Up to this many regions a buffer is checked for overlaps pair by pair,
+/// which allocates nothing; longer lists are sorted in a copy.
+const PAIRWISE_OVERLAP_CHECK: usize = 32;
+
 /// The data buffer of one in-flight command, as byte slices of the shared
 /// area.
 ///
@@ -302,8 +306,9 @@ impl DataSegments {
         let overlap = |a: &Region, b: &Region| {
             a.len > 0 && b.len > 0 && a.offset < b.offset + b.len && b.offset < a.offset + a.len
         };
-        if regions.len() <= 8 {
-            // The usual case: a handful of segments, no allocation.
+        if regions.len() <= PAIRWISE_OVERLAP_CHECK {
+            // The usual case: a few segments, compared pairwise without
+            // allocating (at most 496 comparisons).
             regions
                 .iter()
                 .enumerate()
@@ -371,21 +376,24 @@ impl DataSegments {
         }
     }
 
-    /// Every segment at once, as mutable slices.
-    pub fn segments_mut(&mut self) -> Vec<&mut [u8]> {
+    /// Every segment at once, as mutable slices in `out[..n]` (no
+    /// allocation); `n`, or `None` when `out` has fewer than
+    /// [`count`](Self::count) places.
+    pub fn segments_mut<'a>(&'a mut self, out: &mut [&'a mut [u8]]) -> Option<usize> {
+        if self.regions.len() > out.len() {
+            return None;
+        }
         let base = self.base();
-        self.regions
-            .iter()
-            .map(|r| {
-                // SAFETY: as in `segment_mut`; the regions are pairwise
-                // disjoint (checked in `new`), so the slices do not alias,
-                // and they borrow `self` mutably, so no other slice of this
-                // buffer is live meanwhile.
-                unsafe {
-                    std::slice::from_raw_parts_mut(base.add(r.offset as usize), r.len as usize)
-                }
-            })
-            .collect()
+        for (slot, r) in out.iter_mut().zip(&self.regions) {
+            // SAFETY: as in `segment_mut`; the regions are pairwise
+            // disjoint (checked in `new`), so the slices do not alias, and
+            // they borrow `self` mutably, so no other slice of this buffer
+            // is live meanwhile.
+            *slot = unsafe {
+                std::slice::from_raw_parts_mut(base.add(r.offset as usize), r.len as usize)
+            };
+        }
+        Some(self.regions.len())
     }
 }
 
@@ -450,12 +458,31 @@ mod tests {
     }
 
     #[test]
+    fn long_region_lists_are_checked_for_overlaps_too() {
+        let m = Arc::new(SharedMap::anonymous(1 << 20));
+        let r = |offset, len| Region { offset, len };
+        for count in [PAIRWISE_OVERLAP_CHECK, PAIRWISE_OVERLAP_CHECK + 8] {
+            let disjoint: Vec<Region> = (0..count as u64).map(|i| r(8192 + i * 100, 100)).collect();
+            assert!(
+                DataSegments::new(&m, disjoint.clone(), 8192).is_some(),
+                "{count}"
+            );
+            let mut overlapping = disjoint;
+            overlapping[count - 1] = r(8192 + 50, 100);
+            assert!(
+                DataSegments::new(&m, overlapping, 8192).is_none(),
+                "{count}"
+            );
+        }
+    }
+
+    #[test]
     fn only_buffers_with_regions_hold_the_map() {
         let m = Arc::new(SharedMap::anonymous(16384));
         let mut empty = DataSegments::new(&m, Vec::new(), 8192).unwrap();
         assert_eq!(Arc::strong_count(&m), 1);
         assert_eq!((empty.count(), empty.total_len()), (0, 0));
-        assert!(empty.segments_mut().is_empty());
+        assert_eq!(empty.segments_mut(&mut []), Some(0));
         let mut full = DataSegments::new(
             &m,
             vec![Region {

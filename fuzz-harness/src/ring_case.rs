@@ -32,20 +32,24 @@ pub fn run_ring_case(bytes: &[u8]) {
         data_size: 64 * 1024,
         flags,
     });
-    let map = kernel.map();
     let ring_bytes = input.rest();
     let n = ring_bytes.len().min(cmdr_size as usize);
-    map.write_bytes(kernel.cmdr_off(), &ring_bytes[..n])
-        .unwrap();
+    let poke = |offset: u64, bytes: &[u8]| {
+        kernel
+            .overwrite(offset, bytes)
+            .expect("nothing is handed out yet")
+    };
+    poke(kernel.cmdr_off(), &ring_bytes[..n]);
     // Sometimes the mailbox itself lies: cmdr_off, cmdr_size, version, tail.
     match tweak % 8 {
-        1 => map.write_u32(4, u32::from(tweak) << 4).unwrap(),
-        2 => map.write_u32(8, u32::from(tweak) * 1000).unwrap(),
-        3 => map.write_u16(0, u16::from(tweak)).unwrap(),
-        4 => map.write_u32(64, head.wrapping_mul(3) & !7).unwrap(),
+        1 => poke(4, &(u32::from(tweak) << 4).to_ne_bytes()),
+        2 => poke(8, &(u32::from(tweak) * 1000).to_ne_bytes()),
+        3 => poke(0, &u16::from(tweak).to_ne_bytes()),
+        4 => poke(64, &(head.wrapping_mul(3) & !7).to_ne_bytes()),
         _ => {}
     }
-    map.store_u32_release(12, head).unwrap();
+    poke(12, &head.to_ne_bytes());
+    let map = kernel.map();
     let Ok(mut ring) = Ring::new(map.clone()) else {
         return; // a mailbox the ring refuses: nothing may be touched
     };

@@ -38,8 +38,8 @@ pub const TMR_TYPE: u64 = offset_of!(tcmu_tmr_entry, tmr_type) as u64;
 pub const TMR_CMD_CNT: u64 = offset_of!(tcmu_tmr_entry, cmd_cnt) as u64;
 pub const TMR_CMD_IDS: u64 = offset_of!(tcmu_tmr_entry, cmd_ids) as u64;
 
-/// Granularity at which the ring tracks which command owns data memory;
-/// the kernel allocates data blocks in whole pages.
+/// Granularity at which data memory is lent to one command's buffer; the
+/// kernel allocates data blocks in whole pages.
 pub const DATA_PAGE: u64 = 4096;
 
 /// Length of a CDB from its operation code (SPC-5 4.2.5.1): the group code

@@ -8,17 +8,19 @@
 //! - [`server`] runs the loop that ties a ring to a [`CommandHandler`].
 //! - `sim` (feature `test-utils`) is an in-process simulated kernel.
 //!
-//! All unsafe code of this crate lives in [`mem`]: the crate denies
-//! `unsafe_code` everywhere else.
+//! All unsafe code of this crate lives in its `mem` module (the crate
+//! denies `unsafe_code` everywhere else), whose rules [`SharedMap`] and
+//! [`DataSegments`] document.
 
 #![deny(unsafe_code)]
 
 mod bitmap;
 #[cfg(feature = "control")]
 pub mod configfs;
+mod dropped;
 mod layout;
 #[allow(unsafe_code)] // the one module that touches the shared area
-pub mod mem;
+mod mem;
 #[cfg(feature = "control")]
 pub mod netlink;
 pub mod poll;
@@ -29,6 +31,6 @@ pub mod sim;
 pub mod uio;
 mod work_queue;
 
-pub use mem::{DataSegments, Region, SharedMap};
+pub use mem::{AccessError, ClaimError, DataSegments, Lent, OutOfBounds, Region, SharedMap};
 pub use ring::{Command, Reply, Ring, RingEntry, RingError, TaskManagement};
 pub use server::{CommandHandler, serve};

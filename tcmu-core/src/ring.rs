@@ -19,6 +19,7 @@ use tcmu_sys::{
 };
 
 use crate::bitmap::BitSet;
+use crate::dropped::{DroppedCommands, UnansweredNotice};
 use crate::layout::*;
 use crate::mem::{DataSegments, OutOfBounds, Region, SharedMap};
 
@@ -87,13 +88,16 @@ impl Reply {
 }
 
 /// A SCSI command taken from the ring. Complete it exactly once with
-/// [`Ring::complete`]; its data buffer stays valid until then.
+/// [`Ring::complete`]; its data buffer stays valid until then. A command
+/// dropped without completion is failed by the ring the next time it is
+/// used (HARDWARE ERROR, logged), never left holding the ring.
 pub struct Command {
     id: u16,
     cdb: Cdb,
     data: DataSegments,
     /// Only bidirectional commands (rare) have a separate data-in buffer.
     bidi_in: Option<Box<DataSegments>>,
+    unanswered: UnansweredNotice,
 }
 
 /// CDB bytes: inline up to 16 bytes (every fixed-length CDB), on the heap
@@ -205,13 +209,13 @@ pub struct Ring {
     tail: u32,
     slots: VecDeque<Slot>,
     in_flight: BitSet,
-    /// Data pages owned by in-flight commands.
-    owned_pages: BitSet,
     notify: bool,
     broken: Option<RingError>,
     /// Emptied region lists of completed commands, reused so that a data
     /// command costs no allocation.
     region_pool: Vec<Vec<Region>>,
+    /// Commands handed out and dropped without a reply.
+    dropped: Arc<DroppedCommands>,
 }
 
 /// How many emptied region lists the ring keeps for reuse, and the largest
@@ -250,7 +254,6 @@ impl Ring {
         if tail % 8 != 0 || tail >= cmdr_size {
             return geometry("cmd_tail is outside the ring or misaligned");
         }
-        let pages = (map_len.div_ceil(DATA_PAGE) - data_start / DATA_PAGE) as usize;
         Ok(Ring {
             map,
             cmdr_off,
@@ -261,10 +264,10 @@ impl Ring {
             tail,
             slots: VecDeque::new(),
             in_flight: BitSet::new(1 << 16),
-            owned_pages: BitSet::new(pages),
             notify: false,
             broken: None,
             region_pool: Vec::new(),
+            dropped: Arc::default(),
         })
     }
 
@@ -304,6 +307,7 @@ impl Ring {
         if let Some(e) = &self.broken {
             return Err(e.clone());
         }
+        self.answer_dropped()?;
         loop {
             let head = self.map.load_u32_acquire(MB_CMD_HEAD)?;
             if head % 8 != 0 || head >= self.cmdr_size {
@@ -439,24 +443,23 @@ impl Ring {
             Cdb::Long(bytes.into_boxed_slice())
         };
 
-        let data_seg = DataSegments::new(&self.map, data, self.data_start)
-            .ok_or("data iovecs are outside the data area or overlap")?;
+        // Lending the pages is what keeps two commands' buffers apart.
+        let data_seg = DataSegments::claim(&self.map, data, self.data_start)
+            .map_err(|e| format!("data buffer: {e}"))?;
         let bidi_seg = if bidi.is_empty() {
             None
         } else {
             Some(Box::new(
-                DataSegments::new(&self.map, bidi, self.data_start)
-                    .ok_or("bidi iovecs are outside the data area or overlap")?,
+                DataSegments::claim(&self.map, bidi, self.data_start)
+                    .map_err(|e| format!("bidi buffer: {e}"))?,
             ))
         };
-        if data_seg.count() > 0 || bidi_seg.is_some() {
-            self.claim_pages(&data_seg, bidi_seg.as_deref())?;
-        }
         Ok(Command {
             id,
             cdb,
             data: data_seg,
             bidi_in: bidi_seg,
+            unanswered: UnansweredNotice::new(id, &self.dropped),
         })
     }
 
@@ -488,46 +491,6 @@ impl Ring {
         }
     }
 
-    fn page_range(&self, r: &Region) -> std::ops::Range<usize> {
-        if r.len == 0 {
-            return 0..0;
-        }
-        // Absolute page numbers, relative to the first page of the data area.
-        let base = self.data_start / DATA_PAGE;
-        let first = r.offset / DATA_PAGE - base;
-        let last = (r.offset + r.len - 1) / DATA_PAGE - base;
-        first as usize..last as usize + 1
-    }
-
-    /// Take ownership of every data page of a command; refuse pages that
-    /// another in-flight command owns (the kernel never shares them). Pages
-    /// shared by regions of the same command are fine: nothing is marked
-    /// before every page has been checked.
-    fn claim_pages(&mut self, a: &DataSegments, b: Option<&DataSegments>) -> Result<(), String> {
-        let b = b.map_or(&[][..], |b| b.regions());
-        for list in [a.regions(), b] {
-            for r in list {
-                if self.owned_pages.any(self.page_range(r)) {
-                    return Err("data buffer shares pages with another in-flight command".into());
-                }
-            }
-        }
-        for list in [a.regions(), b] {
-            for r in list {
-                let pages = self.page_range(r);
-                self.owned_pages.set_range(pages, true);
-            }
-        }
-        Ok(())
-    }
-
-    fn release_pages(&mut self, segs: &DataSegments) {
-        for r in segs.regions() {
-            let pages = self.page_range(r);
-            self.owned_pages.set_range(pages, false);
-        }
-    }
-
     fn parse_tmr(&mut self, abs: u64, len: u32) -> Result<TaskManagement, RingError> {
         let kind = self.map.read_u8(abs + TMR_TYPE)?;
         let count = self.map.read_u32(abs + TMR_CMD_CNT)? as u64;
@@ -541,19 +504,57 @@ impl Ring {
 
     /// Complete a command: write its reply into the ring and move the tail
     /// as far as possible. The data buffer is released.
+    ///
+    /// A command is completed once: `complete` takes it by value, so
+    /// completing it again does not compile:
+    ///
+    /// ```compile_fail
+    /// # use tcmu_core::{Command, Reply, Ring};
+    /// fn twice(ring: &mut Ring, cmd: Command) {
+    ///     let _ = ring.complete(cmd, &Reply::good());
+    ///     let _ = ring.complete(cmd, &Reply::good()); // use of moved `cmd`
+    /// }
+    /// ```
+    ///
+    /// and no slice of its data buffer outlives the completion, after
+    /// which the kernel reuses those pages:
+    ///
+    /// ```compile_fail
+    /// # use tcmu_core::{Command, Reply, Ring};
+    /// fn stale(ring: &mut Ring, mut cmd: Command) {
+    ///     let (_, data) = cmd.cdb_and_data();
+    ///     let bytes = data.segment_mut(0);
+    ///     let _ = ring.complete(cmd, &Reply::good()); // `cmd` is borrowed
+    ///     bytes[0] = 1;
+    /// }
+    /// ```
+    ///
+    /// while the same code without the second completion or the late
+    /// write compiles:
+    ///
+    /// ```
+    /// # use tcmu_core::{Command, Reply, Ring};
+    /// fn once(ring: &mut Ring, mut cmd: Command) {
+    ///     let (_, data) = cmd.cdb_and_data();
+    ///     if data.count() > 0 {
+    ///         data.segment_mut(0)[0] = 1;
+    ///     }
+    ///     let _ = ring.complete(cmd, &Reply::good());
+    /// }
+    /// ```
     pub fn complete(&mut self, cmd: Command, reply: &Reply) -> Result<(), RingError> {
+        let Command {
+            id,
+            mut data,
+            bidi_in,
+            unanswered,
+            ..
+        } = cmd;
+        unanswered.answered();
         if let Some(e) = &self.broken {
             return Err(e.clone());
         }
-        let Command {
-            id, data, bidi_in, ..
-        } = cmd;
-        if data.count() > 0 {
-            self.release_pages(&data);
-        }
-        if let Some(b) = &bidi_in {
-            self.release_pages(b);
-        }
+        self.answer_dropped()?;
         let mut reply_len = reply.data_in_len;
         if let Some(n) = reply_len {
             let total = data.total_len();
@@ -561,7 +562,7 @@ impl Ring {
                 reply_len = None;
             } else if self.flags & TCMU_MAILBOX_FLAG_CAP_READ_LEN == 0 {
                 // The kernel would copy the whole buffer: do not leak old data.
-                zero_tail(&self.map, data.regions(), n as u64)?;
+                data.zero_after(n as u64);
                 reply_len = None;
             }
         }
@@ -572,6 +573,19 @@ impl Ring {
             self.recycle(*b);
         }
         self.finish(id, reply, reply_len)
+    }
+
+    /// Fail the commands dropped without a reply since the last call.
+    fn answer_dropped(&mut self) -> Result<(), RingError> {
+        for id in self.dropped.take() {
+            log::warn!("command {id} was dropped without a reply: failing it");
+            let sense = Sense::new(
+                SenseKey::HardwareError,
+                AdditionalSense::INTERNAL_TARGET_FAILURE,
+            );
+            self.finish(id, &Reply::check_condition(&sense), None)?;
+        }
+        Ok(())
     }
 
     /// Write the reply for command `id` (with `read_len` as its data-in
@@ -662,20 +676,6 @@ fn field<const N: usize>(bytes: &[u8], at: u64) -> [u8; N] {
     let mut out = [0u8; N];
     out.copy_from_slice(&bytes[at as usize..at as usize + N]);
     out
-}
-
-/// Zero the bytes of `regions` past the first `keep` bytes.
-fn zero_tail(map: &SharedMap, regions: &[Region], keep: u64) -> Result<(), OutOfBounds> {
-    let mut pos = 0u64;
-    for r in regions {
-        let end = pos + r.len;
-        if end > keep {
-            let skip = keep.saturating_sub(pos);
-            map.zero(r.offset + skip, r.len - skip)?;
-        }
-        pos = end;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tcmu_sys::{
 
 use crate::bitmap::BitSet;
 use crate::layout::*;
-use crate::mem::SharedMap;
+use crate::mem::{AccessError, SharedMap};
 
 /// Shape of the simulated shared area.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +50,10 @@ pub enum SimError {
     DataFull,
     #[error("no free command id")]
     NoId,
+    /// The ring or a data page the entry needs is a buffer handed out: the
+    /// ring was told a different layout (a corrupted mailbox).
+    #[error("{0}")]
+    Lent(#[from] AccessError),
 }
 
 /// A completion the simulated kernel collected.
@@ -255,6 +259,15 @@ impl SimKernel {
         let data_in = data_out.is_empty() && data_in_len > 0;
         let buf_len = if data_in { data_in_len } else { data_out.len() } as u64;
         let segments = self.alloc_pages(buf_len)?;
+        let map = self.map.clone();
+        let ring = (self.cmdr_off, self.cmdr_size as u64);
+        let _held = match map.unlent(std::iter::once(ring).chain(segments.iter().copied())) {
+            Ok(held) => held,
+            Err(e) => {
+                self.free_segments(&segments);
+                return Err(e.into());
+            }
+        };
         let entry_len = (REQ_IOV + segments.len() as u64 * IOV_SIZE + cdb.len() as u64)
             .next_multiple_of(8)
             .max(CMD_ENTRY_SIZE);
@@ -309,6 +322,8 @@ impl SimKernel {
     /// Publish a task-management entry naming `cmd_ids`.
     pub fn submit_tmr(&mut self, kind: u8, cmd_ids: &[u16]) -> Result<(), SimError> {
         let len = (TMR_CMD_IDS + 2 * cmd_ids.len() as u64).next_multiple_of(8) as u32;
+        let map = self.map.clone();
+        let _held = map.unlent([(self.cmdr_off, self.cmdr_size as u64)])?;
         let off = self.reserve(len)?;
         let abs = self.cmdr_off + off as u64;
         let m = &self.map;
@@ -332,12 +347,25 @@ impl SimKernel {
     /// Publish an entry of arbitrary bytes (its `len_op` is the first four
     /// bytes): fuzzing and malformed-entry tests. The bytes are placed at
     /// the head without padding; `head` advances by `advance` bytes.
-    pub fn submit_raw(&mut self, bytes: &[u8], advance: u32) {
+    /// Nothing is written where a buffer is handed out (after a corrupted
+    /// mailbox).
+    pub fn submit_raw(&mut self, bytes: &[u8], advance: u32) -> Result<(), AccessError> {
         let abs = self.cmdr_off + self.head as u64;
         let room = (self.cmdr_size - self.head) as usize;
-        let _ = self.map.write_bytes(abs, &bytes[..bytes.len().min(room)]);
+        let bytes = &bytes[..bytes.len().min(room)];
+        let map = self.map.clone();
+        let _held = map.unlent([(abs, bytes.len() as u64)])?;
+        map.write_bytes(abs, bytes)?;
         self.head = (self.head + advance) % self.cmdr_size;
-        let _ = self.map.store_u32_release(MB_CMD_HEAD, self.head);
+        map.store_u32_release(MB_CMD_HEAD, self.head)?;
+        Ok(())
+    }
+
+    /// Overwrite bytes of the mailbox or ring the way a faulty kernel
+    /// would (tests of malformed entries, fuzzing). Refused for bytes of a
+    /// data buffer handed out, which nothing may touch while it lives.
+    pub fn overwrite(&self, offset: u64, bytes: &[u8]) -> Result<(), AccessError> {
+        self.map.write_unlent(offset, bytes)
     }
 
     /// Collect the completions user space made since the last call, walking
@@ -367,9 +395,14 @@ impl SimKernel {
             self.broken = Some(format!("cmd_tail {tail:#x} outside the ring"));
             return done;
         }
+        let map = self.map.clone();
+        let Ok(held) = map.unlent([(self.cmdr_off, self.cmdr_size as u64)]) else {
+            self.broken = Some("the ring lies in a data buffer handed out".into());
+            return done;
+        };
         while self.cleaned != tail {
             let abs = self.cmdr_off + self.cleaned as u64;
-            let m = &self.map;
+            let m = &map;
             let len_op = m.read_u32(abs + HDR_LEN_OP).unwrap_or(0);
             let len = tcmu_hdr_get_len(len_op);
             if len == 0 || self.cleaned + len > self.cmdr_size {
@@ -405,7 +438,9 @@ impl SimKernel {
                     for &(off, seg_len) in &cmd.segments {
                         let start = data_in.len();
                         data_in.resize(start + seg_len as usize, 0);
-                        let _ = m.read_bytes(off, &mut data_in[start..]);
+                        if held.also(off, seg_len).is_ok() {
+                            let _ = m.read_bytes(off, &mut data_in[start..]);
+                        }
                     }
                     if let Some(n) = read_len {
                         data_in.truncate(n as usize);

@@ -163,9 +163,8 @@ fn a_command_with_bad_iovecs_fails_alone() {
     k.submit(&[0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[1; 512], 0)
         .unwrap();
     // Corrupt the iovec base of that entry: point it at the mailbox.
-    let map = k.map();
     let entry = k.cmdr_off();
-    map.write_u64(entry + 48, 0).unwrap();
+    k.overwrite(entry + 48, &0u64.to_ne_bytes()).unwrap();
     let good = k.submit(&[0, 0, 0, 0, 0, 0], &[], 0).unwrap();
     let cmd = command(&mut ring);
     assert_eq!(
@@ -191,9 +190,9 @@ fn overlapping_buffers_of_two_in_flight_commands_are_refused() {
     k.submit(&[0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[2; 512], 0)
         .unwrap();
     // Make the second command's iovec point into the first one's page.
-    let map = k.map();
     let second_entry = k.cmdr_off() + 112;
-    map.write_u64(second_entry + 48, first.data().regions()[0].offset + 8)
+    let inside_first = first.data().regions()[0].offset + 8;
+    k.overwrite(second_entry + 48, &inside_first.to_ne_bytes())
         .unwrap();
     assert!(
         ring.next_entry().unwrap().is_none(),
@@ -207,11 +206,57 @@ fn overlapping_buffers_of_two_in_flight_commands_are_refused() {
 }
 
 #[test]
+fn a_command_dropped_without_a_reply_is_failed_not_left_on_the_ring() {
+    let (mut k, mut ring) = sim(0); // in order: a stuck slot would stall all
+    let lost = k
+        .submit(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 512)
+        .unwrap();
+    let next = k.submit(&[0, 0, 0, 0, 0, 0], &[], 0).unwrap();
+    drop(command(&mut ring));
+    let cmd = command(&mut ring);
+    assert_eq!(cmd.id(), next);
+    ring.complete(cmd, &Reply::good()).unwrap();
+    let done = k.reap();
+    assert_eq!(done.iter().map(|c| c.id).collect::<Vec<_>>(), [lost, next]);
+    assert_eq!(done[0].status, 2, "CHECK CONDITION");
+    assert_eq!(done[0].sense[2] & 0xF, 0x4, "HARDWARE ERROR");
+    assert_eq!(ring.in_flight(), 0);
+    assert!(k.broken().is_none());
+}
+
+#[test]
+fn two_rings_on_one_map_never_lend_the_same_pages() {
+    let (mut k, mut first) = sim(ALL_CAPS);
+    let mut second = Ring::new(k.map()).unwrap();
+    k.submit(&[0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[7; 512], 0)
+        .unwrap();
+    let mut held = command(&mut first);
+    assert!(
+        second.next_entry().unwrap().is_none(),
+        "the second ring fails the command instead of lending its buffer again"
+    );
+    let (_, data) = held.cdb_and_data();
+    assert_eq!(data.segment_mut(0), &[7; 512][..]);
+}
+
+#[test]
+fn the_simulated_kernel_cannot_write_under_a_buffer_handed_out() {
+    let (mut k, mut ring) = sim(ALL_CAPS);
+    k.submit(&[0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[7; 512], 0)
+        .unwrap();
+    let cmd = command(&mut ring);
+    let at = cmd.data().regions()[0].offset;
+    assert!(k.overwrite(at, &[0; 8]).is_err());
+    ring.complete(cmd, &Reply::good()).unwrap();
+    assert!(k.overwrite(at, &[0; 8]).is_ok(), "given back at completion");
+}
+
+#[test]
 fn unknown_entry_opcodes_are_flagged_and_skipped() {
     let (mut k, mut ring) = sim(ALL_CAPS);
     let mut raw = vec![0u8; 16];
     raw[..4].copy_from_slice(&tcmu_hdr_set_len(tcmu_hdr_set_op(0, 5), 16).to_ne_bytes());
-    k.submit_raw(&raw, 16);
+    k.submit_raw(&raw, 16).unwrap();
     assert!(ring.next_entry().unwrap().is_none());
     assert_eq!(
         k.entry_uflags(0) & TCMU_UFLAG_UNKNOWN_OP,
@@ -244,7 +289,7 @@ fn a_bad_entry_length_stops_the_ring_for_good() {
     let mut raw = vec![0u8; 8];
     raw[..4]
         .copy_from_slice(&tcmu_hdr_set_len(tcmu_hdr_set_op(0, TCMU_OP_CMD), 4096).to_ne_bytes());
-    k.submit_raw(&raw, 8);
+    k.submit_raw(&raw, 8).unwrap();
     assert!(matches!(ring.next_entry(), Err(RingError::Corrupt(_))));
     assert!(matches!(ring.next_entry(), Err(RingError::Corrupt(_))));
 }
@@ -252,10 +297,10 @@ fn a_bad_entry_length_stops_the_ring_for_good() {
 #[test]
 fn a_bad_mailbox_is_refused() {
     let k = SimKernel::new(SimConfig::default());
-    k.map().write_u16(0, 1).unwrap();
+    k.overwrite(0, &1u16.to_ne_bytes()).unwrap();
     assert!(matches!(Ring::new(k.map()), Err(RingError::Version(1))));
     let k = SimKernel::new(SimConfig::default());
-    k.map().write_u32(8, 0x7FFF_FFF8).unwrap();
+    k.overwrite(8, &0x7FFF_FFF8u32.to_ne_bytes()).unwrap();
     assert!(matches!(Ring::new(k.map()), Err(RingError::Geometry(_))));
 }
 
@@ -269,10 +314,9 @@ proptest! {
         flags in any::<u16>(),
     ) {
         let mut k = SimKernel::new(SimConfig { cmdr_size: 1024, data_size: 64 * 1024, flags });
-        let map = k.map();
-        map.write_bytes(k.cmdr_off(), &bytes[..bytes.len().min(1024)]).unwrap();
-        k.submit_raw(&[], head & !7);
-        let mut ring = Ring::new(map).unwrap();
+        k.overwrite(k.cmdr_off(), &bytes[..bytes.len().min(1024)]).unwrap();
+        k.submit_raw(&[], head & !7).unwrap();
+        let mut ring = Ring::new(k.map()).unwrap();
         let mut held = Vec::new();
         for _ in 0..2048 {
             match ring.next_entry() {

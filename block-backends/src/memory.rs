@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use scsi_emu::{BlockDevice, BlockError, BlockSize};
+use scsi_emu::{BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent, ExtentStatus};
 
 /// Granularity of allocation in bytes. A multiple of every supported block
 /// size, so a block never straddles two chunks.
@@ -407,39 +407,35 @@ impl BlockDevice for MemoryDevice {
         Ok(())
     }
 
-    // Data is in its final place as soon as `write` returns: no cache to
-    // flush, so the defaults of `flush` and `write_cache` apply.
+    /// Data is in its final place as soon as `write` returns: no write
+    /// cache (the default `flush` applies). Unmapped blocks read as zeros,
+    /// zeroing costs nothing, and which chunks hold memory is known.
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities::new()
+            .unmap(true)
+            .unmap_reads_zeroes(true)
+            .write_zeroes(true)
+            .lba_status(true)
+    }
 
     fn product_name(&self) -> &str {
         "RAM disk"
     }
 
-    fn can_unmap(&self) -> bool {
-        true
-    }
-
-    fn unmap_reads_zeroes(&self) -> bool {
-        true
-    }
-
     /// Unmapped blocks read as zeros; whole chunks give their memory back.
-    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        self.discard(lba, blocks)
-    }
-
-    fn can_write_zeroes(&self) -> bool {
-        true
+    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+        self.discard(extent.lba, extent.blocks)
     }
 
     /// The same as [`unmap`](Self::unmap): zeros cost no memory here.
-    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        self.discard(lba, blocks)
+    fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
+        self.discard(extent.lba, extent.blocks)
     }
 
     /// Mapped means: in a chunk that holds memory.
-    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
+    fn lba_status(&self, lba: u64) -> Result<ExtentStatus, BlockError> {
         if lba >= self.num_blocks() {
-            return None;
+            return Err(BlockError::OutOfRange);
         }
         let block_size = u64::from(self.block_size);
         let chunk = CHUNK_SIZE as u64;
@@ -457,7 +453,12 @@ impl BlockDevice for MemoryDevice {
                 .unwrap_or_else(|| self.len_bytes().div_ceil(chunk))
         };
         let end = end_chunk.saturating_mul(chunk).min(self.len_bytes());
-        Some((end.div_ceil(block_size) - lba, mapped))
+        let extent = Extent::new(lba, end.div_ceil(block_size) - lba);
+        Ok(if mapped {
+            ExtentStatus::mapped(extent)
+        } else {
+            ExtentStatus::deallocated(extent)
+        })
     }
 }
 
@@ -476,6 +477,7 @@ mod tests {
     use super::*;
     use crate::test_support::pattern;
     use proptest::prelude::*;
+    use scsi_emu::WriteFlags;
 
     const CHUNK: u64 = CHUNK_SIZE as u64;
 
@@ -568,10 +570,11 @@ mod tests {
         let dev = MemoryDevice::new(512, 16).unwrap();
         assert_eq!(dev.product_name(), "RAM disk");
         assert!(dev.product_name().len() <= 16);
-        assert!(!dev.write_cache());
-        assert!(!dev.read_only());
+        assert!(!dev.capabilities().write_cache);
+        assert!(!dev.capabilities().read_only);
         assert_eq!(dev.flush(), Ok(()));
-        dev.write_fua(2, &[9; 512]).unwrap();
+        dev.write_vectored(2, &[&[9; 512]], WriteFlags::FUA)
+            .unwrap();
         assert_eq!(read_vec(&dev, 2, 1), vec![9; 512]);
     }
 
@@ -753,9 +756,9 @@ mod tests {
     #[test]
     fn advertises_unmap_and_write_zeroes() {
         let dev = MemoryDevice::new(512, 16).unwrap();
-        assert!(dev.can_unmap());
-        assert!(dev.unmap_reads_zeroes());
-        assert!(dev.can_write_zeroes());
+        assert!(dev.capabilities().unmap);
+        assert!(dev.capabilities().unmap_reads_zeroes);
+        assert!(dev.capabilities().write_zeroes);
     }
 
     #[test]
@@ -765,7 +768,7 @@ mod tests {
         dev.write(0, &pattern(4 * CHUNK_SIZE, 3)).unwrap();
         assert_eq!(dev.allocated_bytes(), 4 * CHUNK);
         // Chunks 1 and 2.
-        dev.unmap(per_chunk, 2 * per_chunk).unwrap();
+        dev.unmap(Extent::new(per_chunk, 2 * per_chunk)).unwrap();
         assert_eq!(dev.allocated_bytes(), 2 * CHUNK);
         assert_eq!(
             read_vec(&dev, per_chunk, 2 * per_chunk as usize),
@@ -787,7 +790,7 @@ mod tests {
         dev.write(0, &data).unwrap();
         // From block 3 of chunk 0 into the middle of chunk 1: no whole chunk.
         let (lba, blocks) = (3, CHUNK / 512);
-        dev.unmap(lba, blocks).unwrap();
+        dev.unmap(Extent::new(lba, blocks)).unwrap();
         assert_eq!(dev.allocated_bytes(), 2 * CHUNK);
         let mut want = data.clone();
         want[3 * 512..(3 + CHUNK as usize / 512) * 512].fill(0);
@@ -801,11 +804,11 @@ mod tests {
         dev.write(CHUNK / 512 + 5, &[2; 512]).unwrap();
         assert_eq!(dev.allocated_bytes(), 2 * CHUNK);
         // Only part of chunk 0, but all of its data.
-        dev.unmap(8, 8).unwrap();
+        dev.unmap(Extent::new(8, 8)).unwrap();
         assert_eq!(dev.allocated_bytes(), CHUNK);
         assert_eq!(read_vec(&dev, 0, CHUNK_SIZE / 512), vec![0; CHUNK_SIZE]);
         // Unmapping what was never written allocates nothing.
-        dev.unmap(0, 4).unwrap();
+        dev.unmap(Extent::new(0, 4)).unwrap();
         assert_eq!(dev.allocated_bytes(), CHUNK);
     }
 
@@ -815,7 +818,7 @@ mod tests {
         let dev = MemoryDevice::new(512, blocks).unwrap();
         dev.write(0, &vec![5; blocks as usize * 512]).unwrap();
         assert_eq!(dev.allocated_bytes(), CHUNK + 1024);
-        dev.unmap(CHUNK / 512, 2).unwrap();
+        dev.unmap(Extent::new(CHUNK / 512, 2)).unwrap();
         assert_eq!(dev.allocated_bytes(), CHUNK);
         assert_eq!(read_vec(&dev, CHUNK / 512, 2), vec![0; 1024]);
         assert_eq!(read_vec(&dev, 0, 1), vec![5; 512]);
@@ -830,13 +833,13 @@ mod tests {
             dev.write(lba, &[0x77; 4096]).unwrap();
         }
         assert_eq!(dev.allocated_bytes(), 4 * CHUNK);
-        dev.unmap(1, blocks - 1).unwrap();
+        dev.unmap(Extent::new(1, blocks - 1)).unwrap();
         assert_eq!(dev.allocated_bytes(), CHUNK);
         assert_eq!(read_vec(&dev, 0, 1), vec![0x77; 4096]);
         for lba in [12345, blocks / 2, blocks - 1] {
             assert_eq!(read_vec(&dev, lba, 1), vec![0; 4096], "lba {lba}");
         }
-        dev.write_zeroes(0, blocks).unwrap();
+        dev.write_zeroes(Extent::new(0, blocks)).unwrap();
         assert_eq!(dev.allocated_bytes(), 0);
     }
 
@@ -845,13 +848,19 @@ mod tests {
         let dev = MemoryDevice::new(512, 100).unwrap();
         dev.write(99, &[1; 512]).unwrap();
         for (lba, blocks) in [(100, 1), (99, 2), (0, 101), (u64::MAX, 2)] {
-            assert_eq!(dev.unmap(lba, blocks), Err(BlockError::OutOfRange));
-            assert_eq!(dev.write_zeroes(lba, blocks), Err(BlockError::OutOfRange));
+            assert_eq!(
+                dev.unmap(Extent::new(lba, blocks)),
+                Err(BlockError::OutOfRange)
+            );
+            assert_eq!(
+                dev.write_zeroes(Extent::new(lba, blocks)),
+                Err(BlockError::OutOfRange)
+            );
         }
         // Rejected requests change nothing.
         assert_eq!(read_vec(&dev, 99, 1), vec![1; 512]);
-        assert_eq!(dev.unmap(100, 0), Ok(()));
-        assert_eq!(dev.write_zeroes(99, 1), Ok(()));
+        assert_eq!(dev.unmap(Extent::new(100, 0)), Ok(()));
+        assert_eq!(dev.write_zeroes(Extent::new(99, 1)), Ok(()));
         assert_eq!(read_vec(&dev, 99, 1), vec![0; 512]);
         assert_eq!(dev.allocated_bytes(), 0);
     }
@@ -862,27 +871,60 @@ mod tests {
         // Five chunks and a short sixth one of 8 blocks.
         let blocks = 5 * per_chunk + 8;
         let dev = MemoryDevice::new(512, blocks).unwrap();
-        assert_eq!(dev.lba_status(0), Some((blocks, false)));
-        assert_eq!(dev.lba_status(blocks - 1), Some((1, false)));
-        assert_eq!(dev.lba_status(blocks), None);
+        assert_eq!(
+            dev.lba_status(0),
+            Ok(ExtentStatus::deallocated(Extent::new(0, blocks)))
+        );
+        assert_eq!(
+            dev.lba_status(blocks - 1),
+            Ok(ExtentStatus::deallocated(Extent::new(blocks - 1, 1)))
+        );
+        assert_eq!(dev.lba_status(blocks), Err(BlockError::OutOfRange));
 
         // Chunks 1 and 2, and the short last one.
         dev.write(per_chunk + 3, &[1; 512]).unwrap();
         dev.write(2 * per_chunk, &[1; 512]).unwrap();
         dev.write(blocks - 1, &[1; 512]).unwrap();
-        assert_eq!(dev.lba_status(0), Some((per_chunk, false)));
-        assert_eq!(dev.lba_status(5), Some((per_chunk - 5, false)));
-        assert_eq!(dev.lba_status(per_chunk), Some((2 * per_chunk, true)));
+        assert_eq!(
+            dev.lba_status(0),
+            Ok(ExtentStatus::deallocated(Extent::new(0, per_chunk)))
+        );
+        assert_eq!(
+            dev.lba_status(5),
+            Ok(ExtentStatus::deallocated(Extent::new(5, per_chunk - 5)))
+        );
+        assert_eq!(
+            dev.lba_status(per_chunk),
+            Ok(ExtentStatus::mapped(Extent::new(per_chunk, 2 * per_chunk)))
+        );
         assert_eq!(
             dev.lba_status(per_chunk + 10),
-            Some((2 * per_chunk - 10, true))
+            Ok(ExtentStatus::mapped(Extent::new(
+                per_chunk + 10,
+                2 * per_chunk - 10
+            )))
         );
-        assert_eq!(dev.lba_status(3 * per_chunk), Some((2 * per_chunk, false)));
-        assert_eq!(dev.lba_status(5 * per_chunk), Some((8, true)));
-        assert_eq!(dev.lba_status(blocks - 1), Some((1, true)));
+        assert_eq!(
+            dev.lba_status(3 * per_chunk),
+            Ok(ExtentStatus::deallocated(Extent::new(
+                3 * per_chunk,
+                2 * per_chunk
+            )))
+        );
+        assert_eq!(
+            dev.lba_status(5 * per_chunk),
+            Ok(ExtentStatus::mapped(Extent::new(5 * per_chunk, 8)))
+        );
+        assert_eq!(
+            dev.lba_status(blocks - 1),
+            Ok(ExtentStatus::mapped(Extent::new(blocks - 1, 1)))
+        );
 
-        dev.unmap(per_chunk, 2 * per_chunk).unwrap();
-        assert_eq!(dev.lba_status(0), Some((5 * per_chunk, false)));
+        dev.unmap(Extent::new(per_chunk, 2 * per_chunk)).unwrap();
+        assert_eq!(
+            dev.lba_status(0),
+            Ok(ExtentStatus::deallocated(Extent::new(0, 5 * per_chunk)))
+        );
     }
 
     #[test]
@@ -891,11 +933,20 @@ mod tests {
         let dev = MemoryDevice::new(4096, blocks).unwrap();
         dev.write(blocks / 2, &[1; 4096]).unwrap();
         let per_chunk = CHUNK / 4096;
-        assert_eq!(dev.lba_status(0), Some((blocks / 2, false)));
-        assert_eq!(dev.lba_status(blocks / 2), Some((per_chunk, true)));
+        assert_eq!(
+            dev.lba_status(0),
+            Ok(ExtentStatus::deallocated(Extent::new(0, blocks / 2)))
+        );
+        assert_eq!(
+            dev.lba_status(blocks / 2),
+            Ok(ExtentStatus::mapped(Extent::new(blocks / 2, per_chunk)))
+        );
         assert_eq!(
             dev.lba_status(blocks / 2 + per_chunk),
-            Some((blocks / 2 - per_chunk, false))
+            Ok(ExtentStatus::deallocated(Extent::new(
+                blocks / 2 + per_chunk,
+                blocks / 2 - per_chunk
+            )))
         );
     }
 
@@ -948,7 +999,7 @@ mod tests {
                         }
                     }
                     Op::Unmap { lba, blocks } => {
-                        let result = dev.unmap(lba, blocks as u64);
+                        let result = dev.unmap(Extent::new(lba, blocks as u64));
                         if in_range(lba, blocks) {
                             prop_assert_eq!(result, Ok(()));
                             let start = lba as usize * MODEL_BLOCK;

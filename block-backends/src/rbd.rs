@@ -28,7 +28,7 @@
 //!   zeroes partial ones. (`rbd_aio_discard` skips ranges smaller than
 //!   `rbd_discard_granularity_bytes`, 64 KiB by default, leaving their old
 //!   data; the zeroing discard does not, so unmapped blocks read as zeros
-//!   and [`BlockDevice::unmap_reads_zeroes`] is true.)
+//!   and [`DeviceCapabilities::unmap_reads_zeroes`] is declared.)
 //!
 //! Failures: librados is told to give up on monitor and OSD operations
 //! after [`RbdOptions::timeout`] (`client_mount_timeout`,
@@ -70,7 +70,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use scsi_emu::{BlockDevice, BlockError, BlockSize};
+use scsi_emu::{BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent};
 
 #[allow(unsafe_code)]
 mod ffi;
@@ -277,14 +277,8 @@ fn connect_failure(errno: i32, timeout: Duration) -> String {
 /// assert_eq!(block_error(5), BlockError::Io(5));
 /// ```
 pub fn block_error(errno: i32) -> BlockError {
-    match Errno::from_raw(errno) {
-        Errno::ETIMEDOUT | Errno::EAGAIN | Errno::EBUSY | Errno::ENOTCONN | Errno::ESHUTDOWN => {
-            BlockError::Busy
-        }
-        Errno::ENOSPC | Errno::EDQUOT => BlockError::NoSpace,
-        Errno::EROFS => BlockError::ReadOnly,
-        _ => BlockError::Io(errno),
-    }
+    // The mapping every backend shares.
+    BlockError::from_errno(errno)
 }
 
 /// An RBD image as a [`BlockDevice`]. See the [module](self) documentation.
@@ -707,32 +701,25 @@ impl BlockDevice for RbdDevice {
             .map(drop)
     }
 
-    fn write_cache(&self) -> bool {
-        self.cache
+    /// librbd's cache is a write cache when enabled; discards zero.
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities::new()
+            .write_cache(self.cache)
+            .unmap(true)
+            .unmap_reads_zeroes(true)
+            .write_zeroes(true)
     }
 
     fn product_name(&self) -> &str {
         "RBD image"
     }
 
-    fn can_unmap(&self) -> bool {
-        true
+    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+        self.zero(Op::Unmap, extent.lba, extent.blocks)
     }
 
-    fn unmap_reads_zeroes(&self) -> bool {
-        true
-    }
-
-    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        self.zero(Op::Unmap, lba, blocks)
-    }
-
-    fn can_write_zeroes(&self) -> bool {
-        true
-    }
-
-    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        self.zero(Op::WriteZeroes, lba, blocks)
+    fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
+        self.zero(Op::WriteZeroes, extent.lba, extent.blocks)
     }
 }
 

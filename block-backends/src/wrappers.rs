@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use scsi_emu::{BlockDevice, BlockError};
+// DeviceFilter is named in full at its impls: imported, its method names
+// would be ambiguous with BlockDevice's on the wrappers.
+use scsi_emu::{BlockDevice, BlockError, DeviceCapabilities, Extent, WriteFlags};
 
 /// A read-only view of a device: writes, unmaps and zeroing fail with
 /// [`BlockError::ReadOnly`] without reaching the inner device; reads and
@@ -20,7 +22,7 @@ use scsi_emu::{BlockDevice, BlockError};
 /// use scsi_emu::{BlockDevice, BlockError};
 ///
 /// let disk = ReadOnly::new(MemoryDevice::new(512, 8)?);
-/// assert!(disk.read_only());
+/// assert!(disk.capabilities().read_only);
 /// assert_eq!(disk.write(0, &[1; 512]), Err(BlockError::ReadOnly));
 /// let mut block = [0xffu8; 512];
 /// disk.read(0, &mut block)?;
@@ -49,67 +51,43 @@ impl<D: BlockDevice> ReadOnly<D> {
     }
 }
 
-impl<D: BlockDevice> BlockDevice for ReadOnly<D> {
-    fn block_size(&self) -> u32 {
-        self.inner.block_size()
+/// Forwards everything but what changes data, and declares the view
+/// read-only (nothing can be unmapped, zeroed or compared-and-written).
+impl<D: BlockDevice> scsi_emu::DeviceFilter for ReadOnly<D> {
+    type Inner = D;
+
+    fn inner(&self) -> &D {
+        &self.inner
     }
 
-    fn num_blocks(&self) -> u64 {
-        self.inner.num_blocks()
-    }
-
-    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
-        self.inner.resize(num_blocks)
-    }
-
-    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        self.inner.read(lba, buf)
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.inner
+            .capabilities()
+            .read_only(true)
+            .unmap(false)
+            .write_zeroes(false)
+            .compare_and_write(false)
     }
 
     fn write(&self, _lba: u64, _buf: &[u8]) -> Result<(), BlockError> {
         Err(BlockError::ReadOnly)
     }
 
-    fn write_fua(&self, _lba: u64, _buf: &[u8]) -> Result<(), BlockError> {
+    fn write_vectored(
+        &self,
+        _lba: u64,
+        _bufs: &[&[u8]],
+        _flags: WriteFlags,
+    ) -> Result<(), BlockError> {
         Err(BlockError::ReadOnly)
     }
 
-    fn flush(&self) -> Result<(), BlockError> {
-        self.inner.flush()
-    }
-
-    fn write_cache(&self) -> bool {
-        self.inner.write_cache()
-    }
-
-    fn read_only(&self) -> bool {
-        true
-    }
-
-    fn product_name(&self) -> &str {
-        self.inner.product_name()
-    }
-
-    // Nothing can be unmapped or zeroed, so neither is advertised.
-
-    fn unmap_reads_zeroes(&self) -> bool {
-        self.inner.unmap_reads_zeroes()
-    }
-
-    fn unmap(&self, _lba: u64, _blocks: u64) -> Result<(), BlockError> {
+    fn unmap(&self, _extent: Extent) -> Result<(), BlockError> {
         Err(BlockError::ReadOnly)
     }
 
-    fn write_zeroes(&self, _lba: u64, _blocks: u64) -> Result<(), BlockError> {
+    fn write_zeroes(&self, _extent: Extent) -> Result<(), BlockError> {
         Err(BlockError::ReadOnly)
-    }
-
-    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
-        self.inner.lba_status(lba)
-    }
-
-    fn can_compare_and_write(&self) -> bool {
-        self.inner.can_compare_and_write()
     }
 
     fn compare_and_write(
@@ -159,7 +137,7 @@ struct Rules {
 /// lies in a failing range (the inner device is then not called); it is
 /// delayed by the longest delay of the ranges it touches, before any
 /// failure. Writes here mean everything that changes data: `write`,
-/// `write_fua`, `unmap` and `write_zeroes`.
+/// `write_vectored`, `unmap`, `write_zeroes` and `compare_and_write`.
 ///
 /// ```
 /// use block_backends::{FaultInjector, MemoryDevice};
@@ -325,17 +303,13 @@ fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
     !a.is_empty() && !b.is_empty() && a.start < b.end && b.start < a.end
 }
 
-impl<D: BlockDevice> BlockDevice for FaultInjector<D> {
-    fn block_size(&self) -> u32 {
-        self.inner.block_size()
-    }
+/// Checks the rules before every request that reads or changes data,
+/// forwards the rest.
+impl<D: BlockDevice> scsi_emu::DeviceFilter for FaultInjector<D> {
+    type Inner = D;
 
-    fn num_blocks(&self) -> u64 {
-        self.inner.num_blocks()
-    }
-
-    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
-        self.inner.resize(num_blocks)
+    fn inner(&self) -> &D {
+        &self.inner
     }
 
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
@@ -343,14 +317,26 @@ impl<D: BlockDevice> BlockDevice for FaultInjector<D> {
         self.inner.read(lba, buf)
     }
 
+    fn read_vectored(&self, lba: u64, bufs: &mut [&mut [u8]]) -> Result<(), BlockError> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.check(false, lba, self.blocks_in(len))?;
+        self.inner.read_vectored(lba, bufs)
+    }
+
     fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
         self.check(true, lba, self.blocks_in(buf.len()))?;
         self.inner.write(lba, buf)
     }
 
-    fn write_fua(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        self.check(true, lba, self.blocks_in(buf.len()))?;
-        self.inner.write_fua(lba, buf)
+    fn write_vectored(
+        &self,
+        lba: u64,
+        bufs: &[&[u8]],
+        flags: WriteFlags,
+    ) -> Result<(), BlockError> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.check(true, lba, self.blocks_in(len))?;
+        self.inner.write_vectored(lba, bufs, flags)
     }
 
     fn flush(&self) -> Result<(), BlockError> {
@@ -362,46 +348,14 @@ impl<D: BlockDevice> BlockDevice for FaultInjector<D> {
         self.inner.flush()
     }
 
-    fn write_cache(&self) -> bool {
-        self.inner.write_cache()
+    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+        self.check(true, extent.lba, extent.blocks)?;
+        self.inner.unmap(extent)
     }
 
-    fn read_only(&self) -> bool {
-        self.inner.read_only()
-    }
-
-    fn product_name(&self) -> &str {
-        self.inner.product_name()
-    }
-
-    fn can_unmap(&self) -> bool {
-        self.inner.can_unmap()
-    }
-
-    fn unmap_reads_zeroes(&self) -> bool {
-        self.inner.unmap_reads_zeroes()
-    }
-
-    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        self.check(true, lba, blocks)?;
-        self.inner.unmap(lba, blocks)
-    }
-
-    fn can_write_zeroes(&self) -> bool {
-        self.inner.can_write_zeroes()
-    }
-
-    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        self.check(true, lba, blocks)?;
-        self.inner.write_zeroes(lba, blocks)
-    }
-
-    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
-        self.inner.lba_status(lba)
-    }
-
-    fn can_compare_and_write(&self) -> bool {
-        self.inner.can_compare_and_write()
+    fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
+        self.check(true, extent.lba, extent.blocks)?;
+        self.inner.write_zeroes(extent)
     }
 
     fn compare_and_write(
@@ -421,6 +375,7 @@ mod tests {
 
     use super::*;
     use crate::MemoryDevice;
+    use scsi_emu::ExtentStatus;
     use std::sync::Arc;
 
     fn memory() -> MemoryDevice {
@@ -432,14 +387,21 @@ mod tests {
         let inner = memory();
         inner.write(2, &[6; 512]).unwrap();
         let dev = ReadOnly::new(inner);
-        assert!(dev.read_only());
+        let caps = dev.capabilities();
+        assert!(caps.read_only && caps.unmap_reads_zeroes && caps.lba_status);
+        assert!(!caps.unmap && !caps.write_zeroes);
         assert_eq!((dev.block_size(), dev.num_blocks()), (512, 64));
         assert_eq!(dev.product_name(), "RAM disk");
-        assert!(!dev.can_unmap() && !dev.can_write_zeroes());
         assert_eq!(dev.write(2, &[0; 512]), Err(BlockError::ReadOnly));
-        assert_eq!(dev.write_fua(2, &[0; 512]), Err(BlockError::ReadOnly));
-        assert_eq!(dev.unmap(2, 1), Err(BlockError::ReadOnly));
-        assert_eq!(dev.write_zeroes(2, 1), Err(BlockError::ReadOnly));
+        assert_eq!(
+            dev.write_vectored(2, &[&[0; 512]], WriteFlags::FUA),
+            Err(BlockError::ReadOnly)
+        );
+        assert_eq!(dev.unmap(Extent::new(2, 1)), Err(BlockError::ReadOnly));
+        assert_eq!(
+            dev.write_zeroes(Extent::new(2, 1)),
+            Err(BlockError::ReadOnly)
+        );
         assert_eq!(dev.flush(), Ok(()));
         let mut buf = [0; 512];
         dev.read(2, &mut buf).unwrap();
@@ -472,11 +434,17 @@ mod tests {
         // Writes of every kind.
         assert_eq!(dev.write(19, &buf), Err(BlockError::Io(libc::EIO)));
         assert_eq!(
-            dev.write_fua(20, &buf[..512]),
+            dev.write_vectored(20, &[&buf[..512]], WriteFlags::FUA),
             Err(BlockError::Io(libc::EIO))
         );
-        assert_eq!(dev.unmap(15, 10), Err(BlockError::Io(libc::EIO)));
-        assert_eq!(dev.write_zeroes(20, 1), Err(BlockError::Io(libc::EIO)));
+        assert_eq!(
+            dev.unmap(Extent::new(15, 10)),
+            Err(BlockError::Io(libc::EIO))
+        );
+        assert_eq!(
+            dev.write_zeroes(Extent::new(20, 1)),
+            Err(BlockError::Io(libc::EIO))
+        );
         assert_eq!(dev.write(10, &buf), Ok(()));
         assert_eq!(dev.write(21, &buf), Ok(()));
         assert_eq!(dev.injected(), 6);
@@ -485,7 +453,7 @@ mod tests {
         assert_eq!(buf, [0; 1024]);
         // Empty requests touch no block.
         assert_eq!(dev.read(10, &mut []), Ok(()));
-        assert_eq!(dev.unmap(20, 0), Ok(()));
+        assert_eq!(dev.unmap(Extent::new(20, 0)), Ok(()));
     }
 
     #[test]
@@ -576,13 +544,18 @@ mod tests {
     fn wrappers_forward_geometry_and_capabilities() {
         let dev = FaultInjector::new(memory());
         assert_eq!((dev.block_size(), dev.num_blocks()), (512, 64));
-        assert!(dev.can_unmap() && dev.unmap_reads_zeroes() && dev.can_write_zeroes());
-        assert!(!dev.read_only() && !dev.write_cache());
+        assert_eq!(dev.capabilities(), memory().capabilities());
         assert_eq!(dev.product_name(), "RAM disk");
         dev.write(1, &[2; 512]).unwrap();
-        assert_eq!(dev.lba_status(0), Some((64, true)));
-        assert_eq!(ReadOnly::new(memory()).lba_status(3), Some((61, false)));
-        dev.unmap(1, 1).unwrap();
+        assert_eq!(
+            dev.lba_status(0),
+            Ok(ExtentStatus::mapped(Extent::new(0, 64)))
+        );
+        assert_eq!(
+            ReadOnly::new(memory()).lba_status(3),
+            Ok(ExtentStatus::deallocated(Extent::new(3, 61)))
+        );
+        dev.unmap(Extent::new(1, 1)).unwrap();
         let mut buf = [9; 512];
         dev.into_inner().read(1, &mut buf).unwrap();
         assert_eq!(buf, [0; 512]);
@@ -590,5 +563,144 @@ mod tests {
         let dev = ReadOnly::new(FaultInjector::new(memory()));
         dev.inner().fail_reads(0..1, BlockError::Medium);
         assert_eq!(dev.read(0, &mut buf), Err(BlockError::Medium));
+    }
+
+    /// Records which method each call arrived as.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<&'static str>>);
+
+    impl Recorder {
+        fn saw(&self, what: &'static str) {
+            self.0.lock().unwrap().push(what);
+        }
+        fn take(&self) -> Vec<&'static str> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    impl BlockDevice for Recorder {
+        fn block_size(&self) -> u32 {
+            512
+        }
+        fn num_blocks(&self) -> u64 {
+            64
+        }
+        fn read(&self, _: u64, _: &mut [u8]) -> Result<(), BlockError> {
+            self.saw("read");
+            Ok(())
+        }
+        fn write(&self, _: u64, _: &[u8]) -> Result<(), BlockError> {
+            self.saw("write");
+            Ok(())
+        }
+        fn capabilities(&self) -> DeviceCapabilities {
+            DeviceCapabilities::new()
+                .write_cache(true)
+                .unmap(true)
+                .unmap_reads_zeroes(true)
+                .write_zeroes(true)
+                .lba_status(true)
+                .compare_and_write(true)
+        }
+        fn product_name(&self) -> &str {
+            "recorder"
+        }
+        fn flush(&self) -> Result<(), BlockError> {
+            self.saw("flush");
+            Ok(())
+        }
+        fn read_vectored(&self, _: u64, _: &mut [&mut [u8]]) -> Result<(), BlockError> {
+            self.saw("read_vectored");
+            Ok(())
+        }
+        fn write_vectored(&self, _: u64, _: &[&[u8]], f: WriteFlags) -> Result<(), BlockError> {
+            self.saw(if f.fua {
+                "write_vectored fua"
+            } else {
+                "write_vectored"
+            });
+            Ok(())
+        }
+        fn unmap(&self, _: Extent) -> Result<(), BlockError> {
+            self.saw("unmap");
+            Ok(())
+        }
+        fn write_zeroes(&self, _: Extent) -> Result<(), BlockError> {
+            self.saw("write_zeroes");
+            Ok(())
+        }
+        fn lba_status(&self, lba: u64) -> Result<ExtentStatus, BlockError> {
+            self.saw("lba_status");
+            Ok(ExtentStatus::mapped(Extent::new(lba, 1)))
+        }
+        fn compare_and_write(
+            &self,
+            _: u64,
+            _: &[u8],
+            _: &[u8],
+        ) -> Result<Option<usize>, BlockError> {
+            self.saw("compare_and_write");
+            Ok(None)
+        }
+        fn resize(&self, _: u64) -> Result<(), BlockError> {
+            self.saw("resize");
+            Ok(())
+        }
+    }
+
+    /// Call every method once; which calls reached the recorder, in order.
+    fn every_method(dev: &dyn BlockDevice, recorder: &Recorder) -> Vec<&'static str> {
+        let mut a = [0u8; 512];
+        let mut b = [0u8; 512];
+        assert_eq!((dev.block_size(), dev.num_blocks()), (512, 64));
+        assert_eq!(dev.product_name(), "recorder");
+        let _ = dev.read(0, &mut a);
+        let _ = dev.write(0, &a);
+        let _ = dev.flush();
+        let _ = dev.read_vectored(0, &mut [&mut a, &mut b]);
+        let _ = dev.write_vectored(0, &[&a, &b], WriteFlags::NONE);
+        let _ = dev.write_vectored(0, &[&a, &b], WriteFlags::FUA);
+        let _ = dev.unmap(Extent::new(0, 1));
+        let _ = dev.write_zeroes(Extent::new(0, 1));
+        let _ = dev.lba_status(3);
+        let _ = dev.compare_and_write(0, &a, &b);
+        let _ = dev.resize(64);
+        recorder.take()
+    }
+
+    const EVERY_CALL: [&str; 11] = [
+        "read",
+        "write",
+        "flush",
+        "read_vectored",
+        "write_vectored",
+        "write_vectored fua",
+        "unmap",
+        "write_zeroes",
+        "lba_status",
+        "compare_and_write",
+        "resize",
+    ];
+
+    #[test]
+    fn wrappers_forward_every_method_and_capability_as_itself() {
+        // A vectored call must arrive vectored (one preadv, not a loop of
+        // reads), a FUA write as a FUA write, and so on.
+        let shared = Arc::new(Recorder::default());
+        assert_eq!(every_method(&shared, &shared), EVERY_CALL);
+        assert_eq!(shared.capabilities(), Recorder::default().capabilities());
+
+        let faults = FaultInjector::new(Recorder::default());
+        assert_eq!(every_method(&faults, faults.inner()), EVERY_CALL);
+        assert_eq!(faults.capabilities(), Recorder::default().capabilities());
+
+        // Read-only: whatever does not change data, unchanged.
+        let read_only = ReadOnly::new(Recorder::default());
+        assert_eq!(
+            every_method(&read_only, read_only.inner()),
+            ["read", "flush", "read_vectored", "lba_status", "resize"]
+        );
+        let caps = read_only.capabilities();
+        assert!(caps.read_only && caps.write_cache && caps.lba_status && caps.unmap_reads_zeroes);
     }
 }

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use block_backends::{NbdAddress, NbdDevice, NbdError, NbdOptions};
-use scsi_emu::{BlockDevice, BlockError};
+use scsi_emu::{BlockDevice, BlockError, Extent, WriteFlags};
 
 /// Bound on anything that should happen "promptly".
 const BOUND: Duration = Duration::from_secs(30);
@@ -276,14 +276,17 @@ fn qemu_nbd_handshake_reports_size_and_features() {
     assert_eq!(disk.num_blocks(), 8192);
     assert_eq!(disk.export_size(), 4 << 20);
     assert!(disk.is_connected());
-    assert!(!disk.read_only());
-    assert!(disk.write_cache(), "qemu-nbd takes NBD_CMD_FLUSH");
-    assert!(disk.can_unmap(), "qemu-nbd takes NBD_CMD_TRIM");
+    assert!(!disk.capabilities().read_only);
     assert!(
-        disk.can_write_zeroes(),
+        disk.capabilities().write_cache,
+        "qemu-nbd takes NBD_CMD_FLUSH"
+    );
+    assert!(disk.capabilities().unmap, "qemu-nbd takes NBD_CMD_TRIM");
+    assert!(
+        disk.capabilities().write_zeroes,
         "qemu-nbd takes NBD_CMD_WRITE_ZEROES"
     );
-    assert!(!disk.unmap_reads_zeroes());
+    assert!(!disk.capabilities().unmap_reads_zeroes);
     assert!(disk.max_request_bytes() >= 1 << 20);
     assert_eq!(disk.max_request_bytes() % 512, 0);
 
@@ -305,7 +308,8 @@ fn qemu_nbd_read_after_write_across_many_blocks() {
         let mut data = vec![0u8; blocks * 512];
         rng.fill(&mut data);
         if i % 3 == 0 {
-            disk.write_fua(lba as u64, &data).expect("write_fua");
+            disk.write_vectored(lba as u64, &[&data], WriteFlags::FUA)
+                .expect("write_fua");
         } else {
             disk.write(lba as u64, &data).expect("write");
         }
@@ -349,7 +353,8 @@ fn requests_beyond_the_servers_maximum_payload_are_split() {
     let mut back = vec![0u8; data.len()];
     disk.read(100, &mut back).expect("read 3 MiB");
     assert!(back == data, "3 MiB read back differs");
-    disk.write_zeroes(100, 4096).expect("write_zeroes 2 MiB");
+    disk.write_zeroes(Extent::new(100, 4096))
+        .expect("write_zeroes 2 MiB");
     disk.read(100, &mut back).expect("read again");
     assert!(back[..2 << 20].iter().all(|&b| b == 0));
     assert!(back[2 << 20..] == data[2 << 20..]);
@@ -390,8 +395,9 @@ fn eight_threads_on_disjoint_ranges() {
 fn fua_writes_and_flushes_reach_the_server() {
     let server = nbdkit(&["--filter=log", "memory", "1M", "logfile=log"]);
     let disk = connect(&server, "");
-    assert!(disk.write_cache());
-    disk.write_fua(2, &[1; 1024]).expect("write_fua");
+    assert!(disk.capabilities().write_cache);
+    disk.write_vectored(2, &[&[1; 1024]], WriteFlags::FUA)
+        .expect("write_fua");
     disk.write(4, &[2; 512]).expect("write");
     disk.flush().expect("flush");
     let mut back = [0; 1536];
@@ -428,7 +434,8 @@ fn fua_without_server_support_is_write_then_flush() {
         // The filter's default mode hides FUA from the client ("none").
     ]);
     let disk = connect(&server, "");
-    disk.write_fua(2, &[1; 512]).expect("write_fua");
+    disk.write_vectored(2, &[&[1; 512]], WriteFlags::FUA)
+        .expect("write_fua");
     drop(disk);
 
     let requests: Vec<_> = logged_requests(&server)
@@ -447,10 +454,10 @@ fn fua_without_server_support_is_write_then_flush() {
 fn trim_and_write_zeroes_on_nbdkit() {
     let server = nbdkit(&["--filter=log", "memory", "1M", "logfile=log"]);
     let disk = connect(&server, "");
-    assert!(disk.can_unmap() && disk.can_write_zeroes());
+    assert!(disk.capabilities().unmap && disk.capabilities().write_zeroes);
     disk.write(0, &[0xff; 64 * 512]).expect("write");
-    disk.write_zeroes(8, 16).expect("write_zeroes");
-    disk.unmap(40, 8).expect("unmap");
+    disk.write_zeroes(Extent::new(8, 16)).expect("write_zeroes");
+    disk.unmap(Extent::new(40, 8)).expect("unmap");
     let mut back = vec![0u8; 64 * 512];
     disk.read(0, &mut back).expect("read");
     for (block, data) in back.chunks(512).enumerate() {
@@ -480,8 +487,9 @@ fn trim_and_write_zeroes_on_nbdkit() {
 fn write_zeroes_on_qemu_nbd_reads_back_zeros() {
     let server = qemu_nbd_with(1 << 20, &[0x5a; 1 << 20], &[], false);
     let disk = connect(&server, "");
-    disk.write_zeroes(100, 300).expect("write_zeroes");
-    disk.unmap(1000, 24).expect("unmap");
+    disk.write_zeroes(Extent::new(100, 300))
+        .expect("write_zeroes");
+    disk.unmap(Extent::new(1000, 24)).expect("unmap");
     let mut back = vec![0u8; 512 * 500];
     disk.read(0, &mut back).expect("read");
     for (block, data) in back.chunks(512).enumerate() {
@@ -494,9 +502,9 @@ fn write_zeroes_on_qemu_nbd_reads_back_zeros() {
 fn write_zeroes_without_server_support_writes_zeros() {
     let server = nbdkit(&["--filter=nozero", "memory", "1M"]);
     let disk = connect(&server, "");
-    assert!(!disk.can_write_zeroes());
+    assert!(!disk.capabilities().write_zeroes);
     disk.write(0, &[0x77; 16 * 512]).expect("write");
-    disk.write_zeroes(4, 8).expect("write_zeroes");
+    disk.write_zeroes(Extent::new(4, 8)).expect("write_zeroes");
     let mut back = vec![0u8; 16 * 512];
     disk.read(0, &mut back).expect("read");
     for (block, data) in back.chunks(512).enumerate() {
@@ -509,12 +517,18 @@ fn write_zeroes_without_server_support_writes_zeros() {
 fn read_only_export_refuses_writes() {
     let server = qemu_nbd_with(1 << 20, &[0x33; 4096], &["--read-only"], false);
     let disk = connect(&server, "");
-    assert!(disk.read_only());
-    assert!(!disk.can_unmap() && !disk.can_write_zeroes());
+    assert!(disk.capabilities().read_only);
+    assert!(!disk.capabilities().unmap && !disk.capabilities().write_zeroes);
     assert_eq!(disk.write(0, &[0; 512]), Err(BlockError::ReadOnly));
-    assert_eq!(disk.write_fua(0, &[0; 512]), Err(BlockError::ReadOnly));
-    assert_eq!(disk.write_zeroes(0, 1), Err(BlockError::ReadOnly));
-    assert_eq!(disk.unmap(0, 1), Err(BlockError::ReadOnly));
+    assert_eq!(
+        disk.write_vectored(0, &[&[0; 512]], WriteFlags::FUA),
+        Err(BlockError::ReadOnly)
+    );
+    assert_eq!(
+        disk.write_zeroes(Extent::new(0, 1)),
+        Err(BlockError::ReadOnly)
+    );
+    assert_eq!(disk.unmap(Extent::new(0, 1)), Err(BlockError::ReadOnly));
     let mut back = [0u8; 4096];
     disk.read(0, &mut back).expect("read");
     assert_eq!(back, [0x33; 4096]);
@@ -540,8 +554,11 @@ fn server_errors_become_block_errors() {
     let mut buf = [0u8; 512];
     assert_eq!(disk.read(0, &mut buf), Err(BlockError::Io(5)));
     assert_eq!(disk.write(0, &buf), Err(BlockError::NoSpace));
-    assert_eq!(disk.unmap(0, 1), Err(BlockError::ReadOnly));
-    assert_eq!(disk.write_zeroes(0, 1), Err(BlockError::Io(22)));
+    assert_eq!(disk.unmap(Extent::new(0, 1)), Err(BlockError::ReadOnly));
+    assert_eq!(
+        disk.write_zeroes(Extent::new(0, 1)),
+        Err(BlockError::Io(22))
+    );
     // Errors are per request: the connection goes on.
     disk.flush().expect("flush still works");
     assert!(disk.is_connected());
@@ -555,7 +572,10 @@ fn out_of_range_requests_are_refused_locally() {
     let mut buf = [0u8; 1024];
     assert_eq!(disk.read(127, &mut buf), Err(BlockError::OutOfRange));
     assert_eq!(disk.write(u64::MAX, &buf), Err(BlockError::OutOfRange));
-    assert_eq!(disk.write_zeroes(100, 29), Err(BlockError::OutOfRange));
+    assert_eq!(
+        disk.write_zeroes(Extent::new(100, 29)),
+        Err(BlockError::OutOfRange)
+    );
     assert!(matches!(
         disk.read(0, &mut buf[..100]),
         Err(BlockError::Io(22))
@@ -945,7 +965,7 @@ fn server_without_go_gets_export_name() {
     });
     let disk = NbdDevice::connect(&address, "x", options(512)).expect("connect");
     assert_eq!(disk.num_blocks(), 2048);
-    assert!(disk.write_cache() && !disk.can_unmap());
+    assert!(disk.capabilities().write_cache && !disk.capabilities().unmap);
     let mut buf = [0; 512];
     disk.read(2, &mut buf).expect("read");
     assert_eq!(buf, [0x42; 512]);

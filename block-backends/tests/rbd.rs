@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use block_backends::{RbdDevice, RbdError, RbdOptions, RbdSpec};
 use nix::fcntl::{Flock, FlockArg};
-use scsi_emu::{BlockDevice, BlockError};
+use scsi_emu::{BlockDevice, BlockError, Extent};
 
 const MIB: usize = 1 << 20;
 
@@ -272,8 +272,12 @@ fn connects_and_reports_the_geometry() {
         assert_eq!(dev.object_size(), 4 << 20);
         assert_eq!(dev.name(), format!("rbd/{}", image.name));
         assert_eq!(dev.product_name(), "RBD image");
-        assert!(!dev.write_cache() && dev.can_unmap() && dev.unmap_reads_zeroes());
-        assert!(dev.can_write_zeroes() && !dev.read_only());
+        assert!(
+            !dev.capabilities().write_cache
+                && dev.capabilities().unmap
+                && dev.capabilities().unmap_reads_zeroes
+        );
+        assert!(dev.capabilities().write_zeroes && !dev.capabilities().read_only);
         // A new image reads as zeros.
         assert!(read_bytes(&dev, 0, 64 << 10).iter().all(|&b| b == 0));
         drop(dev);
@@ -451,7 +455,7 @@ fn unmapped_blocks_read_as_zeros() {
                 // An odd range inside object 2.
                 (17_001, 100),
             ],
-            |dev, lba, blocks| dev.unmap(lba, blocks),
+            |dev, lba, blocks| dev.unmap(Extent::new(lba, blocks)),
         );
     });
 }
@@ -463,7 +467,7 @@ fn write_zeroes_zeroes_exactly_the_range() {
             cluster,
             "zeroes",
             &[(1, 2), (4000, 300), (20_000, 4096)],
-            |dev, lba, blocks| dev.write_zeroes(lba, blocks),
+            |dev, lba, blocks| dev.write_zeroes(Extent::new(lba, blocks)),
         );
     });
 }
@@ -482,7 +486,7 @@ fn requests_beyond_the_end_are_out_of_range() {
             assert_eq!(dev.read(end - 1, &mut buf), Err(BlockError::OutOfRange));
             assert_eq!(dev.write(end - 1, &buf), Err(BlockError::OutOfRange));
             assert_eq!(dev.read(u64::MAX, &mut buf), Err(BlockError::OutOfRange));
-            assert_eq!(dev.unmap(end, 1), Err(BlockError::OutOfRange));
+            assert_eq!(dev.unmap(Extent::new(end, 1)), Err(BlockError::OutOfRange));
             // The last block itself is fine.
             dev.write(end - 1, &buf[..4096]).expect("last block");
             dev.read(end - 1, &mut buf[..4096]).expect("last block");
@@ -653,7 +657,7 @@ fn librbd_cache_can_be_turned_on() {
             },
         )
         .expect("connect with the cache");
-        assert!(dev.write_cache());
+        assert!(dev.capabilities().write_cache);
         let data = pattern(4096, 65536, 5);
         write_bytes(&dev, 4096, &data);
         dev.flush().expect("flush");
@@ -661,7 +665,7 @@ fn librbd_cache_can_be_turned_on() {
         assert_same(&read_bytes(&dev, 4096, 65536), &data, "through the cache");
         dev.flush().expect("flush");
         // Without the cache (the default) there is no volatile cache.
-        assert!(!cluster.connect(&image.name, 512).write_cache());
+        assert!(!cluster.connect(&image.name, 512).capabilities().write_cache);
     });
 }
 

@@ -1,7 +1,7 @@
 //! The logical unit under test and the invariants every response obeys.
 
 use block_backends::MemoryDevice;
-use scsi_emu::{BlockDevice, CopyRegistry, Emulator, LunIdentity, ScsiResponse, status};
+use scsi_emu::{BlockDevice, CopyRegistry, Emulator, LunIdentity, ScsiResponse, ScsiStatus};
 use scsi_sense_codes::{Sense, SenseKey};
 
 use crate::buffer::Buffer;
@@ -36,11 +36,11 @@ pub struct Executed {
 }
 
 /// Statuses a direct-access logical unit may return to a single initiator.
-const ALLOWED_STATUS: [u8; 4] = [
-    status::GOOD,
-    status::CHECK_CONDITION,
-    status::CONDITION_MET,
-    status::BUSY,
+const ALLOWED_STATUS: [ScsiStatus; 4] = [
+    ScsiStatus::Good,
+    ScsiStatus::CheckCondition,
+    ScsiStatus::ConditionMet,
+    ScsiStatus::Busy,
 ];
 
 /// Check what every response must satisfy; panics (with the CDB in hex) on
@@ -56,13 +56,13 @@ pub fn check_response(cdb: &[u8], response: &ScsiResponse, buffer_len: usize) {
     let cdb_hex = hex(cdb);
     assert!(
         ALLOWED_STATUS.contains(&response.status),
-        "CDB {cdb_hex}: status {:#04x} is not one a disk returns here",
+        "CDB {cdb_hex}: status {} is not one a disk returns here",
         response.status
     );
     assert_eq!(
         response.sense.is_some(),
-        response.status == status::CHECK_CONDITION,
-        "CDB {cdb_hex}: sense {:?} with status {:#04x}",
+        response.status == ScsiStatus::CheckCondition,
+        "CDB {cdb_hex}: sense {:?} with status {}",
         response.sense,
         response.status
     );
@@ -182,10 +182,10 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "status 0x18")]
+    #[should_panic(expected = "status RESERVATION CONFLICT")]
     fn reservation_conflict_is_refused() {
         let r = ScsiResponse {
-            status: status::RESERVATION_CONFLICT,
+            status: ScsiStatus::ReservationConflict,
             sense: None,
             data_in_len: None,
         };
@@ -199,10 +199,10 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "with status 0x00")]
+    #[should_panic(expected = "with status GOOD")]
     fn sense_with_good_status_is_refused() {
         let r = ScsiResponse {
-            status: status::GOOD,
+            status: ScsiStatus::Good,
             sense: Some(Sense::illegal_request(
                 AdditionalSense::INVALID_FIELD_IN_CDB,
             )),

@@ -1,7 +1,7 @@
 //! The `parameter_list` target: arbitrary parameter lists behind
 //! well-formed CDBs.
 
-use scsi_emu::{ScsiResponse, status};
+use scsi_emu::{ScsiResponse, ScsiStatus};
 use scsi_sense_codes::{AdditionalSense, SenseKey};
 
 use crate::buffer::Buffer;
@@ -324,7 +324,7 @@ impl<'a> Run<'a> {
         } else {
             self.data_in(&[0x1A, 0x08, pc_page, 0, 0xFF, 0], 255)
         };
-        if response.status != status::GOOD {
+        if response.status != ScsiStatus::Good {
             return None;
         }
         let (header, descriptors) = if ten {
@@ -427,7 +427,7 @@ impl<'a> Run<'a> {
         }
         let stored = self.lun.device_read(lba, blocks);
         match miscompare_at {
-            None if response.status == status::GOOD => {
+            None if response.status == ScsiStatus::Good => {
                 assert!(
                     stored == new,
                     "COMPARE AND WRITE {} matched and returned GOOD but did not store the data",
@@ -438,7 +438,7 @@ impl<'a> Run<'a> {
             Some(at) => {
                 assert_ne!(
                     response.status,
-                    status::GOOD,
+                    ScsiStatus::Good,
                     "COMPARE AND WRITE {} returned GOOD despite a miscompare at byte {at}",
                     hex(&cdb)
                 );
@@ -507,7 +507,7 @@ impl<'a> Run<'a> {
         let response = self.execute(&cdb, &block);
         // The 10-byte CDB only holds 32 bits of LBA.
         let addressed = sixteen || lba <= u64::from(u32::MAX);
-        if response.status != status::GOOD || unmap || !in_range || !addressed {
+        if response.status != ScsiStatus::Good || unmap || !in_range || !addressed {
             return;
         }
         let expected = if ndob {
@@ -543,7 +543,7 @@ impl<'a> Run<'a> {
     /// designator type, designator).
     fn lu_designator(&mut self) -> Option<(u8, u8, Vec<u8>)> {
         let (response, page) = self.data_in(&[0x12, 0x01, 0x83, 0x01, 0x00, 0], 256);
-        if response.status != status::GOOD {
+        if response.status != ScsiStatus::Good {
             return None;
         }
         let mut rest = page.get(4..)?;
@@ -627,7 +627,7 @@ impl<'a> Run<'a> {
         let response = self.execute(&cdb, &list);
         // With one segment whose ranges do not overlap, GOOD means the
         // destination now holds the source's data.
-        if response.status == status::GOOD && copies.len() == 1 {
+        if response.status == ScsiStatus::Good && copies.len() == 1 {
             let (src, dst, blocks) = copies[0];
             let disjoint = src + blocks <= dst || dst + blocks <= src;
             if let (Some(data), true, true) = (&before[0], disjoint, self.in_range(dst, blocks)) {
@@ -701,7 +701,7 @@ impl<'a> Run<'a> {
         cdb[2..10].copy_from_slice(&lba.to_be_bytes());
         cdb[10..14].copy_from_slice(&(blocks as u32).to_be_bytes());
         let response = self.execute(&cdb, &data);
-        if response.status != status::GOOD {
+        if response.status != ScsiStatus::Good {
             return;
         }
         assert!(
@@ -717,7 +717,7 @@ impl<'a> Run<'a> {
         );
         cdb[0] = 0x88;
         let (response, back) = self.data_in(&cdb, data.len());
-        if response.status == status::GOOD {
+        if response.status == ScsiStatus::Good {
             assert!(
                 back == data,
                 "READ(16) {} did not return what WRITE(16) stored",
@@ -761,7 +761,7 @@ impl<'a> Run<'a> {
         if miscompare && in_range && lba <= u64::from(u32::MAX) {
             assert_ne!(
                 response.status,
-                status::GOOD,
+                ScsiStatus::Good,
                 "VERIFY(10) {} returned GOOD despite a miscompare",
                 hex(&cdb)
             );

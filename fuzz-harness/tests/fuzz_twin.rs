@@ -7,7 +7,7 @@ use fuzz_harness::{
     run_parameter_list_case, seeds,
 };
 use proptest::prelude::*;
-use scsi_emu::status;
+use scsi_emu::ScsiStatus;
 
 /// Operation codes a disk may implement (SPC-5, SBC-4), so that random
 /// CDBs reach command code and not only the unknown-opcode path.
@@ -144,7 +144,7 @@ fn structured_cases_reach_command_code() {
             };
             for executed in run_parameter_list_case(&case.to_bytes()) {
                 total += 1;
-                good += usize::from(executed.response.status == status::GOOD);
+                good += usize::from(executed.response.status == ScsiStatus::Good);
             }
         }
     }
@@ -160,7 +160,7 @@ fn cdb_seeds_of_supported_commands_succeed() {
             for e in &executed {
                 assert_eq!(
                     e.response.status,
-                    status::GOOD,
+                    ScsiStatus::Good,
                     "seed {}: {:02x?} -> {:?}",
                     seed.name,
                     e.cdb,

@@ -74,7 +74,7 @@ pub(crate) fn compare_and_write<D: BlockDevice>(
     data.read_at(len, &mut new);
 
     let _range = lun.locks.lock(cmd.lba, cmd.blocks);
-    if device.can_compare_and_write() {
+    if lun.declared.compare_and_write {
         // The store does it atomically itself; FUA then needs a flush.
         return match device.compare_and_write(cmd.lba, &expected, &new) {
             Ok(Some(offset)) => miscompare(offset).into(),
@@ -93,12 +93,7 @@ pub(crate) fn compare_and_write<D: BlockDevice>(
     if let Some(offset) = first_difference(&medium, &expected) {
         return miscompare(offset).into();
     }
-    let written = if cmd.fua || lun.write_through() {
-        device.write_fua(cmd.lba, &new)
-    } else {
-        device.write(cmd.lba, &new)
-    };
-    match written {
+    match device.write_vectored(cmd.lba, &[&new], lun.write_flags(cmd.fua)) {
         Ok(()) => ScsiResponse::good(),
         Err(err) => backend_failure(&err, cmd.lba, Direction::Write),
     }
@@ -227,8 +222,8 @@ mod tests {
         fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
             self.0.write(lba, buf)
         }
-        fn can_compare_and_write(&self) -> bool {
-            true
+        fn capabilities(&self) -> crate::DeviceCapabilities {
+            crate::DeviceCapabilities::new().compare_and_write(true)
         }
         fn compare_and_write(
             &self,
@@ -256,14 +251,14 @@ mod tests {
         data[BS..].fill(7);
         assert_eq!(
             emu.execute(&caw(0, 1, 1), &mut data).status,
-            crate::status::GOOD
+            ScsiStatus::Good
         );
         let mut back = vec![0u8; BS];
         emu.device().0.read(1, &mut back).unwrap();
         assert!(back.iter().all(|&b| b == 7));
         // Now the medium holds 7s: comparing with zeros fails at byte 0.
         let r = emu.execute(&caw(0, 1, 1), &mut data);
-        assert_eq!(r.status, crate::status::CHECK_CONDITION);
+        assert_eq!(r.status, ScsiStatus::CheckCondition);
         assert_eq!(r.sense.unwrap().information, Some(1000));
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::block_device::BlockError;
+use crate::block_error::BlockError;
 
 /// What the copy manager needs from a logical unit: its geometry, its
 /// state, and block I/O that honours the unit's write cache setting and

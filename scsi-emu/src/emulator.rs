@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
-use crate::block_device::{BlockDevice, BlockError};
+use crate::block_device::BlockDevice;
+use crate::block_error::BlockError;
 use crate::command::{COMMANDS, Command};
 use crate::command_spec::Access;
 use crate::copy_registry::CopyRegistry;
@@ -45,13 +46,11 @@ pub struct Emulator<D: BlockDevice> {
 impl<D: BlockDevice> Emulator<D> {
     /// A logical unit on `device` that identifies itself as `identity`.
     ///
-    /// The device's optional capabilities are read once, here:
-    /// [`can_unmap`](BlockDevice::can_unmap) and
-    /// [`unmap_reads_zeroes`](BlockDevice::unmap_reads_zeroes) decide
-    /// logical block provisioning (UNMAP, LBPME), and an
-    /// [`lba_status`](BlockDevice::lba_status) answer for LBA 0 enables
-    /// GET LBA STATUS. The write cache starts as
-    /// [`write_cache`](BlockDevice::write_cache) says.
+    /// The device's [`capabilities`](BlockDevice::capabilities) are read
+    /// once, here: `unmap` and `unmap_reads_zeroes` decide logical block
+    /// provisioning (UNMAP, LBPME), `lba_status` enables GET LBA STATUS,
+    /// `read_only` write-protects the unit, and the write cache starts as
+    /// `write_cache` says.
     pub fn new(device: D, identity: LunIdentity) -> Self {
         Emulator {
             lun: Arc::new(Lun::new(device, identity, DEFAULT_MAX_IO_BYTES)),
@@ -201,7 +200,7 @@ impl<D: BlockDevice> Emulator<D> {
         if spec.access != Access::None && lun.is_stopped() {
             return ScsiResponse::check_condition(not_ready());
         }
-        if spec.access == Access::Write && lun.device().read_only() {
+        if spec.access == Access::Write && lun.read_only() {
             return ScsiResponse::check_condition(write_protected());
         }
         let device = lun.device();
@@ -259,7 +258,7 @@ mod tests {
 
     use super::*;
     use crate::testutil::*;
-    use crate::{BlockError, status};
+    use crate::{BlockError, ScsiStatus};
 
     #[test]
     fn emulator_is_send_and_sync() {
@@ -411,7 +410,7 @@ mod tests {
         ];
         for cdb in cdbs {
             let resp = emu.execute(cdb, &mut buf);
-            assert_eq!(resp.status, status::GOOD, "{cdb:02x?}");
+            assert_eq!(resp.status, ScsiStatus::Good, "{cdb:02x?}");
             assert_eq!(resp.sense, None);
         }
     }
@@ -499,13 +498,13 @@ mod tests {
             let len = DataBuffer::len(&data);
             let resp = emu.execute(&cdb, &mut data);
             prop_assert!(
-                [status::GOOD, status::CHECK_CONDITION, status::BUSY].contains(&resp.status),
-                "status {:#x}", resp.status
+                [ScsiStatus::Good, ScsiStatus::CheckCondition, ScsiStatus::Busy].contains(&resp.status),
+                "status {}", resp.status
             );
-            prop_assert_eq!(resp.sense.is_some(), resp.status == status::CHECK_CONDITION);
+            prop_assert_eq!(resp.sense.is_some(), resp.status == ScsiStatus::CheckCondition);
             if let Some(n) = resp.data_in_len {
                 prop_assert!(n <= len);
-                prop_assert_eq!(resp.status, status::GOOD);
+                prop_assert_eq!(resp.status, ScsiStatus::Good);
             }
             if let Some(sense) = resp.sense {
                 prop_assert_ne!(sense.key, SenseKey::NoSense);
@@ -543,7 +542,7 @@ mod tests {
         let mut buf = vec![0u8; 36];
         assert_eq!(
             emu.execute(&[0x12, 0, 0, 0, 36, 0], &mut buf).status,
-            status::GOOD
+            ScsiStatus::Good
         );
         let tur = emu.execute(&[0, 0, 0, 0, 0, 0], &mut buf);
         assert_check(

@@ -274,7 +274,7 @@ mod tests {
         // that matches.
         for &page in &b[4..] {
             let (resp, p) = run(&emu, cdb(true, page, 1024), 1024);
-            assert_eq!(resp.status, crate::status::GOOD, "{page:#x}");
+            assert_eq!(resp.status, ScsiStatus::Good, "{page:#x}");
             assert_eq!(p[1], page);
             assert_eq!(usize::from(BigEndian::read_u16(&p[2..4])) + 4, p.len());
         }

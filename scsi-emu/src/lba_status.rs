@@ -7,8 +7,9 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, to_usize};
 use crate::data_buffer::DataBuffer;
+use crate::extent::Provisioning;
 use crate::lun::Lun;
-use crate::medium::check_range;
+use crate::medium::{Direction, backend_failure, check_range};
 use crate::response::{ScsiResponse, send_data_in};
 
 /// Parameter data header length.
@@ -54,10 +55,12 @@ pub(crate) fn get_lba_status<D: BlockDevice>(
     let mut extents: Vec<(u64, u64, bool)> = Vec::new();
     let mut lba = cmd.lba;
     while lba < end {
-        let Some((blocks, mapped)) = device.lba_status(lba) else {
-            log::warn!("device stopped reporting LBA status at {lba}");
-            return ScsiResponse::internal_failure();
+        let status = match device.lba_status(lba) {
+            Ok(status) => status,
+            Err(err) => return backend_failure(&err, lba, Direction::Read),
         };
+        let blocks = status.extent.blocks;
+        let mapped = status.provisioning == Provisioning::Mapped;
         // At least one block, so the walk always advances; never beyond
         // the end, whatever the device says.
         let blocks = blocks.clamp(1, end - lba);

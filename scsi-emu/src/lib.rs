@@ -27,7 +27,7 @@
 //! [`ScsiResponse::sense_bytes`]`(emulator.`[`descriptor_sense`](Emulator::descriptor_sense)`())`.
 //!
 //! ```
-//! use scsi_emu::{BlockDevice, BlockError, Emulator, LunIdentity, status};
+//! use scsi_emu::{BlockDevice, BlockError, Emulator, LunIdentity, ScsiStatus};
 //! use std::sync::Mutex;
 //!
 //! /// A 64 KiB RAM disk.
@@ -56,7 +56,7 @@
 //! // INQUIRY, allocation length 36.
 //! let mut data = vec![0u8; 36];
 //! let resp = lun.execute(&[0x12, 0, 0, 0, 36, 0], &mut data);
-//! assert_eq!(resp.status, status::GOOD);
+//! assert_eq!(resp.status, ScsiStatus::Good);
 //! assert_eq!(resp.data_in_len, Some(36));
 //! assert_eq!(data[0], 0x00); // direct-access block device
 //! assert_eq!(&data[8..16], b"TCMU-RS ");
@@ -65,7 +65,8 @@
 
 #![forbid(unsafe_code)]
 
-pub mod block_device;
+mod block_device;
+mod block_error;
 mod block_size;
 mod capabilities;
 mod cdb;
@@ -74,7 +75,10 @@ mod command_spec;
 mod compare_and_write;
 mod copy_registry;
 pub mod data_buffer;
+mod device_capabilities;
+mod device_filter;
 mod emulator;
+mod extent;
 mod identity;
 mod inquiry;
 mod lba_status;
@@ -95,7 +99,6 @@ mod request_sense;
 mod response;
 mod sense_format;
 mod start_stop_unit;
-pub mod status;
 mod synchronize_cache;
 // The TCMU ring glue: DataBuffer for ring segments, CommandHandler for
 // the emulator (trait impls only, so the module stays private).
@@ -106,13 +109,20 @@ mod testutil;
 mod unmap;
 mod verify;
 mod vpd;
+mod write_flags;
 mod write_same;
 mod xcopy;
 
-pub use block_device::{BlockDevice, BlockError};
+pub use block_device::BlockDevice;
+pub use block_error::BlockError;
 pub use block_size::{BlockSize, InvalidBlockSize};
 pub use copy_registry::CopyRegistry;
 pub use data_buffer::DataBuffer;
+pub use device_capabilities::DeviceCapabilities;
+pub use device_filter::DeviceFilter;
 pub use emulator::{DEFAULT_MAX_IO_BYTES, Emulator};
+pub use extent::{Extent, ExtentStatus, Provisioning};
 pub use identity::{DEFAULT_VENDOR, LunIdentity, MAX_SERIAL_LEN};
 pub use response::ScsiResponse;
+pub use scsi_sense_codes::ScsiStatus;
+pub use write_flags::WriteFlags;

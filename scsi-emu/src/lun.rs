@@ -8,13 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
-use crate::block_device::{BlockDevice, BlockError};
+use crate::block_device::BlockDevice;
+use crate::block_error::BlockError;
 use crate::capabilities::Capabilities;
 use crate::copy_registry::CopyTarget;
+use crate::device_capabilities::DeviceCapabilities;
 use crate::identity::LunIdentity;
 use crate::limits::Limits;
 use crate::mode_page::ModeState;
 use crate::range_lock::RangeLocks;
+use crate::write_flags::WriteFlags;
 
 /// What a stopped unit reports: START STOP UNIT with START=1 makes it
 /// ready again.
@@ -32,6 +35,9 @@ pub(crate) fn not_ready() -> Sense {
 pub(crate) struct Lun<D> {
     pub(crate) device: D,
     pub(crate) identity: LunIdentity,
+    /// What the device declared, once.
+    pub(crate) declared: DeviceCapabilities,
+    /// What the unit advertises, derived from that and the configuration.
     pub(crate) caps: Capabilities,
     /// The largest data transfer of one command, in bytes.
     pub(crate) max_io_bytes: u32,
@@ -49,18 +55,19 @@ pub(crate) struct Lun<D> {
 impl<D: BlockDevice> Lun<D> {
     /// The unit on `device`. Its optional capabilities are read once, here.
     pub(crate) fn new(device: D, identity: LunIdentity, max_io_bytes: u32) -> Self {
-        let unmap = device.can_unmap();
+        let declared = device.capabilities();
         let caps = Capabilities {
-            unmap,
-            unmap_reads_zeroes: unmap && device.unmap_reads_zeroes(),
-            lba_status: device.num_blocks() > 0 && device.lba_status(0).is_some(),
+            unmap: declared.unmap,
+            unmap_reads_zeroes: declared.unmap && declared.unmap_reads_zeroes,
+            lba_status: declared.lba_status,
             third_party_copy: false,
         };
         let limits = Limits::new(device.block_size(), max_io_bytes, &caps);
-        let modes = ModeState::new(device.write_cache());
+        let modes = ModeState::new(declared.write_cache);
         Lun {
             device,
             identity,
+            declared,
             caps,
             max_io_bytes,
             limits,
@@ -103,7 +110,18 @@ impl<D: BlockDevice> Lun<D> {
     /// Whether writes must reach stable storage before completing even
     /// without FUA: the initiator turned the device's cache off.
     pub(crate) fn write_through(&self) -> bool {
-        self.device.write_cache() && !self.write_cache_enabled()
+        self.declared.write_cache && !self.write_cache_enabled()
+    }
+
+    /// The flags of a write with the CDB's FUA bit `fua`: FUA also when
+    /// the initiator turned the device's cache off.
+    pub(crate) fn write_flags(&self, fua: bool) -> WriteFlags {
+        WriteFlags::fua(fua || self.write_through())
+    }
+
+    /// Whether the device declared itself read-only.
+    pub(crate) fn read_only(&self) -> bool {
+        self.declared.read_only
     }
 }
 
@@ -115,7 +133,7 @@ impl<D: BlockDevice> CopyTarget for Lun<D> {
         self.device.num_blocks()
     }
     fn read_only(&self) -> bool {
-        self.device.read_only()
+        Lun::read_only(self)
     }
     fn stopped(&self) -> bool {
         self.is_stopped()
@@ -126,11 +144,8 @@ impl<D: BlockDevice> CopyTarget for Lun<D> {
     fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
         let bs = u64::from(self.device.block_size().max(1));
         let _range = self.locks.lock(lba, buf.len() as u64 / bs);
-        // The initiator turned the cache off: the data must be durable.
-        if self.write_through() {
-            self.device.write_fua(lba, buf)
-        } else {
-            self.device.write(lba, buf)
-        }
+        // The initiator may have turned the cache off: then FUA.
+        self.device
+            .write_vectored(lba, &[buf], self.write_flags(false))
     }
 }

@@ -11,11 +11,13 @@ use std::fmt;
 
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
-use crate::block_device::{BlockDevice, BlockError};
+use crate::block_device::BlockDevice;
+use crate::block_error::BlockError;
 use crate::cdb::invalid_field;
 use crate::data_buffer::{DataBuffer, MAX_LENT_SEGMENTS};
 use crate::lun::Lun;
 use crate::response::ScsiResponse;
+use crate::write_flags::WriteFlags;
 
 /// Which way data was moving when the backend failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,15 +219,12 @@ pub(crate) fn write_from<D: BlockDevice + ?Sized>(
     bs: usize,
     data: &dyn DataBuffer,
     len: usize,
-    fua: bool,
+    flags: WriteFlags,
 ) -> Result<(), (BlockError, u64)> {
     let put = |lba: u64, buf: &[u8]| {
-        let result = if fua {
-            device.write_fua(lba, buf)
-        } else {
-            device.write(lba, buf)
-        };
-        result.map_err(|e| (e, lba))
+        device
+            .write_vectored(lba, &[buf], flags)
+            .map_err(|e| (e, lba))
     };
     if (2..=MAX_LENT_SEGMENTS).contains(&data.segment_count()) {
         // On the stack: one vectored call allocates nothing.
@@ -246,7 +245,7 @@ pub(crate) fn write_from<D: BlockDevice + ?Sized>(
         }
         if parts[..count].iter().all(|p| p.len() % bs == 0) {
             return device
-                .write_vectored(start, &parts[..count], fua)
+                .write_vectored(start, &parts[..count], flags)
                 .map_err(|e| (e, start));
         }
     }

@@ -7,7 +7,7 @@
 //! turning it on for a device without a volatile cache is harmless (its
 //! writes are durable anyway, SYNCHRONIZE CACHE still calls `flush`), and
 //! turning it off on a device with one makes every write durable before
-//! it completes (writes go through `write_fua`). Parameters are not
+//! it completes (writes carry `WriteFlags::FUA`). Parameters are not
 //! savable: they start from the defaults whenever the emulator is built.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -16,7 +16,7 @@ use crate::response::{ScsiResponse, send_data_in};
 /// Device-specific parameter: WP, the medium is write protected.
 const DSP_WP: u8 = 0x80;
 /// Device-specific parameter: DPOFUA, DPO and FUA are supported (FUA
-/// reaches `write_fua`; DPO is a hint we may ignore).
+/// reaches the device as `WriteFlags::FUA`; DPO is a hint we may ignore).
 const DSP_DPOFUA: u8 = 0x10;
 /// MODE SENSE(10) header byte 4: LONGLBA, the block descriptor is long.
 pub(crate) const LONGLBA: u8 = 0x01;
@@ -96,7 +96,7 @@ pub(crate) fn mode_sense<D: BlockDevice>(
     }
 
     let mut dsp = DSP_DPOFUA;
-    if device.read_only() {
+    if lun.read_only() {
         dsp |= DSP_WP;
     }
     // MODE DATA LENGTH counts the bytes after itself, for the full data

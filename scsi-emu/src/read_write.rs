@@ -19,7 +19,7 @@
 //! A transfer longer than the MAXIMUM TRANSFER LENGTH the Block Limits
 //! VPD page reports is refused with INVALID FIELD IN CDB. WRITE locks its
 //! LBA range (see [`range_lock`](crate::range_lock)), and goes through
-//! `write_fua` when FUA is set or the initiator turned the device's write
+//! a FUA write (`WriteFlags::FUA`) when FUA is set or the initiator turned the device's write
 //! cache off (WCE=0).
 
 use scsi_sense_codes::Sense;
@@ -117,9 +117,9 @@ pub(crate) fn write<D: BlockDevice>(
         );
         return invalid_field(cmd.length_field, 7).into();
     }
-    let fua = cmd.fua || lun.write_through();
+    let flags = lun.write_flags(cmd.fua);
     let _range = lun.locks.lock(cmd.lba, cmd.blocks);
-    match write_from(lun.device(), cmd.lba, bs, data, len, fua) {
+    match write_from(lun.device(), cmd.lba, bs, data, len, flags) {
         Ok(()) => ScsiResponse::good(),
         Err((err, lba)) => backend_failure(&err, lba, Direction::Write),
     }
@@ -504,7 +504,7 @@ mod tests {
         for cdb in [&read, &write] {
             let resp = emu.execute(cdb, &mut buf);
             assert_eq!(resp, ScsiResponse::busy());
-            assert_eq!(resp.status, status::BUSY);
+            assert_eq!(resp.status, ScsiStatus::Busy);
         }
     }
 

@@ -3,14 +3,14 @@
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
 use crate::data_buffer::DataBuffer;
-use crate::status;
+use scsi_sense_codes::ScsiStatus;
 
 /// What the emulator reports for one command: the SCSI status, sense data
 /// when the status is CHECK CONDITION, and how much data-in was produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScsiResponse {
-    /// One of the [`status`](mod@crate::status) codes.
-    pub status: u8,
+    /// The SCSI status.
+    pub status: ScsiStatus,
     /// Sense data; present exactly when `status` is CHECK CONDITION.
     pub sense: Option<Sense>,
     /// Bytes of data-in produced, when the command produced data-in; `None`
@@ -23,7 +23,7 @@ impl ScsiResponse {
     /// GOOD status without data-in.
     pub fn good() -> Self {
         ScsiResponse {
-            status: status::GOOD,
+            status: ScsiStatus::Good,
             sense: None,
             data_in_len: None,
         }
@@ -32,7 +32,7 @@ impl ScsiResponse {
     /// GOOD status with `len` bytes of data-in.
     pub fn data_in(len: usize) -> Self {
         ScsiResponse {
-            status: status::GOOD,
+            status: ScsiStatus::Good,
             sense: None,
             data_in_len: Some(len),
         }
@@ -41,7 +41,7 @@ impl ScsiResponse {
     /// CHECK CONDITION with the given sense.
     pub fn check_condition(sense: Sense) -> Self {
         ScsiResponse {
-            status: status::CHECK_CONDITION,
+            status: ScsiStatus::CheckCondition,
             sense: Some(sense),
             data_in_len: None,
         }
@@ -50,7 +50,7 @@ impl ScsiResponse {
     /// BUSY status (no sense): the initiator retries later.
     pub fn busy() -> Self {
         ScsiResponse {
-            status: status::BUSY,
+            status: ScsiStatus::Busy,
             sense: None,
             data_in_len: None,
         }
@@ -103,14 +103,14 @@ mod tests {
 
     #[test]
     fn constructors_set_status_and_sense() {
-        assert_eq!(ScsiResponse::good().status, status::GOOD);
+        assert_eq!(ScsiResponse::good().status, ScsiStatus::Good);
         assert_eq!(ScsiResponse::data_in(7).data_in_len, Some(7));
         let busy = ScsiResponse::busy();
-        assert_eq!((busy.status, busy.sense), (status::BUSY, None));
+        assert_eq!((busy.status, busy.sense), (ScsiStatus::Busy, None));
         let cc = ScsiResponse::check_condition(Sense::illegal_request(
             AdditionalSense::INVALID_FIELD_IN_CDB,
         ));
-        assert_eq!(cc.status, status::CHECK_CONDITION);
+        assert_eq!(cc.status, ScsiStatus::CheckCondition);
         assert_eq!(
             cc.sense,
             Some(Sense::illegal_request(

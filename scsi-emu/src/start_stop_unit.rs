@@ -78,7 +78,7 @@ mod tests {
 
     use super::*;
     use crate::BlockError;
-    use crate::status;
+    use crate::ScsiStatus;
     use crate::testutil::*;
 
     #[test]
@@ -114,7 +114,7 @@ mod tests {
         assert_eq!((buf[2], buf[12], buf[13]), (0x02, 0x04, 0x02));
         assert_eq!(
             emu.execute(&[0x12, 0, 0, 0, 36, 0], &mut buf).status,
-            status::GOOD
+            ScsiStatus::Good
         );
         assert!(emu.device().calls().is_empty());
         // Stop again with NO_FLUSH: no flush.
@@ -139,7 +139,7 @@ mod tests {
         assert_invalid_field(&emu.execute(&ssu(0, 0x03), &mut none), 4, 1);
         assert_eq!(
             emu.execute(&READ1, &mut vec![0u8; 512]).status,
-            status::GOOD
+            ScsiStatus::Good
         );
     }
 

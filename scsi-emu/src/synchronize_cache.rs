@@ -52,7 +52,7 @@ mod tests {
 
     use super::*;
     use crate::BlockError;
-    use crate::status;
+    use crate::ScsiStatus;
     use crate::testutil::*;
 
     fn sync10(lba: u32, blocks: u16) -> Vec<u8> {
@@ -109,7 +109,7 @@ mod tests {
 
         *emu.device().fail_flush.lock().unwrap() = Some(BlockError::Busy);
         let resp = emu.execute(&sync16(0, 0), &mut Vec::<u8>::new());
-        assert_eq!(resp.status, status::BUSY);
+        assert_eq!(resp.status, ScsiStatus::Busy);
         assert_eq!(resp.sense, None);
     }
 }

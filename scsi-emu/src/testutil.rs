@@ -5,12 +5,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use scsi_sense_codes::{AdditionalSense, SenseKey};
 
+use crate::{DeviceCapabilities, Extent, ExtentStatus, WriteFlags};
+
 // What most unit tests use besides their own module, in one import.
-pub(crate) use crate::{BlockDevice, BlockError, Emulator, LunIdentity, ScsiResponse, status};
+pub(crate) use crate::{BlockDevice, BlockError, Emulator, LunIdentity, ScsiResponse, ScsiStatus};
 pub(crate) use nix::libc::EIO;
 
 /// One backend call: (kind, lba, byte length). Kind is 'r', 'w', 'f'
-/// (write_fua), 'z' (write_zeroes) or 'u' (unmap).
+/// (write_vectored with FUA), 'z' (write_zeroes) or 'u' (unmap).
 pub(crate) type Call = (char, u64, usize);
 
 /// What `unmap` does to the data of a [`VecDevice`].
@@ -172,9 +174,19 @@ impl BlockDevice for VecDevice {
         self.store(lba, buf);
         Ok(())
     }
-    fn write_fua(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        self.check('f', lba, buf.len())?;
-        self.store(lba, buf);
+    /// Each buffer recorded as a write ('w') or a FUA write ('f').
+    fn write_vectored(
+        &self,
+        lba: u64,
+        bufs: &[&[u8]],
+        flags: WriteFlags,
+    ) -> Result<(), BlockError> {
+        let mut at = lba;
+        for buf in bufs.iter().filter(|b| !b.is_empty()) {
+            self.check(if flags.fua { 'f' } else { 'w' }, at, buf.len())?;
+            self.store(at, buf);
+            at += (buf.len() / self.block_size as usize) as u64;
+        }
         Ok(())
     }
     fn flush(&self) -> Result<(), BlockError> {
@@ -184,23 +196,23 @@ impl BlockDevice for VecDevice {
             None => Ok(()),
         }
     }
-    fn write_cache(&self) -> bool {
-        self.write_cache
-    }
-    fn read_only(&self) -> bool {
-        self.read_only
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities::new()
+            .write_cache(self.write_cache)
+            .read_only(self.read_only)
+            .unmap(self.unmap != UnmapMode::None)
+            .unmap_reads_zeroes(self.unmap == UnmapMode::Zeroes)
+            .lba_status(self.lba_status)
     }
     fn product_name(&self) -> &str {
         "vec disk"
     }
-    fn can_unmap(&self) -> bool {
-        self.unmap != UnmapMode::None
-    }
-    fn unmap_reads_zeroes(&self) -> bool {
-        self.unmap == UnmapMode::Zeroes
-    }
-    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        assert!(self.can_unmap(), "unmap on a device that cannot");
+    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+        let Extent { lba, blocks } = extent;
+        assert!(
+            self.unmap != UnmapMode::None,
+            "unmap on a device that cannot"
+        );
         let len = self.byte_len(blocks);
         self.check('u', lba, len)?;
         if self.unmap == UnmapMode::Zeroes {
@@ -211,7 +223,8 @@ impl BlockDevice for VecDevice {
         self.set_mapped(lba, blocks, false);
         Ok(())
     }
-    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+    fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
+        let Extent { lba, blocks } = extent;
         let len = self.byte_len(blocks);
         self.check('z', lba, len)?;
         if let Some(r) = self.range(lba, len) {
@@ -220,15 +233,21 @@ impl BlockDevice for VecDevice {
         self.set_mapped(lba, blocks, true);
         Ok(())
     }
-    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
-        if !self.lba_status {
-            return None;
-        }
+    fn lba_status(&self, lba: u64) -> Result<ExtentStatus, BlockError> {
+        assert!(
+            self.lba_status,
+            "lba_status on a device that does not declare it"
+        );
         let map = self.mapped.lock().unwrap();
-        let start = usize::try_from(lba).ok()?;
-        let state = *map.get(start)?;
+        let start = usize::try_from(lba).map_err(|_| BlockError::OutOfRange)?;
+        let state = *map.get(start).ok_or(BlockError::OutOfRange)?;
         let run = map[start..].iter().take_while(|&&m| m == state).count();
-        Some((run as u64, state))
+        let extent = Extent::new(lba, run as u64);
+        Ok(if state {
+            ExtentStatus::mapped(extent)
+        } else {
+            ExtentStatus::deallocated(extent)
+        })
     }
 }
 
@@ -241,7 +260,7 @@ pub(crate) fn emulator(device: VecDevice) -> Emulator<VecDevice> {
 /// Assert CHECK CONDITION with exactly this key and code.
 #[track_caller]
 pub(crate) fn assert_check(resp: &ScsiResponse, key: SenseKey, code: AdditionalSense) {
-    assert_eq!(resp.status, status::CHECK_CONDITION, "{resp:?}");
+    assert_eq!(resp.status, ScsiStatus::CheckCondition, "{resp:?}");
     let sense = resp.sense.expect("sense data");
     assert_eq!((sense.key, sense.code), (key, code), "{resp:?}");
     assert_eq!(resp.data_in_len, None);

@@ -15,6 +15,7 @@ use scsi_sense_codes::Sense;
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field, invalid_parameter, parameter_list_length_error};
 use crate::data_buffer::DataBuffer;
+use crate::extent::Extent;
 use crate::lun::Lun;
 use crate::medium::{Direction, backend_failure, check_range};
 use crate::response::ScsiResponse;
@@ -71,7 +72,7 @@ pub(crate) fn unmap<D: BlockDevice>(
             continue;
         }
         let _range = lun.locks.lock(lba, blocks);
-        if let Err(err) = lun.device().unmap(lba, blocks) {
+        if let Err(err) = lun.device().unmap(Extent::new(lba, blocks)) {
             return backend_failure(&err, lba, Direction::Write);
         }
     }

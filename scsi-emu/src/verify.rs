@@ -16,6 +16,7 @@ use crate::data_buffer::DataBuffer;
 use crate::lun::Lun;
 use crate::medium::{Direction, backend_failure, byte_len, check_transfer, write_from};
 use crate::response::ScsiResponse;
+use crate::write_flags::WriteFlags;
 
 /// Blocks read from the device at a time while verifying.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -163,7 +164,7 @@ pub(crate) fn write_and_verify<D: BlockDevice>(
     let device = lun.device();
     let _range = lun.locks.lock(cmd.lba, cmd.blocks);
     // Durable first: the verification reads what the medium holds.
-    if let Err((err, lba)) = write_from(device, cmd.lba, bs, data, len, true) {
+    if let Err((err, lba)) = write_from(device, cmd.lba, bs, data, len, WriteFlags::FUA) {
         return backend_failure(&err, lba, Direction::Write);
     }
     compare_medium(device, cmd.lba, cmd.blocks, bs, cmd.compare, |pos, out| {

@@ -16,10 +16,12 @@ use scsi_sense_codes::Sense;
 use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field};
 use crate::data_buffer::DataBuffer;
+use crate::extent::Extent;
 use crate::lun::Lun;
 use crate::medium::{Direction, backend_failure, block_size, byte_len, check_range};
 use crate::opcode;
 use crate::response::ScsiResponse;
+use crate::write_flags::WriteFlags;
 
 /// Largest buffer of replicated blocks written at once.
 const REPLICATE_BYTES: usize = 1 << 20;
@@ -99,18 +101,20 @@ pub(crate) fn write_same<D: BlockDevice>(
 
     let _range = lun.locks.lock(cmd.lba, cmd.blocks);
     let result = if zeros && cmd.unmap && lun.caps.unmap_reads_zeroes {
-        device.unmap(cmd.lba, cmd.blocks)
+        device.unmap(Extent::new(cmd.lba, cmd.blocks))
     } else if zeros {
-        device.write_zeroes(cmd.lba, cmd.blocks).and_then(|()| {
-            // write_zeroes has no FUA form: flush when writing through.
-            if lun.write_through() {
-                device.flush()
-            } else {
-                Ok(())
-            }
-        })
+        device
+            .write_zeroes(Extent::new(cmd.lba, cmd.blocks))
+            .and_then(|()| {
+                // write_zeroes has no FUA form: flush when writing through.
+                if lun.write_through() {
+                    device.flush()
+                } else {
+                    Ok(())
+                }
+            })
     } else {
-        replicate(device, cmd.lba, cmd.blocks, &block, lun.write_through())
+        replicate(device, cmd.lba, cmd.blocks, &block, lun.write_flags(false))
     };
     match result {
         Ok(()) => ScsiResponse::good(),
@@ -124,7 +128,7 @@ fn replicate<D: BlockDevice + ?Sized>(
     lba: u64,
     blocks: u64,
     block: &[u8],
-    fua: bool,
+    flags: WriteFlags,
 ) -> Result<(), crate::BlockError> {
     let bs = block.len();
     let per_write = (REPLICATE_BYTES / bs).max(1) as u64;
@@ -133,11 +137,7 @@ fn replicate<D: BlockDevice + ?Sized>(
     while done < blocks {
         let n = per_write.min(blocks - done);
         let piece = &buf[..byte_len(n, bs)];
-        if fua {
-            device.write_fua(lba + done, piece)?;
-        } else {
-            device.write(lba + done, piece)?;
-        }
+        device.write_vectored(lba + done, &[piece], flags)?;
         done += n;
     }
     Ok(())

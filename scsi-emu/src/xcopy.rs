@@ -25,7 +25,8 @@
 use byteorder::{BigEndian, ByteOrder};
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
-use crate::block_device::{BlockDevice, BlockError};
+use crate::block_device::BlockDevice;
+use crate::block_error::BlockError;
 use crate::cdb::{Cdb, invalid_field, invalid_parameter, parameter_list_length_error, to_usize};
 use crate::copy_registry::{CopyRegistry, Registered};
 use crate::data_buffer::DataBuffer;
@@ -450,7 +451,7 @@ fn copy_failure(err: &BlockError, lba: u64, direction: Direction) -> ScsiRespons
 mod tests {
     use super::*;
     use crate::testutil::*;
-    use crate::{CopyRegistry, LunIdentity, status};
+    use crate::{CopyRegistry, LunIdentity, ScsiStatus};
 
     fn unit(serial: &str, device: VecDevice, registry: &CopyRegistry) -> Emulator<VecDevice> {
         let identity = LunIdentity::for_device(serial, &device);
@@ -867,7 +868,7 @@ mod tests {
         assert_check(&resp, SenseKey::CopyAborted, AdditionalSense::WRITE_ERROR);
         *bad.device().fail.lock().unwrap() = Some(BlockError::Busy);
         let resp = xcopy(&good, &list(&naas, &[segment(0, 1, 1, 0, 0)]));
-        assert_eq!(resp.status, status::BUSY);
+        assert_eq!(resp.status, ScsiStatus::Busy);
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod key;
 mod parse;
 mod sense;
 mod sense_data;
+mod status;
 
 pub use asc::AdditionalSense;
 pub use descriptor::{DESCRIPTOR_SENSE_MAX_LEN, DescriptorSense};
@@ -42,3 +43,4 @@ pub use fixed::{FIXED_SENSE_LEN, FixedSense};
 pub use key::SenseKey;
 pub use sense::Sense;
 pub use sense_data::{MAX_SENSE_LEN, SenseData};
+pub use status::ScsiStatus;

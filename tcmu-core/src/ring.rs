@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
+use scsi_sense_codes::{AdditionalSense, ScsiStatus, Sense, SenseKey};
 use tcmu_sys::{
     TCMU_MAILBOX_FLAG_CAP_OOOC, TCMU_MAILBOX_FLAG_CAP_READ_LEN, TCMU_MAILBOX_VERSION, TCMU_OP_CMD,
     TCMU_OP_PAD, TCMU_OP_TMR, TCMU_SENSE_BUFFERSIZE, TCMU_UFLAG_READ_LEN, TCMU_UFLAG_UNKNOWN_OP,
@@ -36,14 +36,11 @@ pub enum RingError {
     OutOfBounds(#[from] OutOfBounds),
 }
 
-/// SCSI status CHECK CONDITION.
-const CHECK_CONDITION: u8 = 0x02;
-
 /// The outcome of a command, written into the ring on completion.
 #[derive(Clone)]
 pub struct Reply {
-    /// SCSI status byte.
-    pub status: u8,
+    /// The SCSI status.
+    pub status: ScsiStatus,
     /// Number of data-in bytes produced, when fewer than the buffer holds
     /// (reported as a residual; the rest of the buffer is never leaked).
     pub data_in_len: Option<usize>,
@@ -54,11 +51,11 @@ pub struct Reply {
 impl Reply {
     /// Status GOOD, the whole data buffer valid.
     pub fn good() -> Self {
-        Reply::status(0)
+        Reply::status(ScsiStatus::Good)
     }
 
     /// Any status without sense data.
-    pub fn status(status: u8) -> Self {
+    pub fn status(status: ScsiStatus) -> Self {
         Reply {
             status,
             data_in_len: None,
@@ -68,7 +65,7 @@ impl Reply {
     }
 
     /// A status with sense data (truncated to the ring's 96-byte buffer).
-    pub fn with_sense(status: u8, sense: &[u8]) -> Self {
+    pub fn with_sense(status: ScsiStatus, sense: &[u8]) -> Self {
         let mut r = Reply::status(status);
         let n = sense.len().min(TCMU_SENSE_BUFFERSIZE);
         r.sense[..n].copy_from_slice(&sense[..n]);
@@ -78,7 +75,7 @@ impl Reply {
 
     /// CHECK CONDITION with fixed-format sense for `sense`.
     pub fn check_condition(sense: &Sense) -> Self {
-        Reply::with_sense(CHECK_CONDITION, sense.to_fixed().as_bytes())
+        Reply::with_sense(ScsiStatus::CheckCondition, sense.to_fixed().as_bytes())
     }
 
     /// The sense bytes.
@@ -640,7 +637,7 @@ impl Ring {
             read_len = n as u32;
         }
         m.write_u8(abs + HDR_UFLAGS, uflags)?;
-        m.write_u8(abs + RSP_SCSI_STATUS, reply.status)?;
+        m.write_u8(abs + RSP_SCSI_STATUS, reply.status.as_u8())?;
         m.write_u32(abs + RSP_READ_LEN, read_len)?;
         // The kernel reads the sense buffer only with CHECK CONDITION.
         if reply.sense_len > 0 {

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use scsi_sense_codes::ScsiStatus;
+
 use crate::layout::MB_CMD_HEAD;
 use crate::mem::DataSegments;
 use crate::poll::wait_readable;
@@ -289,7 +291,7 @@ where
         busy_since.store(since(epoch), Ordering::Relaxed);
         let reply = if ctx.aborted.contains(cmd.id()) {
             // Aborted while queued: never executed.
-            Reply::status(TASK_ABORTED)
+            Reply::status(ScsiStatus::TaskAborted)
         } else {
             let (cdb, data) = cmd.cdb_and_data();
             ctx.handler.handle(cdb, data)
@@ -414,7 +416,7 @@ where
         return false;
     }
     let id = cmd.id();
-    log::trace!("command {id} completed with status {:#04x}", reply.status);
+    log::trace!("command {id} completed with status {}", reply.status);
     ctx.aborted.remove(id);
     s.outstanding -= 1;
     if let Err(e) = s.ring.complete(cmd, reply) {
@@ -453,9 +455,6 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-
-/// SCSI status TASK ABORTED.
-const TASK_ABORTED: u8 = 0x40;
 
 /// A worker whose backend call has run this long counts as stuck: a
 /// replacement is started, so that hung calls never take the whole pool.

@@ -1,6 +1,7 @@
 //! The ring against the simulated kernel.
 
 use proptest::prelude::*;
+use scsi_sense_codes::ScsiStatus;
 use tcmu_core::sim::{SimConfig, SimKernel};
 use tcmu_core::{Command, Reply, Ring, RingEntry, RingError};
 use tcmu_sys::*;
@@ -102,7 +103,11 @@ fn out_of_order_completions_are_accepted_by_the_kernel() {
     let mut cmds: Vec<Command> = (0..8).map(|_| command(&mut ring)).collect();
     cmds.reverse();
     for (n, cmd) in cmds.into_iter().enumerate() {
-        let status = if n % 2 == 0 { 0 } else { 8 };
+        let status = if n % 2 == 0 {
+            ScsiStatus::Good
+        } else {
+            ScsiStatus::Busy
+        };
         ring.complete(cmd, &Reply::status(status)).unwrap();
     }
     let mut done = k.reap();
@@ -121,7 +126,7 @@ fn in_order_kernels_see_completions_in_ring_order() {
     let b = k.submit(&[0, 0, 0, 0, 0, 0], &[], 0).unwrap();
     let ca = command(&mut ring);
     let cb = command(&mut ring);
-    ring.complete(cb, &Reply::status(8)).unwrap();
+    ring.complete(cb, &Reply::status(ScsiStatus::Busy)).unwrap();
     assert!(
         !ring.take_notify(),
         "the tail cannot pass the first command yet"
@@ -368,7 +373,8 @@ proptest! {
                 let cmd = cmds.swap_remove(order[i % order.len()] as usize % cmds.len());
                 let status = (cmd.id() % 3) as u8 * 4; // GOOD, CONDITION MET, BUSY
                 expected.insert(cmd.id(), status);
-                ring.complete(cmd, &Reply::status(status)).unwrap();
+                let reply = Reply::status(ScsiStatus::from_u8(status).unwrap());
+                ring.complete(cmd, &reply).unwrap();
                 i += 1;
             }
             let done = k.reap();

@@ -625,7 +625,7 @@ mod tests {
             .unwrap();
         assert_eq!(dev.block_size(), 4096);
         assert_eq!(dev.num_blocks(), 256);
-        assert!(!dev.read_only());
+        assert!(!dev.capabilities().read_only);
     }
 
     #[test]
@@ -668,7 +668,7 @@ mod tests {
                 ..options(Some(4096), 512)
             };
             let dev = spec.open(&ro).unwrap();
-            assert!(dev.read_only(), "{spec:?}");
+            assert!(dev.capabilities().read_only, "{spec:?}");
             assert_eq!(dev.write(0, &[0; 512]), Err(BlockError::ReadOnly));
         }
         assert_eq!(std::fs::read(&path.0).unwrap(), vec![5u8; 4096]);

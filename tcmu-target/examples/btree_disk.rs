@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use scsi_emu::{BlockDevice, BlockError};
+use scsi_emu::{BlockDevice, BlockError, DeviceCapabilities, Extent};
 use tcmu_target::Target;
 
 const BLOCK: usize = 4096;
@@ -49,17 +49,16 @@ impl BlockDevice for BTreeDisk {
 
     // Thin provisioning for free: unmapping forgets blocks, which then read
     // as zeros, so the disk advertises UNMAP and discards work.
-    fn can_unmap(&self) -> bool {
-        true
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities::new()
+            .unmap(true)
+            .unmap_reads_zeroes(true)
     }
 
-    fn unmap_reads_zeroes(&self) -> bool {
-        true
-    }
-
-    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
         let mut map = self.blocks.write().map_err(|_| BlockError::Medium)?;
-        let doomed: Vec<u64> = map.range(lba..lba + blocks).map(|(k, _)| *k).collect();
+        let end = extent.lba + extent.blocks;
+        let doomed: Vec<u64> = map.range(extent.lba..end).map(|(k, _)| *k).collect();
         for k in doomed {
             map.remove(&k);
         }

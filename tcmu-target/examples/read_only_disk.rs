@@ -2,7 +2,7 @@
 //! the text "block N" padded with dots. Writes are refused with DATA
 //! PROTECT, and the disk shows up write-protected. Run as root; stop with ^C.
 
-use scsi_emu::{BlockDevice, BlockError};
+use scsi_emu::{BlockDevice, BlockError, DeviceCapabilities};
 use tcmu_target::Target;
 
 /// 64 MiB of generated, immutable blocks.
@@ -32,8 +32,8 @@ impl BlockDevice for GeneratedDisk {
         Err(BlockError::ReadOnly)
     }
 
-    fn read_only(&self) -> bool {
-        true
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities::new().read_only(true)
     }
 
     fn product_name(&self) -> &str {

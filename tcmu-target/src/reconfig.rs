@@ -266,8 +266,8 @@ mod tests {
         fn write(&self, _lba: u64, _buf: &[u8]) -> Result<(), BlockError> {
             Ok(())
         }
-        fn write_cache(&self) -> bool {
-            self.write_cache
+        fn capabilities(&self) -> scsi_emu::DeviceCapabilities {
+            scsi_emu::DeviceCapabilities::new().write_cache(self.write_cache)
         }
         fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
             if !self.resizable {

@@ -14,10 +14,9 @@ use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, fallocate};
 use nix::sys::uio::{preadv, pwritev};
 use nix::unistd::{Whence, lseek};
-use scsi_emu::{BlockDevice, BlockError};
+use scsi_emu::{BlockDevice, BlockError, DeviceCapabilities, Extent, ExtentStatus, WriteFlags};
 
 use super::aligned::{AlignedBuf, is_aligned};
-use super::error::io_error;
 use super::options::FileKind;
 
 /// Buffers of one command passed to `preadv`/`pwritev` without allocating
@@ -157,7 +156,7 @@ impl FileDevice {
                     self.path.display()
                 );
             }
-            io_error(e)
+            BlockError::from(e)
         })
     }
 
@@ -183,14 +182,14 @@ impl FileDevice {
     fn write_bytes(&self, file: &File, buf: &[u8], offset: u64) -> Result<(), BlockError> {
         let _serial = self.serialize_write();
         if !self.direct || is_aligned(buf) {
-            return file.write_all_at(buf, offset).map_err(io_error);
+            return file.write_all_at(buf, offset).map_err(BlockError::from);
         }
         let mut bounce = AlignedBuf::zeroed(buf.len().min(MAX_BUFFER));
         let mut pos = offset;
         for piece in buf.chunks(MAX_BUFFER) {
             let tmp = &mut bounce.as_mut_slice()[..piece.len()];
             tmp.copy_from_slice(piece);
-            file.write_all_at(tmp, pos).map_err(io_error)?;
+            file.write_all_at(tmp, pos).map_err(BlockError::from)?;
             pos += piece.len() as u64;
         }
         Ok(())
@@ -213,7 +212,7 @@ impl FileDevice {
             let n = (len - done).min(MAX_BUFFER as u64) as usize;
             self.file
                 .write_all_at(&zeros.as_slice()[..n], offset + done)
-                .map_err(io_error)?;
+                .map_err(BlockError::from)?;
             done += n as u64;
         }
         Ok(())
@@ -242,7 +241,7 @@ impl FileDevice {
                 supported.store(false, Ordering::Relaxed);
                 Ok(false)
             }
-            Err(errno) => Err(io_error(io::Error::from(errno))),
+            Err(errno) => Err(BlockError::from_errno(errno as i32)),
         }
     }
 }
@@ -295,19 +294,6 @@ impl BlockDevice for FileDevice {
         self.write_bytes(&self.file, buf, offset)
     }
 
-    fn write_fua(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        let offset = self.offset(lba, buf.len())?;
-        self.check_writable()?;
-        match &self.dsync {
-            // O_DSYNC syncs just this range, not every dirty page of the file.
-            Some(dsync) => self.write_bytes(dsync, buf, offset),
-            None => {
-                self.write_bytes(&self.file, buf, offset)?;
-                self.flush()
-            }
-        }
-    }
-
     /// One `preadv` for a command scattered over several buffers.
     fn read_vectored(&self, lba: u64, bufs: &mut [&mut [u8]]) -> Result<(), BlockError> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
@@ -342,7 +328,7 @@ impl BlockDevice for FileDevice {
                 }
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
-                Err(errno) => return Err(io_error(io::Error::from(errno))),
+                Err(errno) => return Err(BlockError::from_errno(errno as i32)),
             };
             pos += n as u64;
             IoSliceMut::advance_slices(&mut rest, n);
@@ -351,7 +337,13 @@ impl BlockDevice for FileDevice {
     }
 
     /// One `pwritev` (through the O_DSYNC descriptor for FUA).
-    fn write_vectored(&self, lba: u64, bufs: &[&[u8]], fua: bool) -> Result<(), BlockError> {
+    fn write_vectored(
+        &self,
+        lba: u64,
+        bufs: &[&[u8]],
+        flags: WriteFlags,
+    ) -> Result<(), BlockError> {
+        let fua = flags.fua;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let offset = self.offset(lba, total)?;
         self.check_writable()?;
@@ -380,7 +372,7 @@ impl BlockDevice for FileDevice {
                 Ok(0) => return Err(BlockError::NoSpace),
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
-                Err(errno) => return Err(io_error(io::Error::from(errno))),
+                Err(errno) => return Err(BlockError::from_errno(errno as i32)),
             };
             pos += n as u64;
             IoSlice::advance_slices(&mut rest, n);
@@ -395,16 +387,21 @@ impl BlockDevice for FileDevice {
         if self.read_only {
             return Ok(());
         }
-        self.file.sync_data().map_err(io_error)
+        self.file.sync_data().map_err(BlockError::from)
     }
 
-    /// The page cache holds written data until a flush.
-    fn write_cache(&self) -> bool {
-        true
-    }
-
-    fn read_only(&self) -> bool {
-        self.read_only
+    /// The page cache holds written data until a flush (a write cache).
+    /// Regular files punch holes (which read as zeros) and report them;
+    /// block devices do neither.
+    fn capabilities(&self) -> DeviceCapabilities {
+        let regular = self.kind == FileKind::Regular;
+        DeviceCapabilities::new()
+            .read_only(self.read_only)
+            .write_cache(true)
+            .unmap(regular && !self.read_only)
+            .unmap_reads_zeroes(regular)
+            .write_zeroes(!self.read_only)
+            .lba_status(regular)
     }
 
     fn product_name(&self) -> &str {
@@ -414,17 +411,9 @@ impl BlockDevice for FileDevice {
         }
     }
 
-    fn can_unmap(&self) -> bool {
-        self.kind == FileKind::Regular && !self.read_only
-    }
-
-    fn unmap_reads_zeroes(&self) -> bool {
-        self.kind == FileKind::Regular
-    }
-
     /// Punches a hole, giving the space back to the file system.
-    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        let (offset, len) = self.block_range(lba, blocks)?;
+    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+        let (offset, len) = self.block_range(extent.lba, extent.blocks)?;
         self.check_writable()?;
         if self.kind != FileKind::Regular {
             return Err(BlockError::Unsupported);
@@ -440,12 +429,8 @@ impl BlockDevice for FileDevice {
         self.write_zero_bytes(offset, len)
     }
 
-    fn can_write_zeroes(&self) -> bool {
-        !self.read_only
-    }
-
-    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        let (offset, len) = self.block_range(lba, blocks)?;
+    fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
+        let (offset, len) = self.block_range(extent.lba, extent.blocks)?;
         self.check_writable()?;
         if len == 0 {
             return Ok(());
@@ -460,9 +445,12 @@ impl BlockDevice for FileDevice {
     /// For regular files, from the file system's holes (`SEEK_DATA` and
     /// `SEEK_HOLE`); a block that holds any data counts as mapped. Block
     /// devices do not tell.
-    fn lba_status(&self, lba: u64) -> Option<(u64, bool)> {
-        if self.kind != FileKind::Regular || lba >= self.num_blocks() {
-            return None;
+    fn lba_status(&self, lba: u64) -> Result<ExtentStatus, BlockError> {
+        if self.kind != FileKind::Regular {
+            return Err(BlockError::Unsupported);
+        }
+        if lba >= self.num_blocks() {
+            return Err(BlockError::OutOfRange);
         }
         let block_size = u64::from(self.block_size);
         let start = lba * block_size;
@@ -482,7 +470,12 @@ impl BlockDevice for FileDevice {
             Err(_) => (true, end),
         };
         let extent_end = extent_end.clamp(start + block_size, end);
-        Some(((extent_end - start) / block_size, mapped))
+        let extent = Extent::new(lba, (extent_end - start) / block_size);
+        Ok(if mapped {
+            ExtentStatus::mapped(extent)
+        } else {
+            ExtentStatus::deallocated(extent)
+        })
     }
 }
 
@@ -509,4 +502,20 @@ fn write_each(dev: &FileDevice, lba: u64, bufs: &[&[u8]], fua: bool) -> Result<(
         at += buf.len() as u64 / u64::from(dev.block_size);
     }
     Ok(())
+}
+
+impl FileDevice {
+    /// One buffer, durable when this returns.
+    fn write_fua(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        let offset = self.offset(lba, buf.len())?;
+        self.check_writable()?;
+        match &self.dsync {
+            // O_DSYNC syncs just this range, not every dirty page of the file.
+            Some(dsync) => self.write_bytes(dsync, buf, offset),
+            None => {
+                self.write_bytes(&self.file, buf, offset)?;
+                self.flush()
+            }
+        }
+    }
 }

@@ -1,11 +1,9 @@
-//! Why a file device could not be opened, and backend errors as
-//! [`BlockError`]s.
+//! Why a file device could not be opened.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use nix::libc;
-use scsi_emu::BlockError;
 
 /// Why a [`FileDevice`](super::FileDevice) could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -116,18 +114,6 @@ fn unusable_size(path: &Path, size: u64, block_size: u32) -> String {
             "{} is {size} bytes, not a multiple of the block size {block_size}",
             path.display()
         )
-    }
-}
-
-/// Map an I/O error to what the SCSI layer reports.
-pub(super) fn io_error(e: io::Error) -> BlockError {
-    match e.raw_os_error() {
-        Some(libc::ENOSPC | libc::EDQUOT) => BlockError::NoSpace,
-        // The file system went read-only (often after errors of its own).
-        Some(libc::EROFS) => BlockError::ReadOnly,
-        Some(errno) => BlockError::Io(errno),
-        // Short reads at the end of a truncated file, zero-length writes.
-        None => BlockError::Medium,
     }
 }
 

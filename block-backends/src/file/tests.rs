@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use nix::libc;
-use scsi_emu::{BlockDevice, BlockError};
+use scsi_emu::{BlockDevice, BlockError, Extent, ExtentStatus, WriteFlags};
 
 use crate::test_support::pattern;
 
@@ -92,7 +92,7 @@ fn vectored_io_lands_where_sequential_io_would() {
     let data = pattern(512 * 11, 9);
     // Three buffers of 2, 8 and 1 blocks, written with one call.
     let parts: [&[u8]; 3] = [&data[..1024], &data[1024..5120], &data[5120..]];
-    dev.write_vectored(40, &parts, false).unwrap();
+    dev.write_vectored(40, &parts, WriteFlags::NONE).unwrap();
     assert_eq!(read_vec(&dev, 40, 11), data);
     // Read back into differently cut buffers with one call.
     let (mut a, mut b) = (vec![0u8; 512 * 5], vec![0u8; 512 * 6]);
@@ -100,7 +100,7 @@ fn vectored_io_lands_where_sequential_io_would() {
     assert_eq!([a, b].concat(), data);
     // FUA goes through the synchronous path and lands the same way.
     let again = pattern(512 * 3, 77);
-    dev.write_vectored(1, &[&again[..512], &again[512..]], true)
+    dev.write_vectored(1, &[&again[..512], &again[512..]], WriteFlags::FUA)
         .unwrap();
     assert_eq!(read_vec(&dev, 1, 3), again);
     // Past the end: refused before any I/O.
@@ -118,7 +118,7 @@ fn vectored_io_with_more_buffers_than_fit_on_the_stack() {
     for count in [INLINE_SLICES, INLINE_SLICES + 1, 3 * INLINE_SLICES] {
         let data = pattern(512 * count, count as u8);
         let parts: Vec<&[u8]> = data.chunks(512).collect();
-        dev.write_vectored(100, &parts, false).unwrap();
+        dev.write_vectored(100, &parts, WriteFlags::NONE).unwrap();
         assert_eq!(read_vec(&dev, 100, count), data, "{count} buffers");
         let mut back = vec![0u8; data.len()];
         let mut pieces: Vec<&mut [u8]> = back.chunks_mut(512).collect();
@@ -142,7 +142,7 @@ fn buffered_writes_from_many_threads_all_land() {
                 for i in 0..50 {
                     let lba = t * 256 + i * 4;
                     let data = pattern(2048, (t * 50 + i) as u8);
-                    dev.write_vectored(lba, &[&data[..1024], &data[1024..]], false)
+                    dev.write_vectored(lba, &[&data[..1024], &data[1024..]], WriteFlags::NONE)
                         .unwrap();
                 }
             })
@@ -348,12 +348,18 @@ fn read_only_refuses_every_change() {
         ..FileOptions::new(512)
     };
     let dev = FileDevice::open(&path.0, options).unwrap();
-    assert!(dev.read_only());
-    assert!(!dev.can_unmap() && !dev.can_write_zeroes());
+    assert!(dev.capabilities().read_only);
+    assert!(!dev.capabilities().unmap && !dev.capabilities().write_zeroes);
     assert_eq!(dev.write(0, &[0; 512]), Err(BlockError::ReadOnly));
-    assert_eq!(dev.write_fua(0, &[0; 512]), Err(BlockError::ReadOnly));
-    assert_eq!(dev.unmap(0, 1), Err(BlockError::ReadOnly));
-    assert_eq!(dev.write_zeroes(0, 1), Err(BlockError::ReadOnly));
+    assert_eq!(
+        dev.write_vectored(0, &[&[0; 512]], WriteFlags::FUA),
+        Err(BlockError::ReadOnly)
+    );
+    assert_eq!(dev.unmap(Extent::new(0, 1)), Err(BlockError::ReadOnly));
+    assert_eq!(
+        dev.write_zeroes(Extent::new(0, 1)),
+        Err(BlockError::ReadOnly)
+    );
     assert_eq!(dev.flush(), Ok(()));
     assert_eq!(read_vec(&dev, 0, 8), data);
     assert_eq!(std::fs::read(&path.0).unwrap(), data);
@@ -370,25 +376,31 @@ fn out_of_range_requests_are_rejected() {
         );
         assert_eq!(dev.write(lba, &vec![1; len]), Err(BlockError::OutOfRange));
         assert_eq!(
-            dev.write_fua(lba, &vec![1; len]),
+            dev.write_vectored(lba, &[&vec![1; len]], WriteFlags::FUA),
             Err(BlockError::OutOfRange)
         );
     }
     for (lba, blocks) in [(100, 1), (50, 51), (u64::MAX, 2)] {
-        assert_eq!(dev.unmap(lba, blocks), Err(BlockError::OutOfRange));
-        assert_eq!(dev.write_zeroes(lba, blocks), Err(BlockError::OutOfRange));
+        assert_eq!(
+            dev.unmap(Extent::new(lba, blocks)),
+            Err(BlockError::OutOfRange)
+        );
+        assert_eq!(
+            dev.write_zeroes(Extent::new(lba, blocks)),
+            Err(BlockError::OutOfRange)
+        );
     }
     // Nothing grew the file.
     assert_eq!(std::fs::metadata(&path.0).unwrap().len(), 100 * 512);
-    assert_eq!(dev.unmap(100, 0), Ok(()));
-    assert_eq!(dev.write_zeroes(100, 0), Ok(()));
+    assert_eq!(dev.unmap(Extent::new(100, 0)), Ok(()));
+    assert_eq!(dev.write_zeroes(Extent::new(100, 0)), Ok(()));
 }
 
 #[test]
 fn unmap_punches_holes_that_read_as_zeros() {
     let path = TempPath::new("punch");
     let dev = create(&path, 4096, 8 << 20);
-    assert!(dev.can_unmap() && dev.unmap_reads_zeroes());
+    assert!(dev.capabilities().unmap && dev.capabilities().unmap_reads_zeroes);
     let data = pattern(8 << 20, 6);
     dev.write(0, &data).unwrap();
     dev.flush().unwrap();
@@ -396,7 +408,7 @@ fn unmap_punches_holes_that_read_as_zeros() {
     assert!(full >= 8 << 20, "allocated {full}");
 
     // 4 MiB from 1 MiB on.
-    dev.unmap(256, 1024).unwrap();
+    dev.unmap(Extent::new(256, 1024)).unwrap();
     let after = dev.allocated_bytes().unwrap();
     assert!(after <= full - (4 << 20), "allocated {full} -> {after}");
     assert_eq!(std::fs::metadata(&path.0).unwrap().len(), 8 << 20);
@@ -410,11 +422,11 @@ fn unmap_punches_holes_that_read_as_zeros() {
 fn write_zeroes_zeroes_exactly_the_range() {
     let path = TempPath::new("zero");
     let dev = create(&path, 512, 1 << 20);
-    assert!(dev.can_write_zeroes());
+    assert!(dev.capabilities().write_zeroes);
     let data = pattern(1 << 20, 7);
     dev.write(0, &data).unwrap();
     // An odd range that is not aligned to file system blocks.
-    dev.write_zeroes(3, 1001).unwrap();
+    dev.write_zeroes(Extent::new(3, 1001)).unwrap();
     let mut want = data.clone();
     want[3 * 512..1004 * 512].fill(0);
     assert_eq!(read_vec(&dev, 0, 2048), want);
@@ -430,8 +442,8 @@ fn zeroing_falls_back_to_writing_zeros() {
     dev.zero_range.store(false, Ordering::Relaxed);
     dev.punch_hole.store(false, Ordering::Relaxed);
     // Longer than one zero buffer.
-    dev.write_zeroes(1, 2500).unwrap();
-    dev.unmap(4000, 100).unwrap();
+    dev.write_zeroes(Extent::new(1, 2500)).unwrap();
+    dev.unmap(Extent::new(4000, 100)).unwrap();
     let got = read_vec(&dev, 0, 6144);
     assert_eq!(got[..512], [9; 512]);
     assert!(got[512..2501 * 512].iter().all(|&b| b == 0));
@@ -467,7 +479,8 @@ fn removed_file_stays_usable_while_open() {
     let dev = create(&path, 512, 16 * 512);
     std::fs::remove_file(&path.0).unwrap();
     dev.write(3, &[4; 512]).unwrap();
-    dev.write_fua(4, &[5; 512]).unwrap();
+    dev.write_vectored(4, &[&[5; 512]], WriteFlags::FUA)
+        .unwrap();
     dev.flush().unwrap();
     assert_eq!(read_vec(&dev, 3, 2)[..512], [4; 512]);
     assert_eq!(read_vec(&dev, 4, 1), vec![5; 512]);
@@ -477,11 +490,12 @@ fn removed_file_stays_usable_while_open() {
 fn fua_writes_use_a_dsync_descriptor_on_the_same_file() {
     let path = TempPath::new("fua");
     let dev = create(&path, 512, 64 * 512);
-    assert!(dev.write_cache());
+    assert!(dev.capabilities().write_cache);
     let dsync = dev.dsync.as_ref().expect("an O_DSYNC descriptor");
     let flags = nix::fcntl::fcntl(dsync.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
     assert_ne!(flags & libc::O_DSYNC, 0, "flags {flags:#x}");
-    dev.write_fua(9, &pattern(2048, 9)).unwrap();
+    dev.write_vectored(9, &[&pattern(2048, 9)], WriteFlags::FUA)
+        .unwrap();
     assert_eq!(read_vec(&dev, 9, 4), pattern(2048, 9));
     assert_eq!(
         std::fs::read(&path.0).unwrap()[9 * 512..13 * 512],
@@ -520,8 +534,9 @@ fn direct_io_with_aligned_and_unaligned_buffers() {
     dev.read(3, &mut back[1..]).unwrap();
     assert_eq!(back[1..], data);
 
-    dev.write_fua(900, &unaligned[1..4097]).unwrap();
-    dev.write_zeroes(4, 1).unwrap();
+    dev.write_vectored(900, &[&unaligned[1..4097]], WriteFlags::FUA)
+        .unwrap();
+    dev.write_zeroes(Extent::new(4, 1)).unwrap();
     dev.flush().unwrap();
     let file = std::fs::read(&path.0).unwrap();
     assert_eq!(file[3 * 4096..4 * 4096], data[..4096]);
@@ -534,24 +549,54 @@ fn direct_io_with_aligned_and_unaligned_buffers() {
 fn lba_status_reports_holes_and_data() {
     let path = TempPath::new("status");
     let dev = create(&path, 4096, 16 << 20); // 4096 blocks
-    assert_eq!(dev.lba_status(0), Some((4096, false)));
-    assert_eq!(dev.lba_status(4095), Some((1, false)));
-    assert_eq!(dev.lba_status(4096), None);
+    assert_eq!(
+        dev.lba_status(0),
+        Ok(ExtentStatus::deallocated(Extent::new(0, 4096)))
+    );
+    assert_eq!(
+        dev.lba_status(4095),
+        Ok(ExtentStatus::deallocated(Extent::new(4095, 1)))
+    );
+    assert_eq!(dev.lba_status(4096), Err(BlockError::OutOfRange));
 
     // 1 MiB of data from block 1024.
     dev.write(1024, &pattern(1 << 20, 11)).unwrap();
     dev.flush().unwrap();
-    assert_eq!(dev.lba_status(0), Some((1024, false)));
-    assert_eq!(dev.lba_status(1000), Some((24, false)));
-    assert_eq!(dev.lba_status(1024), Some((256, true)));
-    assert_eq!(dev.lba_status(1100), Some((180, true)));
-    assert_eq!(dev.lba_status(1280), Some((4096 - 1280, false)));
+    assert_eq!(
+        dev.lba_status(0),
+        Ok(ExtentStatus::deallocated(Extent::new(0, 1024)))
+    );
+    assert_eq!(
+        dev.lba_status(1000),
+        Ok(ExtentStatus::deallocated(Extent::new(1000, 24)))
+    );
+    assert_eq!(
+        dev.lba_status(1024),
+        Ok(ExtentStatus::mapped(Extent::new(1024, 256)))
+    );
+    assert_eq!(
+        dev.lba_status(1100),
+        Ok(ExtentStatus::mapped(Extent::new(1100, 180)))
+    );
+    assert_eq!(
+        dev.lba_status(1280),
+        Ok(ExtentStatus::deallocated(Extent::new(1280, 4096 - 1280)))
+    );
 
     // A punched hole in the middle splits the data.
-    dev.unmap(1100, 100).unwrap();
-    assert_eq!(dev.lba_status(1024), Some((76, true)));
-    assert_eq!(dev.lba_status(1100), Some((100, false)));
-    assert_eq!(dev.lba_status(1200), Some((80, true)));
+    dev.unmap(Extent::new(1100, 100)).unwrap();
+    assert_eq!(
+        dev.lba_status(1024),
+        Ok(ExtentStatus::mapped(Extent::new(1024, 76)))
+    );
+    assert_eq!(
+        dev.lba_status(1100),
+        Ok(ExtentStatus::deallocated(Extent::new(1100, 100)))
+    );
+    assert_eq!(
+        dev.lba_status(1200),
+        Ok(ExtentStatus::mapped(Extent::new(1200, 80)))
+    );
 
     // Beyond the end of a truncated file: deallocated.
     std::fs::OpenOptions::new()
@@ -560,7 +605,10 @@ fn lba_status_reports_holes_and_data() {
         .unwrap()
         .set_len(2048 * 4096)
         .unwrap();
-    assert_eq!(dev.lba_status(3000), Some((1096, false)));
+    assert_eq!(
+        dev.lba_status(3000),
+        Ok(ExtentStatus::deallocated(Extent::new(3000, 1096)))
+    );
 }
 
 #[test]
@@ -571,19 +619,6 @@ fn aligned_buffers_are_aligned() {
         assert_eq!(buf.as_mut_slice().len(), len);
         assert!(buf.as_slice().iter().all(|&b| b == 0));
     }
-}
-
-#[test]
-fn io_errors_map_to_block_errors() {
-    let errno = io::Error::from_raw_os_error;
-    assert_eq!(io_error(errno(libc::EIO)), BlockError::Io(libc::EIO));
-    assert_eq!(io_error(errno(libc::ENOSPC)), BlockError::NoSpace);
-    assert_eq!(io_error(errno(libc::EDQUOT)), BlockError::NoSpace);
-    assert_eq!(io_error(errno(libc::EROFS)), BlockError::ReadOnly);
-    assert_eq!(
-        io_error(io::Error::from(io::ErrorKind::UnexpectedEof)),
-        BlockError::Medium
-    );
 }
 
 #[test]

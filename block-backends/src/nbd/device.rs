@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use scsi_emu::{BlockDevice, BlockError, BlockSize};
+use scsi_emu::{BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent, WriteFlags};
 
 use super::address::NbdAddress;
 use super::connection::{
@@ -437,12 +437,25 @@ impl BlockDevice for NbdDevice {
         self.write_with(lba, buf, 0)
     }
 
-    fn write_fua(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        if self.has(TFLAG_SEND_FUA) {
-            self.write_with(lba, buf, CMD_FLAG_FUA)
-        } else {
-            self.write_with(lba, buf, 0)?;
+    /// A FUA write carries NBD's FUA flag when the server takes it, and
+    /// is followed by a flush when it does not.
+    fn write_vectored(
+        &self,
+        lba: u64,
+        bufs: &[&[u8]],
+        flags: WriteFlags,
+    ) -> Result<(), BlockError> {
+        let native_fua = flags.fua && self.has(TFLAG_SEND_FUA);
+        let command_flags = if native_fua { CMD_FLAG_FUA } else { 0 };
+        let mut at = lba;
+        for buf in bufs.iter().filter(|b| !b.is_empty()) {
+            self.write_with(at, buf, command_flags)?;
+            at += buf.len() as u64 / u64::from(self.block_size);
+        }
+        if flags.fua && !native_fua {
             self.flush()
+        } else {
+            Ok(())
         }
     }
 
@@ -454,23 +467,24 @@ impl BlockDevice for NbdDevice {
         self.wait(ticket).map(drop)
     }
 
-    fn write_cache(&self) -> bool {
-        self.has(TFLAG_SEND_FLUSH)
-    }
-
-    fn read_only(&self) -> bool {
-        self.has(TFLAG_READ_ONLY)
+    /// What the server's transmission flags offer: a server that takes
+    /// flushes has a write cache; trimmed blocks are not promised to read
+    /// as zeros.
+    fn capabilities(&self) -> DeviceCapabilities {
+        let writable = !self.has(TFLAG_READ_ONLY);
+        DeviceCapabilities::new()
+            .read_only(!writable)
+            .write_cache(self.has(TFLAG_SEND_FLUSH))
+            .unmap(self.has(TFLAG_SEND_TRIM) && writable)
+            .write_zeroes(self.has(TFLAG_SEND_WRITE_ZEROES) && writable)
     }
 
     fn product_name(&self) -> &str {
         "NBD export"
     }
 
-    fn can_unmap(&self) -> bool {
-        self.has(TFLAG_SEND_TRIM) && !self.has(TFLAG_READ_ONLY)
-    }
-
-    fn unmap(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+        let Extent { lba, blocks } = extent;
         if self.has(TFLAG_READ_ONLY) {
             return Err(BlockError::ReadOnly);
         }
@@ -480,11 +494,8 @@ impl BlockDevice for NbdDevice {
         self.zeroing_command(CMD_TRIM, lba, blocks)
     }
 
-    fn can_write_zeroes(&self) -> bool {
-        self.has(TFLAG_SEND_WRITE_ZEROES) && !self.has(TFLAG_READ_ONLY)
-    }
-
-    fn write_zeroes(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+    fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
+        let Extent { lba, blocks } = extent;
         if self.has(TFLAG_SEND_WRITE_ZEROES) {
             return self.zeroing_command(CMD_WRITE_ZEROES, lba, blocks);
         }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use block_backends::MemoryDevice;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use scsi_emu::{BlockDevice, Emulator, LunIdentity};
-use tcmu_core::server::{CommandHandler, drain};
+use tcmu_core::CommandHandler;
+use tcmu_core::server::drain;
 use tcmu_core::sim::{SimConfig, SimKernel};
 use tcmu_core::{DataSegments, Reply, Ring};
 

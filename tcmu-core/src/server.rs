@@ -24,18 +24,13 @@ use std::time::{Duration, Instant};
 
 use scsi_sense_codes::ScsiStatus;
 
+use crate::handler::{AsyncCommandHandler, CommandHandler};
 use crate::layout::MB_CMD_HEAD;
-use crate::mem::DataSegments;
+use crate::pending::{Completer, PendingCommand};
 use crate::poll::wait_readable;
 use crate::ring::{Command, Reply, Ring, RingEntry, RingError};
 use crate::uio::{UioDevice, Wake};
 use crate::work_queue::{Next, SharedNotify, WorkQueue};
-
-/// Executes SCSI commands; the SCSI emulator implements it.
-pub trait CommandHandler {
-    /// Execute `cdb` with its data buffer and say how it ended.
-    fn handle(&self, cdb: &[u8], data: &mut DataSegments) -> Reply;
-}
 
 /// The notification channel between kernel and handler: the UIO device,
 /// or the simulated kernel's stand-in.
@@ -129,7 +124,7 @@ pub fn serve<D, H>(
 ) -> Result<(), ServeError>
 where
     D: Doorbell + Send + Sync + 'static,
-    H: CommandHandler + Send + Sync + 'static,
+    H: AsyncCommandHandler + ?Sized + 'static,
 {
     serve_with(uio, ring, handler, stop, ServeOptions::default())
 }
@@ -142,6 +137,11 @@ where
 /// read (see the module documentation); the worker that executed a
 /// command completes it in the ring and notifies the kernel itself.
 ///
+/// The handler may complete a command after `start` returns, from any
+/// thread ([`AsyncCommandHandler`]): such a pending command holds no
+/// worker, counts as executing for the drain on stop, and is never taken
+/// for a stuck call.
+///
 /// Worker threads are not joined: a backend call that never returns keeps
 /// its thread, not the caller. Its command is completed late (exactly
 /// once) if serving still runs, or left to the kernel's `cmd_time_out`.
@@ -151,17 +151,17 @@ where
 /// the whole pool.
 pub fn serve_with<D, H>(
     uio: Arc<D>,
-    mut ring: Ring,
+    ring: Ring,
     handler: Arc<H>,
     stop: BorrowedFd<'_>,
     options: ServeOptions,
 ) -> Result<(), ServeError>
 where
     D: Doorbell + Send + Sync + 'static,
-    H: CommandHandler + Send + Sync + 'static,
+    H: AsyncCommandHandler + ?Sized + 'static,
 {
     if options.workers == 0 {
-        return serve_inline(&*uio, &mut ring, &*handler, stop);
+        return serve_inline(&*uio, ring, &*handler, stop, options.drain_timeout);
     }
     let (wake_rx, wake_tx) = UnixStream::pair()?;
     wake_rx.set_nonblocking(true)?;
@@ -191,7 +191,7 @@ where
             let ctx = ctx.clone();
             std::thread::Builder::new()
                 .name(format!("tcmu-worker-{n}"))
-                .spawn(move || work(&ctx, &busy_since, epoch))
+                .spawn(move || work(ctx, &busy_since, epoch))
                 .map(drop)
         }
     };
@@ -272,37 +272,32 @@ struct Context<D: ?Sized, H: ?Sized> {
 }
 
 /// A worker: take a queued command, or lead (read the ring) when nobody
-/// does, execute, complete.
-fn work<D, H>(ctx: &Context<D, H>, busy_since: &AtomicU64, epoch: Instant)
+/// does, start it (a synchronous handler completes it meanwhile).
+fn work<D, H>(ctx: Arc<Context<D, H>>, busy_since: &AtomicU64, epoch: Instant)
 where
-    D: Doorbell + ?Sized,
-    H: CommandHandler + ?Sized,
+    D: Doorbell + Send + Sync + ?Sized + 'static,
+    H: AsyncCommandHandler + ?Sized + 'static,
 {
+    let completer: Arc<dyn Completer> = ctx.clone();
     let mut batch = Vec::new();
     loop {
-        let mut cmd = match ctx.work.next() {
+        let cmd = match ctx.work.next() {
             Next::Item(cmd) => cmd,
-            Next::Lead => match lead(ctx, &mut batch) {
+            Next::Lead => match lead(&ctx, &mut batch) {
                 Some(cmd) => cmd,
                 None => continue,
             },
             Next::Closed => return,
         };
         busy_since.store(since(epoch), Ordering::Relaxed);
-        let reply = if ctx.aborted.contains(cmd.id()) {
+        let pending = PendingCommand::new(cmd, completer.clone());
+        if ctx.aborted.contains(pending.id()) {
             // Aborted while queued: never executed.
-            Reply::status(ScsiStatus::TaskAborted)
+            pending.complete(&Reply::status(ScsiStatus::TaskAborted));
         } else {
-            let (cdb, data) = cmd.cdb_and_data();
-            ctx.handler.handle(cdb, data)
-        };
-        busy_since.store(IDLE, Ordering::Relaxed);
-        ctx.completing.fetch_add(1, Ordering::SeqCst);
-        if !complete(ctx, cmd, &reply) {
-            // Serving ended, or the supervisor must see an error.
-            let _ = (&ctx.wake_supervisor).write(&[1]);
-            return;
+            ctx.handler.start(pending);
         }
+        busy_since.store(IDLE, Ordering::Relaxed);
     }
 }
 
@@ -313,12 +308,15 @@ where
 fn lead<D, H>(ctx: &Context<D, H>, batch: &mut Vec<Command>) -> Option<Command>
 where
     D: Doorbell + ?Sized,
-    H: CommandHandler + ?Sized,
+    H: ?Sized,
 {
     loop {
         let mut s = lock(&ctx.shared);
         if s.closed || s.failure.is_some() || !ctx.work.reading() {
             drop(s);
+            // Nobody reads any more (a failed completion stops reading
+            // here; the supervisor ends serving).
+            ctx.work.stop_reading();
             ctx.work.resign(batch);
             return None;
         }
@@ -389,7 +387,7 @@ fn give_up_reading<D, H>(
 ) -> Option<Command>
 where
     D: Doorbell + ?Sized,
-    H: CommandHandler + ?Sized,
+    H: ?Sized,
 {
     lock(&ctx.shared).failure.get_or_insert(e);
     ctx.work.stop_reading();
@@ -398,21 +396,39 @@ where
     None
 }
 
-/// Complete `cmd` with `reply` on a worker and notify the kernel, once for
-/// the completions of workers that finished at the same time: a worker
-/// leaves the notification to another that is about to complete, or to
-/// one notifying already (see [`SharedNotify`]). False
-/// when the worker should stop: serving has ended, or the ring failed (the
-/// failure is left for the supervising thread).
+/// Completions from any thread (a worker, a backend's callback): write the
+/// reply, and notify the kernel once for the completions that arrive at
+/// the same time: a thread leaves the notification to another that is
+/// about to complete, or to one notifying already (see [`SharedNotify`]).
+/// After serving ended a completion is dropped; a failure (a corrupt ring,
+/// a failed notification) is left for the supervising thread.
+impl<D, H> Completer for Context<D, H>
+where
+    D: Doorbell + Send + Sync + ?Sized,
+    H: Send + Sync + ?Sized,
+{
+    fn complete(&self, cmd: Command, reply: &Reply) {
+        self.completing.fetch_add(1, Ordering::SeqCst);
+        if !complete(self, cmd, reply) {
+            let _ = (&self.wake_supervisor).write(&[1]);
+        }
+    }
+}
+
+/// See [`Completer for Context`](Context); false when the supervisor
+/// should look.
 fn complete<D, H>(ctx: &Context<D, H>, cmd: Command, reply: &Reply) -> bool
 where
     D: Doorbell + ?Sized,
-    H: CommandHandler + ?Sized,
+    H: ?Sized,
 {
     let mut s = lock(&ctx.shared);
     // Counted down under the lock, so the last of a group sees zero.
     let others = ctx.completing.fetch_sub(1, Ordering::SeqCst) - 1;
-    if s.closed || s.failure.is_some() {
+    if s.closed {
+        return true;
+    }
+    if s.failure.is_some() {
         return false;
     }
     let id = cmd.id();
@@ -440,7 +456,8 @@ where
 /// entries, each worker completes its commands.
 struct Shared {
     ring: Ring,
-    /// Commands handed to workers and not completed yet.
+    /// Commands read from the ring and not completed yet (queued,
+    /// executing, or pending in an asynchronous handler).
     outstanding: usize,
     /// Serving has returned: late completions are dropped.
     closed: bool,
@@ -491,8 +508,9 @@ impl Pool {
 
     /// With commands queued, or no worker free to read the ring, start one
     /// for each worker stuck in a backend call beyond [`STUCK_AFTER`] (up
-    /// to the limit).
-    fn replace_stuck(&mut self, outstanding: usize) {
+    /// to the limit). Commands pending in an asynchronous handler hold no
+    /// worker and do not count.
+    fn replace_stuck(&mut self, queued: usize) {
         let now = since(self.epoch);
         let stuck_after = STUCK_AFTER.as_millis() as u64;
         let (mut busy, mut stuck) = (0, 0);
@@ -505,7 +523,7 @@ impl Pool {
                 }
             }
         }
-        if outstanding <= busy && busy < self.busy_since.len() {
+        if queued == 0 && busy < self.busy_since.len() {
             // Nothing is queued, and a free worker reads the ring.
             return;
         }
@@ -544,28 +562,127 @@ impl IdSet {
     }
 }
 
-fn serve_inline<H: CommandHandler + ?Sized>(
+/// Without workers: commands start on the serving thread, one after the
+/// other. Completions (made inside `start` by a synchronous handler, or
+/// later from any thread) are collected and written into the ring here,
+/// with one notification per batch. A stop waits up to `drain_timeout`
+/// for pending commands; a second byte on `stop` cuts the wait short.
+fn serve_inline<H: AsyncCommandHandler + ?Sized>(
     uio: &(impl Doorbell + ?Sized),
-    ring: &mut Ring,
+    mut ring: Ring,
     handler: &H,
     stop: BorrowedFd<'_>,
+    drain_timeout: Duration,
 ) -> Result<(), ServeError> {
+    let (wake_rx, wake_tx) = UnixStream::pair()?;
+    wake_rx.set_nonblocking(true)?;
+    wake_tx.set_nonblocking(true)?;
+    let inbox = Arc::new(Inbox {
+        done: Mutex::new(Vec::new()),
+        serving_thread: std::thread::current().id(),
+        wake: wake_tx,
+    });
+    let completer: Arc<dyn Completer> = inbox.clone();
+    let mut outstanding = 0usize;
+    let mut stopping: Option<Instant> = None;
     loop {
-        // Entries may already be waiting (e.g. after a restart), so drain
+        // Entries may already be waiting (e.g. after a restart), so read
         // before the first wait.
-        drain(ring, handler)?;
+        while stopping.is_none() {
+            match ring.next_entry()? {
+                Some(RingEntry::Command(cmd)) => {
+                    outstanding += 1;
+                    handler.start(PendingCommand::new(cmd, completer.clone()));
+                }
+                Some(RingEntry::TaskManagement(tmr)) => {
+                    // Commands still pending finish normally.
+                    log::info!(
+                        "task management {} for commands {:?}",
+                        tmr.kind,
+                        tmr.cmd_ids
+                    );
+                }
+                None => break,
+            }
+        }
+        outstanding -= inbox.write_into(&mut ring)?;
         if ring.take_notify() {
             uio.notify()?;
         }
-        if let Wake::Other(_) = uio.wait(&[stop], None)? {
-            return Ok(());
+        let timeout = match stopping {
+            Some(since) if outstanding == 0 || since.elapsed() >= drain_timeout => {
+                if outstanding > 0 {
+                    log::warn!("stopping with {outstanding} commands still pending");
+                }
+                return Ok(());
+            }
+            Some(_) => Some(Duration::from_millis(20)),
+            None => None,
+        };
+        match uio.wait(&[stop, wake_rx.as_fd()], timeout)? {
+            Wake::Other(0) => {
+                // First byte: drain; any further byte: stop now.
+                let mut bytes = [0u8; 16];
+                let n = nix::unistd::read(stop.as_raw_fd(), &mut bytes)
+                    .unwrap_or(1)
+                    .max(1);
+                if stopping.is_some() || n > 1 || outstanding == 0 {
+                    if outstanding > 0 {
+                        log::warn!("forced stop with {outstanding} commands still pending");
+                    }
+                    return Ok(());
+                }
+                stopping = Some(Instant::now());
+            }
+            Wake::Other(_) => {
+                let mut sink = [0u8; 256];
+                while matches!((&wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+            }
+            Wake::Kernel | Wake::Timeout => {}
         }
+    }
+}
+
+/// Completions waiting for the serving thread of [`serve_inline`].
+struct Inbox {
+    done: Mutex<Vec<(Command, Reply)>>,
+    serving_thread: std::thread::ThreadId,
+    /// A byte here wakes the serving thread (for completions from others).
+    wake: UnixStream,
+}
+
+impl Completer for Inbox {
+    fn complete(&self, cmd: Command, reply: &Reply) {
+        self.done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((cmd, reply.clone()));
+        // The serving thread writes what it completed itself before it
+        // waits; another thread must wake it.
+        if std::thread::current().id() != self.serving_thread {
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+impl Inbox {
+    /// Write every collected completion into the ring; how many.
+    fn write_into(&self, ring: &mut Ring) -> Result<usize, RingError> {
+        let mut done = self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = done.len();
+        for (cmd, reply) in done.drain(..) {
+            ring.complete(cmd, &reply)?;
+        }
+        Ok(n)
     }
 }
 
 /// The calling thread while workers serve: watch for the stop request,
 /// for workers that stopped on an error, and for stuck workers.
-fn supervise<D, H>(
+fn supervise<D: ?Sized, H: ?Sized>(
     ctx: &Context<D, H>,
     stop: BorrowedFd<'_>,
     wake: &UnixStream,
@@ -583,7 +700,7 @@ fn supervise<D, H>(
             s.outstanding
         };
         match stopping {
-            None => pool.replace_stuck(outstanding),
+            None => pool.replace_stuck(ctx.work.queued()),
             Some(since) => {
                 if outstanding == 0 {
                     return Ok(());

@@ -99,6 +99,11 @@ impl<T> WorkQueue<T> {
         }
     }
 
+    /// How many items wait for a thread.
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().items.len()
+    }
+
     /// Whether threads may still lead.
     pub(crate) fn reading(&self) -> bool {
         self.lock().reading

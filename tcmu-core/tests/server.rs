@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tcmu_core::server::{CommandHandler, ServeError, ServeOptions, serve_with};
+use tcmu_core::server::{ServeError, ServeOptions, serve_with};
 use tcmu_core::sim::{SimCompletion, SimConfig, SimDoorbell, SimKernel};
+use tcmu_core::{AsyncCommandHandler, CommandHandler, PendingCommand};
 use tcmu_core::{DataSegments, Reply, Ring};
 
 /// `serve_with` running on its own thread over a fresh simulated kernel.
@@ -23,7 +24,7 @@ struct Served {
 }
 
 impl Served {
-    fn start<H: CommandHandler + Send + Sync + 'static>(
+    fn start<H: AsyncCommandHandler + 'static>(
         handler: Arc<H>,
         workers: usize,
         drain_timeout: Duration,
@@ -36,7 +37,7 @@ impl Served {
         Served::start_with(handler, options)
     }
 
-    fn start_with<H: CommandHandler + Send + Sync + 'static>(
+    fn start_with<H: AsyncCommandHandler + 'static>(
         handler: Arc<H>,
         options: ServeOptions,
     ) -> Served {
@@ -415,4 +416,185 @@ fn hung_calls_on_every_worker_do_not_stall_the_lun() {
     );
     assert!(served.kernel.broken().is_none());
     served.stop().unwrap();
+}
+
+/// Keeps every command pending: the test completes them itself, from other
+/// threads and in any order, or drops them.
+#[derive(Default)]
+struct Parked(std::sync::Mutex<Vec<PendingCommand>>);
+
+impl AsyncCommandHandler for Parked {
+    fn start(&self, cmd: PendingCommand) {
+        self.0.lock().unwrap().push(cmd);
+    }
+}
+
+impl Parked {
+    /// Wait until `n` commands are parked, then take them all.
+    fn take(&self, n: usize) -> Vec<PendingCommand> {
+        let start = Instant::now();
+        loop {
+            {
+                let mut parked = self.0.lock().unwrap();
+                if parked.len() >= n {
+                    return std::mem::take(&mut *parked);
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "only {} of {n} commands arrived",
+                self.0.lock().unwrap().len()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Fill a pending READ's buffer with its tag (CDB byte 5) and answer GOOD.
+fn answer(mut cmd: PendingCommand) {
+    let (cdb, data) = cmd.cdb_and_data();
+    let tag = cdb[5];
+    for i in 0..data.count() {
+        data.segment_mut(i).fill(tag);
+    }
+    cmd.complete(&Reply::good());
+}
+
+#[test]
+fn commands_pending_beyond_the_workers_complete_out_of_order_from_other_threads() {
+    for workers in [0, 2] {
+        let handler = Arc::new(Parked::default());
+        let mut served = Served::start(handler.clone(), workers, Duration::from_secs(5));
+        // Far more commands in flight than workers: none holds a thread.
+        let tags: std::collections::HashMap<u16, u8> = (0..40u8)
+            .map(|tag| (served.submit(&[0x08, 0, 0, 0, 8, tag], 4096), tag))
+            .collect();
+        let mut pending = handler.take(40);
+        pending.reverse();
+        let mut buckets: Vec<Vec<PendingCommand>> = (0..4).map(|_| Vec::new()).collect();
+        for (i, cmd) in pending.into_iter().enumerate() {
+            buckets[i % 4].push(cmd);
+        }
+        let threads: Vec<_> = buckets
+            .into_iter()
+            .map(|mine| std::thread::spawn(move || mine.into_iter().for_each(answer)))
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let done = wait_for(&mut served.kernel, 40, Duration::from_secs(10));
+        assert_eq!(done.len(), 40, "workers: {workers}");
+        for c in &done {
+            assert_eq!(c.status, 0);
+            assert!(c.data_in.iter().all(|&b| b == tags[&c.id]), "{}", c.id);
+        }
+        assert!(
+            served.kernel.broken().is_none(),
+            "{:?}",
+            served.kernel.broken()
+        );
+        served.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_dropped_pending_command_fails_and_the_ring_goes_on() {
+    for workers in [0, 2] {
+        let handler = Arc::new(Parked::default());
+        let mut served = Served::start(handler.clone(), workers, Duration::from_secs(5));
+        let lost = served.submit(&[0x08, 0, 0, 0, 8, 1], 4096);
+        let kept = served.submit(&[0x08, 0, 0, 0, 8, 2], 4096);
+        let mut pending = handler.take(2);
+        let keep = pending.pop().unwrap();
+        let (lost_cmd, keep) = if keep.id() == kept {
+            (pending.pop().unwrap(), keep)
+        } else {
+            (keep, pending.pop().unwrap())
+        };
+        // Dropped on another thread, as a backend callback might.
+        std::thread::spawn(move || drop(lost_cmd)).join().unwrap();
+        let failed = wait_for(&mut served.kernel, 1, Duration::from_secs(10));
+        assert_eq!(failed.len(), 1, "workers: {workers}");
+        assert_eq!((failed[0].id, failed[0].status), (lost, 2));
+        assert_eq!(failed[0].sense[2] & 0xF, 0x4, "HARDWARE ERROR");
+        answer(keep);
+        let done = wait_for(&mut served.kernel, 1, Duration::from_secs(10));
+        assert_eq!((done[0].id, done[0].status), (kept, 0));
+        assert!(done[0].data_in.iter().all(|&b| b == 2));
+        assert!(
+            served.kernel.broken().is_none(),
+            "{:?}",
+            served.kernel.broken()
+        );
+        served.stop().unwrap();
+    }
+}
+
+#[test]
+fn an_abort_of_a_pending_command_leaves_it_to_finish_once() {
+    for workers in [0, 2] {
+        let handler = Arc::new(Parked::default());
+        let mut served = Served::start(handler.clone(), workers, Duration::from_secs(5));
+        let id = served.submit(&[0x08, 0, 0, 0, 8, 5], 4096);
+        let mut pending = handler.take(1);
+        served
+            .kernel
+            .submit_tmr(tcmu_sys::TCMU_TMR_ABORT_TASK, &[id])
+            .unwrap();
+        served.bell.kick();
+        let later = served.submit(&TUR, 0);
+        let mut more = handler.take(1);
+        answer(more.pop().unwrap());
+        let first = wait_for(&mut served.kernel, 1, Duration::from_secs(10));
+        assert_eq!(first[0].id, later, "workers: {workers}");
+        answer(pending.pop().unwrap());
+        let done = wait_for(&mut served.kernel, 1, Duration::from_secs(10));
+        assert_eq!((done[0].id, done[0].status), (id, 0));
+        assert!(
+            served.kernel.broken().is_none(),
+            "{:?}",
+            served.kernel.broken()
+        );
+        served.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_stop_waits_for_pending_commands_and_a_second_byte_cuts_it_short() {
+    for workers in [0, 2] {
+        // Drained: the stop returns once the last pending command completes.
+        let handler = Arc::new(Parked::default());
+        let mut served = Served::start(handler.clone(), workers, Duration::from_secs(30));
+        let ids: Vec<u16> = (0..3u8)
+            .map(|tag| served.submit(&[0x08, 0, 0, 0, 8, tag], 4096))
+            .collect();
+        let pending = handler.take(3);
+        served.signal_stop();
+        assert!(
+            served.join_within(Duration::from_millis(200)).is_none(),
+            "stopped with commands pending (workers: {workers})"
+        );
+        std::thread::spawn(move || pending.into_iter().for_each(answer));
+        let stopped = served.join_within(Duration::from_secs(10));
+        assert!(matches!(stopped, Some(Ok(()))), "workers: {workers}");
+        let mut done: Vec<u16> = served.kernel.reap().iter().map(|c| c.id).collect();
+        done.sort_unstable();
+        assert_eq!(done, ids);
+
+        // Forced: a second byte ends the wait with the command still pending.
+        let handler = Arc::new(Parked::default());
+        let mut served = Served::start(handler.clone(), workers, Duration::from_secs(60));
+        served.submit(&TUR, 0);
+        let late = handler.take(1);
+        served.signal_stop();
+        std::thread::sleep(Duration::from_millis(50));
+        served.signal_stop();
+        let stopped = served.join_within(Duration::from_secs(10));
+        assert!(
+            matches!(stopped, Some(Ok(()))),
+            "forced, workers: {workers}"
+        );
+        // Completing after serving ended is harmless.
+        drop(late);
+    }
 }

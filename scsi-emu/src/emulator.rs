@@ -180,31 +180,47 @@ impl<D: BlockDevice> Emulator<D> {
     /// Never panics, whatever the bytes: malformed or unsupported CDBs end
     /// in CHECK CONDITION with ILLEGAL REQUEST sense.
     pub fn execute(&self, cdb: &[u8], data: &mut dyn DataBuffer) -> ScsiResponse {
+        match self.admit(cdb) {
+            Ok(command) => self.dispatch(&command, data),
+            Err(response) => response,
+        }
+    }
+
+    /// Decode `cdb` and make the checks every command passes before it
+    /// runs (a pending unit attention, a stopped unit, write protection);
+    /// the decoded command, or the response that ends it.
+    pub(crate) fn admit(&self, cdb: &[u8]) -> Result<Command, ScsiResponse> {
         let lun = &*self.lun;
         let (command, spec) = match Command::decode(cdb, &lun.caps) {
             Ok(found) => found,
             Err(sense) => {
                 log::debug!("refused CDB {:02x?}: {sense}", &cdb[..cdb.len().min(16)]);
-                return ScsiResponse::check_condition(sense);
+                return Err(ScsiResponse::check_condition(sense));
             }
         };
         if lun.capacity_changed.load(Ordering::Relaxed)
             && !matches!(command, Command::Inquiry(_) | Command::RequestSense(_))
             && lun.capacity_changed.swap(false, Ordering::SeqCst)
         {
-            return ScsiResponse::check_condition(Sense::new(
+            return Err(ScsiResponse::check_condition(Sense::new(
                 SenseKey::UnitAttention,
                 AdditionalSense::CAPACITY_DATA_HAS_CHANGED,
-            ));
+            )));
         }
         if spec.access != Access::None && lun.is_stopped() {
-            return ScsiResponse::check_condition(not_ready());
+            return Err(ScsiResponse::check_condition(not_ready()));
         }
         if spec.access == Access::Write && lun.read_only() {
-            return ScsiResponse::check_condition(write_protected());
+            return Err(ScsiResponse::check_condition(write_protected()));
         }
+        Ok(command)
+    }
+
+    /// Run an admitted command to its end.
+    pub(crate) fn dispatch(&self, command: &Command, data: &mut dyn DataBuffer) -> ScsiResponse {
+        let lun = &*self.lun;
         let device = lun.device();
-        match &command {
+        match command {
             Command::TestUnitReady => start_stop_unit::test_unit_ready(lun),
             Command::RequestSense(cmd) => request_sense::request_sense(lun, cmd, data),
             Command::Inquiry(cmd) => inquiry::inquiry(lun, cmd, data),

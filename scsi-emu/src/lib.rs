@@ -65,19 +65,26 @@
 
 #![forbid(unsafe_code)]
 
+mod async_block_device;
+mod async_emulator;
+mod async_path;
 mod block_device;
 mod block_error;
+mod block_on;
 mod block_size;
+mod blocking;
 mod capabilities;
 mod cdb;
 mod command;
 mod command_spec;
 mod compare_and_write;
+mod completion;
 mod copy_registry;
 pub mod data_buffer;
 mod device_capabilities;
 mod device_filter;
 mod emulator;
+mod executor;
 mod extent;
 mod identity;
 mod inquiry;
@@ -113,9 +120,13 @@ mod write_flags;
 mod write_same;
 mod xcopy;
 
+pub use async_block_device::AsyncBlockDevice;
+pub use async_emulator::{AsyncEmulator, DEFAULT_POLL_THREADS};
 pub use block_device::BlockDevice;
 pub use block_error::BlockError;
 pub use block_size::{BlockSize, InvalidBlockSize};
+pub use blocking::Blocking;
+pub use completion::Completion;
 pub use copy_registry::CopyRegistry;
 pub use data_buffer::DataBuffer;
 pub use device_capabilities::DeviceCapabilities;

@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use scsi_sense_codes::{AdditionalSense, SenseKey};
 
+use crate::ScsiResponse;
 use crate::testutil::*;
-use crate::{Emulator, ScsiResponse};
 
 const BLOCKS: u64 = 32;
 
@@ -147,7 +147,7 @@ fn assert_miscompare_at(resp: &ScsiResponse, offset: usize) {
 }
 
 /// Run `op` on the emulator and the model and compare the outcomes.
-fn step(emu: &Emulator<VecDevice>, model: &mut Model, op: &Op) {
+fn step(emu: &impl Executes, model: &mut Model, op: &Op) {
     let bs = model.bs;
     match *op {
         Op::Write {
@@ -157,7 +157,7 @@ fn step(emu: &Emulator<VecDevice>, model: &mut Model, op: &Op) {
             sixteen,
         } => {
             let mut data = pattern(blocks as usize * bs, seed);
-            let resp = emu.execute(&rw(true, sixteen, lba, blocks), &mut data);
+            let resp = emu.run(&rw(true, sixteen, lba, blocks), &mut data);
             if model.in_range(lba, blocks) {
                 assert_eq!(resp, ScsiResponse::good());
                 let r = model.range(lba, blocks);
@@ -172,7 +172,7 @@ fn step(emu: &Emulator<VecDevice>, model: &mut Model, op: &Op) {
             sixteen,
         } => {
             let mut buf = vec![0xEEu8; blocks as usize * bs];
-            let resp = emu.execute(&rw(false, sixteen, lba, blocks), &mut buf);
+            let resp = emu.run(&rw(false, sixteen, lba, blocks), &mut buf);
             if model.in_range(lba, blocks) {
                 assert_eq!(resp, ScsiResponse::data_in(buf.len()));
                 assert_eq!(buf, model.bytes[model.range(lba, blocks)]);
@@ -191,7 +191,7 @@ fn step(emu: &Emulator<VecDevice>, model: &mut Model, op: &Op) {
             p[0..2].copy_from_slice(&((len - 2) as u16).to_be_bytes());
             p[2..4].copy_from_slice(&((len - 8) as u16).to_be_bytes());
             let l = (len as u16).to_be_bytes();
-            let resp = emu.execute(&[0x42, 0, 0, 0, 0, 0, 0, l[0], l[1], 0], &mut p);
+            let resp = emu.run(&[0x42, 0, 0, 0, 0, 0, 0, l[0], l[1], 0], &mut p);
             if extents.iter().all(|&(lba, n)| model.in_range(lba, n)) {
                 assert_eq!(resp, ScsiResponse::good());
                 for &(lba, n) in extents {
@@ -220,7 +220,7 @@ fn step(emu: &Emulator<VecDevice>, model: &mut Model, op: &Op) {
             cdb[2..10].copy_from_slice(&lba.to_be_bytes());
             cdb[10..14].copy_from_slice(&(blocks as u32).to_be_bytes());
             let mut data = if ndob { Vec::new() } else { block.clone() };
-            let resp = emu.execute(&cdb, &mut data);
+            let resp = emu.run(&cdb, &mut data);
             if model.in_range(lba, blocks) {
                 assert_eq!(resp, ScsiResponse::good());
                 for b in lba..lba + blocks {
@@ -254,7 +254,7 @@ fn step(emu: &Emulator<VecDevice>, model: &mut Model, op: &Op) {
             cdb[0] = 0x89;
             cdb[2..10].copy_from_slice(&lba.to_be_bytes());
             cdb[13] = blocks as u8;
-            let resp = emu.execute(&cdb, &mut data);
+            let resp = emu.run(&cdb, &mut data);
             if blocks == 0 {
                 assert_eq!(resp, ScsiResponse::good());
             } else if !in_range {
@@ -288,7 +288,7 @@ fn step(emu: &Emulator<VecDevice>, model: &mut Model, op: &Op) {
             cdb[1] = 0x02; // BYTCHK 01b
             cdb[2..10].copy_from_slice(&lba.to_be_bytes());
             cdb[10..14].copy_from_slice(&(blocks as u32).to_be_bytes());
-            let resp = emu.execute(&cdb, &mut data);
+            let resp = emu.run(&cdb, &mut data);
             if !in_range {
                 assert_out_of_range(&resp);
             } else if let Some(c) = corrupt {
@@ -309,10 +309,25 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..40),
     ) {
         let emu = emulator(VecDevice::new(bs as u32, BLOCKS).with_unmap());
-        let mut model = Model { bs, bytes: emu.device().contents() };
+        let mut model = Model { bs, bytes: emu.contents() };
         for op in &ops {
             step(&emu, &mut model, op);
-            prop_assert!(emu.device().contents() == model.bytes, "after {:?}", op);
+            prop_assert!(emu.contents() == model.bytes, "after {:?}", op);
+        }
+    }
+
+    /// The same sequences through the asynchronous emulator, over a device
+    /// whose every call suspends once.
+    #[test]
+    fn async_emulator_matches_a_byte_array(
+        bs in proptest::sample::select(&[512usize, 1024][..]),
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        let emu = async_emulator(VecDevice::new(bs as u32, BLOCKS).with_unmap());
+        let mut model = Model { bs, bytes: emu.contents() };
+        for op in &ops {
+            step(&emu, &mut model, op);
+            prop_assert!(emu.contents() == model.bytes, "after {:?}", op);
         }
     }
 }

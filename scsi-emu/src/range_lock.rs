@@ -60,6 +60,38 @@ impl RangeLocks {
     }
 }
 
+/// A range locked with [`RangeLocks::try_acquire`], to give back with
+/// [`RangeLocks::release`] (for holders that cannot borrow the locks, such
+/// as a command's future).
+#[derive(Debug)]
+#[must_use = "a locked range stays locked until released"]
+pub(crate) struct Acquired(Option<(u64, u64)>);
+
+impl RangeLocks {
+    /// Lock `blocks` blocks from `lba` if no overlapping range is locked;
+    /// `None` when one is. An empty range locks nothing.
+    pub(crate) fn try_acquire(&self, lba: u64, blocks: u64) -> Option<Acquired> {
+        if blocks == 0 {
+            return Some(Acquired(None));
+        }
+        let range = (lba, lba.saturating_add(blocks));
+        let mut held = self.held();
+        if held.iter().any(|&r| overlaps(r, range)) {
+            return None;
+        }
+        held.push(range);
+        Some(Acquired(Some(range)))
+    }
+
+    /// Unlock a range from [`try_acquire`](Self::try_acquire).
+    pub(crate) fn release(&self, acquired: Acquired) {
+        drop(RangeGuard {
+            locks: self,
+            range: acquired.0,
+        });
+    }
+}
+
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
         if let Some(range) = self.range {

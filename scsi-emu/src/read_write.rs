@@ -35,11 +35,11 @@ use crate::response::ScsiResponse;
 /// stable storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Transfer {
-    lba: u64,
-    blocks: u64,
-    fua: bool,
+    pub(crate) lba: u64,
+    pub(crate) blocks: u64,
+    pub(crate) fua: bool,
     /// CDB byte of the TRANSFER LENGTH field, for field pointers.
-    length_field: u16,
+    pub(crate) length_field: u16,
 }
 
 impl Transfer {

@@ -11,9 +11,9 @@ use crate::response::ScsiResponse;
 /// SYNCHRONIZE CACHE(10) and (16) (SBC-4 5.26, 5.27).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SynchronizeCache {
-    lba: u64,
+    pub(crate) lba: u64,
     /// Zero means "to the end of the medium".
-    blocks: u64,
+    pub(crate) blocks: u64,
 }
 
 impl SynchronizeCache {

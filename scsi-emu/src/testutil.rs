@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use scsi_sense_codes::{AdditionalSense, SenseKey};
 
-use crate::{DeviceCapabilities, Extent, ExtentStatus, WriteFlags};
+use crate::{
+    AsyncBlockDevice, AsyncEmulator, Completion, DataBuffer, DeviceCapabilities, Extent,
+    ExtentStatus, WriteFlags,
+};
 
 // What most unit tests use besides their own module, in one import.
 pub(crate) use crate::{BlockDevice, BlockError, Emulator, LunIdentity, ScsiResponse, ScsiStatus};
@@ -368,4 +371,142 @@ pub(crate) fn rw16(write: bool, flags: u8, lba: u64, blocks: u32) -> Vec<u8> {
 pub(crate) fn rw6(write: bool, lba: u32, blocks: u8) -> Vec<u8> {
     let l = lba.to_be_bytes();
     vec![if write { 0x0A } else { 0x08 }, l[1], l[2], l[3], blocks, 0]
+}
+
+/// An asynchronous device over a synchronous one: every call first yields
+/// once (returns Pending and wakes itself), so the futures really suspend.
+pub(crate) struct Yielding<D>(pub(crate) D);
+
+fn yield_once() -> impl std::future::Future<Output = ()> + Send {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+}
+
+impl<D: BlockDevice + 'static> AsyncBlockDevice for Yielding<D> {
+    fn block_size(&self) -> u32 {
+        self.0.block_size()
+    }
+    fn num_blocks(&self) -> u64 {
+        self.0.num_blocks()
+    }
+    async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        yield_once().await;
+        self.0.read(lba, buf)
+    }
+    async fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        yield_once().await;
+        self.0.write(lba, buf)
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.0.capabilities()
+    }
+    fn product_name(&self) -> &str {
+        self.0.product_name()
+    }
+    async fn flush(&self) -> Result<(), BlockError> {
+        yield_once().await;
+        self.0.flush()
+    }
+    async fn read_vectored(&self, lba: u64, bufs: &mut [&mut [u8]]) -> Result<(), BlockError> {
+        yield_once().await;
+        self.0.read_vectored(lba, bufs)
+    }
+    async fn write_vectored(
+        &self,
+        lba: u64,
+        bufs: &[&[u8]],
+        flags: WriteFlags,
+    ) -> Result<(), BlockError> {
+        yield_once().await;
+        self.0.write_vectored(lba, bufs, flags)
+    }
+    async fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+        yield_once().await;
+        self.0.unmap(extent)
+    }
+    async fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
+        yield_once().await;
+        self.0.write_zeroes(extent)
+    }
+    async fn lba_status(&self, lba: u64) -> Result<ExtentStatus, BlockError> {
+        yield_once().await;
+        self.0.lba_status(lba)
+    }
+    async fn compare_and_write(
+        &self,
+        lba: u64,
+        compare: &[u8],
+        write: &[u8],
+    ) -> Result<Option<usize>, BlockError> {
+        yield_once().await;
+        self.0.compare_and_write(lba, compare, write)
+    }
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        self.0.resize(num_blocks)
+    }
+}
+
+/// A command whose answer and data come back through a channel.
+pub(crate) struct Job<B = Vec<u8>> {
+    pub(crate) cdb: Vec<u8>,
+    pub(crate) data: B,
+    pub(crate) done: std::sync::mpsc::Sender<(ScsiResponse, B)>,
+}
+
+impl<B: DataBuffer + Send + 'static> Completion for Job<B> {
+    fn parts(&mut self) -> (&[u8], &mut (dyn DataBuffer + Send)) {
+        (&self.cdb, &mut self.data)
+    }
+    fn complete(self, response: ScsiResponse, _descriptor_sense: bool) {
+        let _ = self.done.send((response, self.data));
+    }
+}
+
+/// Run one command to its end on either emulator, with a one-segment
+/// buffer (the model test drives both through this).
+pub(crate) trait Executes {
+    fn run(&self, cdb: &[u8], data: &mut Vec<u8>) -> ScsiResponse;
+    fn contents(&self) -> Vec<u8>;
+}
+
+impl Executes for Emulator<VecDevice> {
+    fn run(&self, cdb: &[u8], data: &mut Vec<u8>) -> ScsiResponse {
+        self.execute(cdb, data)
+    }
+    fn contents(&self) -> Vec<u8> {
+        self.device().contents()
+    }
+}
+
+impl Executes for AsyncEmulator<Yielding<VecDevice>> {
+    fn run(&self, cdb: &[u8], data: &mut Vec<u8>) -> ScsiResponse {
+        let (done, answers) = std::sync::mpsc::channel();
+        self.start(Job {
+            cdb: cdb.to_vec(),
+            data: std::mem::take(data),
+            done,
+        });
+        let (response, back) = answers
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the command was answered");
+        *data = back;
+        response
+    }
+    fn contents(&self) -> Vec<u8> {
+        self.device().0.contents()
+    }
+}
+
+/// An asynchronous emulator over `device`, serial "SN0001".
+pub(crate) fn async_emulator(device: VecDevice) -> AsyncEmulator<Yielding<VecDevice>> {
+    let identity = LunIdentity::for_device("SN0001", &device);
+    AsyncEmulator::new(Yielding(device), identity).unwrap()
 }

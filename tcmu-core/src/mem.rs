@@ -436,7 +436,7 @@ const PAIRWISE_OVERLAP_CHECK: usize = 32;
 /// The data buffer of one in-flight command, as byte slices of the shared
 /// area.
 ///
-/// Invariant (established by [`claim`](Self::claim), the only way to make
+/// Invariant (established by `claim`, the only way to make
 /// one): every region lies inside the map's data area, no two regions of
 /// this buffer overlap, and every page they touch is lent to this buffer
 /// alone until it is dropped. The kernel does not touch a command's data

@@ -2,10 +2,9 @@
 //! ring thread, netlink watcher and export, in that order.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use scsi_emu::{BlockDevice, BlockSize, CopyRegistry, Emulator, LunIdentity};
+use scsi_emu::{BlockSize, CopyRegistry, LunIdentity};
 use tcmu_core::Ring;
 use tcmu_core::configfs::{
     self, Backstore, BackstoreConfig, ConfigfsError, IscsiConfig, IscsiExport, LoopbackExport,
@@ -18,6 +17,7 @@ use crate::export::Export;
 use crate::naming::{loop_wwn, new_serial, uio_minor};
 use crate::reconfig::ReconfigWatcher;
 use crate::ring_thread::RingThread;
+use crate::servable::Servable;
 use crate::target::Target;
 
 /// Settings of a [`Target`]; start it with [`TargetBuilder::start`].
@@ -37,7 +37,7 @@ pub struct TargetBuilder<D> {
     copy_registry: Option<CopyRegistry>,
 }
 
-impl<D: BlockDevice + 'static> TargetBuilder<D> {
+impl<D: Servable> TargetBuilder<D> {
     /// Take part in third-party copy: the LUN registers in `registry`
     /// while it is served and accepts EXTENDED COPY between any LUNs
     /// registered there (see [`CopyRegistry`]). Give every target of the
@@ -126,12 +126,11 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
         if !nix::unistd::geteuid().is_root() {
             return Err(TargetError::NotRoot);
         }
-        let block_size = BlockSize::new(self.device.block_size())
+        let (block_size, num_blocks) = self.device.geometry();
+        let block_size = BlockSize::new(block_size)
             .map_err(|e| TargetError::Config(e.to_string()))?
             .get();
-        let dev_size = self
-            .device
-            .num_blocks()
+        let dev_size = num_blocks
             .checked_mul(block_size as u64)
             .filter(|&n| n > 0)
             .ok_or_else(|| {
@@ -233,23 +232,20 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
             log::info!("this kernel does not pass task management to the handler");
         }
         let ring = Ring::new(uio.map())?;
-        let identity = LunIdentity::new(serial.clone(), self.device.product_name());
-        let mut emulator =
-            Emulator::new(self.device, identity).with_max_io_bytes(self.max_io_bytes);
-        if let Some(registry) = self.copy_registry {
-            emulator = emulator.with_copy_registry(registry);
-        }
-        let emulator = Arc::new(emulator);
+        let identity = LunIdentity::new(serial.clone(), self.device.product());
+        let unit = self
+            .device
+            .into_unit(identity, self.max_io_bytes, self.copy_registry)?;
         let reconfig = match uio_minor(uio.path()) {
             Some(minor) => ReconfigWatcher::spawn(
                 minor,
                 backstore.dir().to_path_buf(),
                 dev_config,
-                emulator.clone(),
+                unit.clone(),
             )?,
             None => None,
         };
-        let ring_thread = RingThread::spawn(uio, ring, emulator, self.serve)?;
+        let ring_thread = RingThread::spawn(uio, ring, unit, self.serve)?;
         if reattached {
             backstore.unblock()?;
         }
@@ -293,8 +289,11 @@ impl<D: BlockDevice + 'static> TargetBuilder<D> {
 }
 
 impl Target {
-    /// Start describing a target that serves `device`.
-    pub fn builder<D: BlockDevice + 'static>(device: D) -> TargetBuilder<D> {
+    /// Start describing a target that serves `device`: a
+    /// [`BlockDevice`](scsi_emu::BlockDevice), or an
+    /// [`AsyncBlockDevice`](scsi_emu::AsyncBlockDevice) wrapped in
+    /// [`AsyncDevice`](crate::AsyncDevice).
+    pub fn builder<D: Servable>(device: D) -> TargetBuilder<D> {
         TargetBuilder {
             device,
             name: None,

@@ -1,5 +1,7 @@
-//! Serving a [`BlockDevice`](scsi_emu::BlockDevice) as a SCSI disk of the running kernel: the one
-//! entry point for programs (the `tcmu-serve` command uses it too).
+//! Serving a [`BlockDevice`](scsi_emu::BlockDevice) (or an
+//! [`AsyncBlockDevice`](scsi_emu::AsyncBlockDevice) wrapped in
+//! [`AsyncDevice`]) as a SCSI disk of the running kernel: the one entry
+//! point for programs (the `tcmu-serve` command uses it too).
 //!
 //! ```no_run
 //! use block_backends::MemoryDevice;
@@ -45,12 +47,14 @@ mod export;
 mod naming;
 mod reconfig;
 mod ring_thread;
+mod servable;
 mod signals;
 mod target;
 
 pub use builder::TargetBuilder;
 pub use error::TargetError;
 pub use export::Export;
+pub use servable::{AsyncDevice, Servable};
 pub use signals::Signals;
 pub use target::{ForceStop, Target};
 pub use tcmu_core::configfs::IscsiAuth;

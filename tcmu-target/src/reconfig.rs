@@ -35,6 +35,8 @@ use tcmu_core::poll::wait_readable;
 
 use scsi_emu::{BlockDevice, Emulator};
 
+use crate::servable::Unit;
+
 /// What becomes of one announced change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -114,11 +116,11 @@ impl ReconfigWatcher {
     /// them to `emulator`; refused changes are undone under `backstore_dir`.
     /// Without the netlink family (an old kernel) the changes are not
     /// followed, which is logged once.
-    pub(crate) fn spawn<D: BlockDevice + 'static>(
+    pub(crate) fn spawn<U: Unit>(
         minor: u32,
         backstore_dir: PathBuf,
         dev_config: String,
-        emulator: Arc<Emulator<D>>,
+        unit: Arc<U>,
     ) -> io::Result<Option<ReconfigWatcher>> {
         let netlink = match TcmuNetlink::connect() {
             Ok(n) => n,
@@ -137,7 +139,7 @@ impl ReconfigWatcher {
                     minor,
                     &backstore_dir,
                     &dev_config,
-                    &emulator,
+                    unit.emulator(),
                 )
             })?;
         Ok(Some(ReconfigWatcher {

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use scsi_emu::{BlockDevice, Emulator};
-use tcmu_core::Ring;
 use tcmu_core::server::{ServeError, ServeOptions, serve_with};
 use tcmu_core::uio::UioDevice;
+use tcmu_core::{AsyncCommandHandler, Ring};
 
 use crate::error::TargetError;
 
@@ -27,10 +26,10 @@ pub(crate) struct RingThread {
 const WORKERS_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RingThread {
-    pub(crate) fn spawn<D: BlockDevice + 'static>(
+    pub(crate) fn spawn<U: AsyncCommandHandler + 'static>(
         uio: UioDevice,
         ring: Ring,
-        emulator: Arc<Emulator<D>>,
+        emulator: Arc<U>,
         options: ServeOptions,
     ) -> Result<RingThread, TargetError> {
         let (stop, stop_rx) = UnixStream::pair()?;

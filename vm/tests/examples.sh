@@ -60,8 +60,43 @@ ex_btree() {
   ex_stop btree_disk
 }
 
+# ex_iops QD: 4k random reads of $EX_DEV for 4 s at queue depth QD; the
+# rate in EX_IOPS.
+ex_iops() {
+  local out=$VM_RUN/slow-disk-qd$1.json
+  EX_IOPS=0
+  CMD_TIMEOUT=60 must "fio at queue depth $1" fio --name="qd$1" --filename="$EX_DEV" --direct=1 \
+    --ioengine=libaio --rw=randread --bs=4k --iodepth="$1" --runtime=4 --time_based --size=64M \
+    --output-format=json --output="$out" --eta=never || return
+  EX_IOPS=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"]))' "$out") ||
+    fail "no IOPS in $out"
+}
+
+# The asynchronous example: every request waits 2 ms, yet requests in
+# flight hold no thread, so queue depth 32 moves far more than depth 1
+# (with a thread per request it would stop at the worker count); data
+# written at depth 32 verifies.
+ex_slow() {
+  ex_start slow_disk || return
+  ex_iops 1 || return
+  local qd1=$EX_IOPS
+  ex_iops 32 || return
+  local qd32=$EX_IOPS
+  echo "slow_disk, 2 ms per request: QD1 $qd1 IOPS, QD32 $qd32 IOPS ($((qd32 / (qd1 > 0 ? qd1 : 1)))x)"
+  ((qd1 > 0 && qd32 >= 8 * qd1)) ||
+    fail "QD32 $qd32 IOPS is not 8x QD1 $qd1 IOPS: requests in flight wait for threads" || return
+  local report=fio-verify-slow-disk.txt
+  CMD_TIMEOUT=300 must "fio verify failed, see $report" \
+    "${FIO_VERIFY[@]}" --name=verify --filename="$EX_DEV" --iodepth=32 --size=32M \
+    --output="$VM_RUN/$report" || return
+  ! grep -qiE 'verify: bad|crc32c: verify failed|err= *[1-9]' "$VM_RUN/$report" ||
+    fail "fio reported errors, see $report" || return
+  ex_stop slow_disk
+}
+
 step example_xor_disk ex_xor
 step example_read_only_disk ex_read_only
 step example_btree_disk ex_btree
+step example_slow_disk_async ex_slow
 # The write refused by the read-only example is logged by the kernel on purpose.
 klog_mark

@@ -134,15 +134,11 @@ fn many_commands_pending_on_two_workers_move_the_right_data() {
         reads.insert(id, n);
     }
     let inquiry = kernel.submit(&[0x12, 0, 0, 0, 36, 0], &[], 36).unwrap();
-    let mut caw_data = pattern(5)[..512].to_vec();
+    // On a block no READ covers (LBA 2000, zeros so far).
+    let mut caw_data = vec![0u8; 512];
     caw_data.extend([0xC5; 512]);
-    let caw = kernel
-        .submit(
-            &[0x89, 0, 0, 0, 0, 0, 0, 0, 0, 160, 0, 0, 0, 1, 0, 0],
-            &caw_data,
-            0,
-        )
-        .unwrap();
+    let caw_cdb = [0x89, 0, 0, 0, 0, 0, 0, 0, 0x07, 0xD0, 0, 0, 0, 1, 0, 0];
+    let caw = kernel.submit(&caw_cdb, &caw_data, 0).unwrap();
     bell.kick();
     let done = wait_for(&mut kernel, 50);
     for c in &done {
@@ -156,7 +152,7 @@ fn many_commands_pending_on_two_workers_move_the_right_data() {
         }
     }
     let mut block = vec![0u8; 512];
-    lun.device().blocks.read(160, &mut block).unwrap();
+    lun.device().blocks.read(2000, &mut block).unwrap();
     assert_eq!(block, vec![0xC5; 512], "COMPARE AND WRITE wrote");
     assert!(kernel.broken().is_none(), "{:?}", kernel.broken());
 

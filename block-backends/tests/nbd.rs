@@ -1044,3 +1044,50 @@ fn late_reply_after_timeout_is_dropped() {
     drop(disk);
     server.join().expect("scripted server");
 }
+
+#[test]
+fn requests_of_many_commands_wait_on_the_connection_together() {
+    use scsi_emu::AsyncBlockDevice;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    // Every read takes 300 ms at the server.
+    let server = nbdkit(&["--filter=delay", "memory", "1M", "rdelay=300ms"]);
+    let disk = connect(&server, "");
+    for lba in 0..32u64 {
+        BlockDevice::write(&disk, lba, &[lba as u8 + 1; 512]).unwrap();
+    }
+    let mut bufs: Vec<Vec<u8>> = (0..32).map(|_| vec![0u8; 512]).collect();
+    type Read<'a> = Pin<Box<dyn Future<Output = Result<(), BlockError>> + 'a>>;
+    let mut reads: Vec<Read<'_>> = bufs
+        .iter_mut()
+        .enumerate()
+        .map(|(lba, buf)| -> Read<'_> { Box::pin(AsyncBlockDevice::read(&disk, lba as u64, buf)) })
+        .collect();
+    let mut done = vec![false; reads.len()];
+    let mut first_pass = true;
+    scsi_emu::block_on(std::future::poll_fn(|cx| {
+        for (read, done) in reads.iter_mut().zip(done.iter_mut()) {
+            if !*done && let Poll::Ready(result) = read.as_mut().poll(cx) {
+                result.unwrap();
+                *done = true;
+            }
+        }
+        if first_pass {
+            // One thread, 32 commands: all on the wire at once.
+            first_pass = false;
+            assert_eq!(disk.in_flight(), 32);
+        }
+        if done.iter().all(|d| *d) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }));
+    drop(reads);
+    for (lba, buf) in bufs.iter().enumerate() {
+        assert_eq!(buf, &vec![lba as u8 + 1; 512]);
+    }
+    assert_eq!(disk.in_flight(), 0);
+}

@@ -23,8 +23,10 @@ impl Wake for Unpark {
     }
 }
 
-/// Poll `future` on this thread until it is ready, parking in between.
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+/// Poll `future` on this thread until it is ready, parking in between: a
+/// device that is asynchronous inside answers [`BlockDevice`](crate::BlockDevice)
+/// calls with it (see [`Blocking`](crate::Blocking) for a whole device).
+pub fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     let unpark = Arc::new(Unpark {
         thread: std::thread::current(),

@@ -124,6 +124,7 @@ pub use async_block_device::AsyncBlockDevice;
 pub use async_emulator::{AsyncEmulator, DEFAULT_POLL_THREADS};
 pub use block_device::BlockDevice;
 pub use block_error::BlockError;
+pub use block_on::block_on;
 pub use block_size::{BlockSize, InvalidBlockSize};
 pub use blocking::Blocking;
 pub use completion::Completion;

@@ -83,6 +83,19 @@ impl BackendSpec {
         matches!(self, BackendSpec::File(_))
     }
 
+    /// Open the device to serve it: an NBD export without wrappers is
+    /// served asynchronously (its requests wait on the connection, not on
+    /// worker threads); everything else as [`open`](Self::open) says.
+    pub fn open_served(&self, options: &DeviceOptions) -> Result<Opened, String> {
+        let wrapped = options.read_only || !options.faults.is_empty();
+        match self {
+            BackendSpec::Nbd { address, export } if !wrapped => {
+                Ok(Opened::Nbd(connect_nbd(address, export, options)?))
+            }
+            _ => Ok(Opened::Sync(self.open(options)?)),
+        }
+    }
+
     /// Open the device, wrapped as `options` ask.
     pub fn open(&self, options: &DeviceOptions) -> Result<Arc<dyn BlockDevice>, String> {
         let device: Arc<dyn BlockDevice> = match self {
@@ -102,21 +115,7 @@ impl BackendSpec {
                 Arc::new(FileDevice::open(path, file_options).map_err(file_error)?)
             }
             BackendSpec::Nbd { address, export } => {
-                let nbd_options = NbdOptions {
-                    block_size: options.block_size,
-                    ..NbdOptions::default()
-                };
-                let dev = NbdDevice::connect(address, export, nbd_options)
-                    .map_err(|e| format!("NBD server {address}: {e}"))?;
-                if let Some(size) = options.size
-                    && size != dev.export_size()
-                {
-                    return Err(format!(
-                        "size mismatch: the NBD export is {} bytes but --size asks for {size} bytes",
-                        dev.export_size()
-                    ));
-                }
-                Arc::new(dev)
+                Arc::new(connect_nbd(address, export, options)?)
             }
             BackendSpec::Rbd(rbd) => open_rbd(rbd, options)?,
         };
@@ -150,6 +149,36 @@ impl BackendSpec {
             device
         })
     }
+}
+
+/// A device ready to serve: synchronous (any backend, any wrappers) or an
+/// asynchronous backend as it is.
+pub enum Opened {
+    Sync(Arc<dyn BlockDevice>),
+    Nbd(NbdDevice),
+}
+
+/// Connect to an NBD export and check its size against `--size`.
+fn connect_nbd(
+    address: &NbdAddress,
+    export: &str,
+    options: &DeviceOptions,
+) -> Result<NbdDevice, String> {
+    let nbd_options = NbdOptions {
+        block_size: options.block_size,
+        ..NbdOptions::default()
+    };
+    let dev = NbdDevice::connect(address, export, nbd_options)
+        .map_err(|e| format!("NBD server {address}: {e}"))?;
+    if let Some(size) = options.size
+        && size != dev.export_size()
+    {
+        return Err(format!(
+            "size mismatch: the NBD export is {} bytes but --size asks for {size} bytes",
+            dev.export_size()
+        ));
+    }
+    Ok(dev)
 }
 
 /// `HOST[:PORT][/EXPORT]`.

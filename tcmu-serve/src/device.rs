@@ -1,14 +1,25 @@
 //! Starting one device from its plan, and what its `ready:` line names.
 
-use tcmu_target::Target;
+use tcmu_target::{AsyncDevice, Servable, Target};
 
+use crate::backend::Opened;
 use crate::plan::Plan;
 
 /// Open the backing store, then create and export the LUN.
 pub fn start_target(plan: &Plan) -> Result<Target, String> {
     // Problems with the backing store show before anything in the kernel changes.
-    let device = plan.backend.open(&plan.device)?;
-    let size = device.num_blocks() * u64::from(device.block_size());
+    match plan.backend.open_served(&plan.device)? {
+        Opened::Sync(device) => start_with(device, plan),
+        Opened::Nbd(device) => {
+            log::info!("{}: NBD requests are served asynchronously", plan.name);
+            start_with(AsyncDevice(device), plan)
+        }
+    }
+}
+
+fn start_with<D: Servable>(device: D, plan: &Plan) -> Result<Target, String> {
+    let (block_size, blocks) = device.geometry();
+    let size = blocks * u64::from(block_size);
     let mut builder = Target::builder(device)
         .name(plan.name.clone())
         .dev_config(plan.backend.dev_config())

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use scsi_emu::BlockError;
@@ -19,9 +20,21 @@ pub(super) struct Pending {
     pub(super) read_len: usize,
     /// Set by the reader thread (or a failing connection).
     pub(super) outcome: Option<Result<Vec<u8>, BlockError>>,
-    /// The caller gave up waiting: the reply is read and dropped.
+    /// The caller gave up waiting (or its deadline passed): the reply is
+    /// read and dropped.
     pub(super) abandoned: bool,
-    pub(super) wake: Arc<Condvar>,
+    /// Whom to wake when the outcome is set (the future waiting for it).
+    pub(super) waker: Option<Waker>,
+    /// When the request times out (`NbdOptions::request_timeout`).
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Pending {
+    /// Set the outcome; the waker to wake once the lock is released.
+    fn settle(&mut self, outcome: Result<Vec<u8>, BlockError>) -> Option<Waker> {
+        self.outcome = Some(outcome);
+        self.waker.take()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -85,10 +98,13 @@ impl Shared {
                 );
             }
             state.pending.retain(|_, p| !p.abandoned);
-            for p in state.pending.values_mut() {
-                p.outcome = Some(Err(BlockError::Io(errno as i32)));
-                p.wake.notify_one();
-            }
+            let wakers: Vec<Waker> = state
+                .pending
+                .values_mut()
+                .filter_map(|p| p.settle(Err(BlockError::Io(errno as i32))))
+                .collect();
+            drop(state);
+            wakers.into_iter().for_each(Waker::wake);
         }
         self.control.shutdown();
     }
@@ -200,15 +216,48 @@ pub(super) fn reader_loop(shared: Arc<Shared>, mut stream: Stream) {
         if p.abandoned {
             state.pending.remove(&cookie);
         } else {
-            p.outcome = Some(if error == 0 {
+            let waker = p.settle(if error == 0 {
                 Ok(data)
             } else {
                 Err(reply_error(error))
             });
-            p.wake.notify_one();
+            drop(state);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
     };
     shared.fail(errno, &why);
+}
+
+/// Times requests out (`NbdOptions::request_timeout`): every `tick`, a
+/// request past its deadline is given up (its reply, if it ever comes, is
+/// dropped) and its waiter woken to fail with `ETIMEDOUT`. Ends with the
+/// device.
+pub(super) fn deadline_loop(shared: Weak<Shared>, tick: Duration) {
+    loop {
+        std::thread::sleep(tick);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut state = lock(&shared.state);
+        if state.closing {
+            return;
+        }
+        let wakers: Vec<Waker> = state
+            .pending
+            .values_mut()
+            .filter(|p| p.outcome.is_none() && !p.abandoned)
+            .filter(|p| p.deadline.is_some_and(|d| d <= now))
+            .filter_map(|p| {
+                p.abandoned = true;
+                p.waker.take()
+            })
+            .collect();
+        drop(state);
+        wakers.into_iter().for_each(Waker::wake);
+    }
 }
 
 pub(super) fn describe_receive_error(e: &io::Error) -> (Errno, String) {
@@ -219,9 +268,7 @@ pub(super) fn describe_receive_error(e: &io::Error) -> (Errno, String) {
     }
 }
 
-/// A request on its way; [`NbdDevice::wait`] collects its outcome.
+/// A request on its way; `NbdDevice::reply` collects its outcome.
 pub(super) struct Ticket {
     pub(super) cookie: u64,
-    pub(super) wake: Arc<Condvar>,
-    pub(super) deadline: Option<Instant>,
 }

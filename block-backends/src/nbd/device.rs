@@ -2,16 +2,20 @@
 
 use std::fmt;
 use std::io::IoSlice;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use scsi_emu::{BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent, WriteFlags};
+use scsi_emu::{
+    AsyncBlockDevice, BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent, WriteFlags,
+    block_on,
+};
 
 use super::address::NbdAddress;
 use super::connection::{
-    Pending, Shared, State, Ticket, Writer, lock, reader_loop, request_header,
+    Pending, Shared, State, Ticket, Writer, deadline_loop, lock, reader_loop, request_header,
 };
 use super::error::{NbdError, is_timeout};
 use super::handshake::handshake;
@@ -22,22 +26,29 @@ use super::stream::Stream;
 /// A disk that is an export of an NBD server.
 ///
 /// The connection is made by [`connect`](Self::connect) and closed (with
-/// `NBD_CMD_DISC`) when the device is dropped. All methods may be called
-/// from several threads at once; their requests are in flight together.
-/// Which optional commands exist depends on what the server offers:
+/// `NBD_CMD_DISC`) when the device is dropped. It is an
+/// [`AsyncBlockDevice`]: the requests of every command in flight are on
+/// the connection together, and the reader thread wakes each one when its
+/// reply arrives, so no thread waits per request. Its [`BlockDevice`]
+/// methods (any thread, at once) wait for their replies on the calling
+/// thread. Which optional commands exist depends on what the server
+/// offers:
 ///
 /// | method | NBD | when the server lacks it |
 /// | --- | --- | --- |
-/// | `write_fua` | write with `NBD_CMD_FLAG_FUA` | write, then flush |
+/// | `write_vectored` with FUA | write with `NBD_CMD_FLAG_FUA` | write, then flush |
 /// | `flush` | `NBD_CMD_FLUSH` | nothing (no cache to flush) |
-/// | `unmap` | `NBD_CMD_TRIM` | `can_unmap()` is false |
+/// | `unmap` | `NBD_CMD_TRIM` | capability `unmap` not declared |
 /// | `write_zeroes` | `NBD_CMD_WRITE_ZEROES` | writes of zero buffers |
 ///
-/// `write_cache()` is true when the server takes `NBD_CMD_FLUSH`,
-/// `read_only()` when it marks the export read-only; writes to a read-only
-/// export fail with [`BlockError::ReadOnly`] without being sent. Trimmed
-/// blocks are not promised to read as zeros (`unmap_reads_zeroes()` is
-/// false): the protocol lets a server ignore a trim.
+/// The capability `write_cache` is declared when the server takes
+/// `NBD_CMD_FLUSH`, `read_only` when it marks the export read-only; writes
+/// to a read-only export fail with [`BlockError::ReadOnly`] without being
+/// sent. Trimmed blocks are not promised to read as zeros
+/// (`unmap_reads_zeroes` is not declared): the protocol lets a server
+/// ignore a trim. With `NbdOptions::request_timeout`, a request without a
+/// reply by then fails with `Io(ETIMEDOUT)` (checked a few times per
+/// timeout) and its late reply is dropped.
 ///
 /// Errors the server returns become [`BlockError`]s: `EPERM` (and
 /// `EROFS`) [`ReadOnly`](BlockError::ReadOnly), `ENOSPC` (and `EDQUOT`,
@@ -174,6 +185,14 @@ impl NbdDevice {
                 .spawn(move || reader_loop(shared, reader_stream))
                 .map_err(NbdError::Thread)?
         };
+        if let Some(timeout) = options.request_timeout {
+            let shared = Arc::downgrade(&shared);
+            let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            std::thread::Builder::new()
+                .name("nbd-deadlines".into())
+                .spawn(move || deadline_loop(shared, tick))
+                .map_err(NbdError::Thread)?;
+        }
         log::info!(
             "NBD connected to {}: {} bytes, flags {flags:#06x}",
             shared.label,
@@ -203,6 +222,15 @@ impl NbdDevice {
         state.failed.is_none() && !state.draining
     }
 
+    /// Requests sent and not answered yet (all commands together).
+    pub fn in_flight(&self) -> usize {
+        lock(&self.shared.state)
+            .pending
+            .values()
+            .filter(|p| p.outcome.is_none() && !p.abandoned)
+            .count()
+    }
+
     /// The largest number of bytes one NBD request carries; longer
     /// requests are split into several, sent together.
     pub fn max_request_bytes(&self) -> u32 {
@@ -222,7 +250,6 @@ impl NbdDevice {
         len: u32,
         data: &[u8],
     ) -> Result<Ticket, BlockError> {
-        let wake = Arc::new(Condvar::new());
         let cookie = {
             let mut state = lock(&self.shared.state);
             if let Some(errno) = state.failed {
@@ -240,7 +267,8 @@ impl NbdDevice {
                     read_len: if command == CMD_READ { len as usize } else { 0 },
                     outcome: None,
                     abandoned: false,
-                    wake: Arc::clone(&wake),
+                    waker: None,
+                    deadline: self.request_timeout.map(|t| Instant::now() + t),
                 },
             );
             cookie
@@ -277,49 +305,43 @@ impl NbdDevice {
                 self.shared.fail(errno, &why);
             }
         }
-        Ok(Ticket {
-            cookie,
-            wake,
-            deadline: self.request_timeout.map(|t| Instant::now() + t),
-        })
+        Ok(Ticket { cookie })
     }
 
-    /// Waits for the reply to `ticket`; the data of a read reply.
-    fn wait(&self, ticket: Ticket) -> Result<Vec<u8>, BlockError> {
-        let mut state = lock(&self.shared.state);
-        loop {
+    /// The reply to `ticket`; the data of a read reply. Dropped before the
+    /// reply (serving stopped), the request is given up: its reply is read
+    /// and dropped.
+    async fn reply(&self, ticket: Ticket) -> Result<Vec<u8>, BlockError> {
+        let mut waiting = Waiting {
+            shared: &self.shared,
+            cookie: ticket.cookie,
+            done: false,
+        };
+        std::future::poll_fn(|cx| {
+            let mut state = lock(&self.shared.state);
             let Some(p) = state.pending.get_mut(&ticket.cookie) else {
                 // Cannot happen: only this caller removes a live request.
-                return Err(BlockError::Io(Errno::EIO as i32));
+                waiting.done = true;
+                return Poll::Ready(Err(BlockError::Io(Errno::EIO as i32)));
             };
             if p.outcome.is_some() {
+                waiting.done = true;
                 let p = state.pending.remove(&ticket.cookie);
-                return p
-                    .and_then(|p| p.outcome)
-                    .unwrap_or(Err(BlockError::Io(Errno::EIO as i32)));
+                return Poll::Ready(
+                    p.and_then(|p| p.outcome)
+                        .unwrap_or(Err(BlockError::Io(Errno::EIO as i32))),
+                );
             }
-            match ticket.deadline {
-                None => {
-                    state = ticket
-                        .wake
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        // The reader drops the reply when it comes.
-                        p.abandoned = true;
-                        return Err(BlockError::Io(Errno::ETIMEDOUT as i32));
-                    }
-                    state = ticket
-                        .wake
-                        .wait_timeout(state, deadline - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
+            if p.abandoned || p.deadline.is_some_and(|d| d <= Instant::now()) {
+                // Timed out: the reader drops the reply when it comes.
+                p.abandoned = true;
+                waiting.done = true;
+                return Poll::Ready(Err(BlockError::Io(Errno::ETIMEDOUT as i32)));
             }
-        }
+            p.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Byte offset and length of `blocks` blocks at `lba`, checked
@@ -340,7 +362,7 @@ impl NbdDevice {
     /// of at most `max_request` bytes that are all sent before the first
     /// reply is awaited. `data` is the data to write; `out` receives the
     /// data read.
-    fn transfer(
+    async fn transfer(
         &self,
         command: u16,
         flags: u16,
@@ -373,7 +395,7 @@ impl NbdDevice {
         // Every ticket is collected, also after an error, so that none is
         // left behind in the table.
         for (start, n, ticket) in tickets {
-            match self.wait(ticket) {
+            match self.reply(ticket).await {
                 Ok(reply) => {
                     if let Some(out) = out.as_deref_mut() {
                         out[start..start + n].copy_from_slice(&reply);
@@ -389,7 +411,7 @@ impl NbdDevice {
         result
     }
 
-    fn write_with(&self, lba: u64, buf: &[u8], flags: u16) -> Result<(), BlockError> {
+    async fn write_with(&self, lba: u64, buf: &[u8], flags: u16) -> Result<(), BlockError> {
         if self.has(TFLAG_READ_ONLY) {
             return Err(BlockError::ReadOnly);
         }
@@ -398,9 +420,10 @@ impl NbdDevice {
             return Ok(());
         }
         self.transfer(CMD_WRITE, flags, offset, len, buf, None)
+            .await
     }
 
-    fn zeroing_command(&self, command: u16, lba: u64, blocks: u64) -> Result<(), BlockError> {
+    async fn zeroing_command(&self, command: u16, lba: u64, blocks: u64) -> Result<(), BlockError> {
         if self.has(TFLAG_READ_ONLY) {
             return Err(BlockError::ReadOnly);
         }
@@ -412,11 +435,52 @@ impl NbdDevice {
         if len == 0 {
             return Ok(());
         }
-        self.transfer(command, 0, offset, len, &[], None)
+        self.transfer(command, 0, offset, len, &[], None).await
+    }
+
+    /// What the server's transmission flags offer: a server that takes
+    /// flushes has a write cache; trimmed blocks are not promised to read
+    /// as zeros.
+    fn declared(&self) -> DeviceCapabilities {
+        let writable = !self.has(TFLAG_READ_ONLY);
+        DeviceCapabilities::new()
+            .read_only(!writable)
+            .write_cache(self.has(TFLAG_SEND_FLUSH))
+            .unmap(self.has(TFLAG_SEND_TRIM) && writable)
+            .write_zeroes(self.has(TFLAG_SEND_WRITE_ZEROES) && writable)
     }
 }
 
-impl BlockDevice for NbdDevice {
+/// A request whose reply is awaited; given up if dropped first.
+struct Waiting<'a> {
+    shared: &'a Shared,
+    cookie: u64,
+    /// The outcome was taken (or the request given up already).
+    done: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut state = lock(&self.shared.state);
+        match state.pending.get_mut(&self.cookie) {
+            Some(p) if p.outcome.is_some() => {
+                state.pending.remove(&self.cookie);
+            }
+            Some(p) => {
+                p.abandoned = true;
+                p.waker = None;
+            }
+            None => {}
+        }
+    }
+}
+
+/// The requests of one command are sent together and their replies
+/// awaited without a thread: the reader thread wakes each one.
+impl AsyncBlockDevice for NbdDevice {
     fn block_size(&self) -> u32 {
         self.block_size
     }
@@ -425,21 +489,22 @@ impl BlockDevice for NbdDevice {
         self.num_blocks
     }
 
-    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+    async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         let (offset, len) = self.range(lba, buf.len())?;
         if len == 0 {
             return Ok(());
         }
         self.transfer(CMD_READ, 0, offset, len, &[], Some(buf))
+            .await
     }
 
-    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        self.write_with(lba, buf, 0)
+    async fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.write_with(lba, buf, 0).await
     }
 
     /// A FUA write carries NBD's FUA flag when the server takes it, and
     /// is followed by a flush when it does not.
-    fn write_vectored(
+    async fn write_vectored(
         &self,
         lba: u64,
         bufs: &[&[u8]],
@@ -449,41 +514,33 @@ impl BlockDevice for NbdDevice {
         let command_flags = if native_fua { CMD_FLAG_FUA } else { 0 };
         let mut at = lba;
         for buf in bufs.iter().filter(|b| !b.is_empty()) {
-            self.write_with(at, buf, command_flags)?;
+            self.write_with(at, buf, command_flags).await?;
             at += buf.len() as u64 / u64::from(self.block_size);
         }
         if flags.fua && !native_fua {
-            self.flush()
+            AsyncBlockDevice::flush(self).await
         } else {
             Ok(())
         }
     }
 
-    fn flush(&self) -> Result<(), BlockError> {
+    async fn flush(&self) -> Result<(), BlockError> {
         if !self.has(TFLAG_SEND_FLUSH) {
             return Ok(());
         }
         let ticket = self.submit(CMD_FLUSH, 0, 0, 0, &[])?;
-        self.wait(ticket).map(drop)
+        self.reply(ticket).await.map(drop)
     }
 
-    /// What the server's transmission flags offer: a server that takes
-    /// flushes has a write cache; trimmed blocks are not promised to read
-    /// as zeros.
     fn capabilities(&self) -> DeviceCapabilities {
-        let writable = !self.has(TFLAG_READ_ONLY);
-        DeviceCapabilities::new()
-            .read_only(!writable)
-            .write_cache(self.has(TFLAG_SEND_FLUSH))
-            .unmap(self.has(TFLAG_SEND_TRIM) && writable)
-            .write_zeroes(self.has(TFLAG_SEND_WRITE_ZEROES) && writable)
+        self.declared()
     }
 
     fn product_name(&self) -> &str {
         "NBD export"
     }
 
-    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+    async fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
         let Extent { lba, blocks } = extent;
         if self.has(TFLAG_READ_ONLY) {
             return Err(BlockError::ReadOnly);
@@ -491,13 +548,13 @@ impl BlockDevice for NbdDevice {
         if !self.has(TFLAG_SEND_TRIM) {
             return Err(BlockError::Unsupported);
         }
-        self.zeroing_command(CMD_TRIM, lba, blocks)
+        self.zeroing_command(CMD_TRIM, lba, blocks).await
     }
 
-    fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
+    async fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
         let Extent { lba, blocks } = extent;
         if self.has(TFLAG_SEND_WRITE_ZEROES) {
-            return self.zeroing_command(CMD_WRITE_ZEROES, lba, blocks);
+            return self.zeroing_command(CMD_WRITE_ZEROES, lba, blocks).await;
         }
         // Zero buffers of up to 1 MiB, as a plain write would.
         if self.has(TFLAG_READ_ONLY) {
@@ -509,10 +566,72 @@ impl BlockDevice for NbdDevice {
         let mut done = 0;
         while done < blocks {
             let n = per_write.min(blocks - done);
-            self.write(lba + done, &zeros[..(n * bs) as usize])?;
+            self.write_with(lba + done, &zeros[..(n * bs) as usize], 0)
+                .await?;
             done += n;
         }
         Ok(())
+    }
+}
+
+/// The same requests, each call waiting for its replies on the calling
+/// thread.
+#[deny(clippy::missing_trait_methods)]
+impl BlockDevice for NbdDevice {
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+    fn num_blocks(&self) -> u64 {
+        self.num_blocks
+    }
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::read(self, lba, buf))
+    }
+    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::write(self, lba, buf))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.declared()
+    }
+    fn product_name(&self) -> &str {
+        "NBD export"
+    }
+    fn flush(&self) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::flush(self))
+    }
+    fn read_vectored(&self, lba: u64, bufs: &mut [&mut [u8]]) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::read_vectored(self, lba, bufs))
+    }
+    fn write_vectored(
+        &self,
+        lba: u64,
+        bufs: &[&[u8]],
+        flags: WriteFlags,
+    ) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::write_vectored(self, lba, bufs, flags))
+    }
+    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::unmap(self, extent))
+    }
+    fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::write_zeroes(self, extent))
+    }
+    fn lba_status(&self, lba: u64) -> Result<scsi_emu::ExtentStatus, BlockError> {
+        let _ = lba;
+        Err(BlockError::Unsupported)
+    }
+    fn compare_and_write(
+        &self,
+        lba: u64,
+        compare: &[u8],
+        write: &[u8],
+    ) -> Result<Option<usize>, BlockError> {
+        let _ = (lba, compare, write);
+        Err(BlockError::Unsupported)
+    }
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        let _ = num_blocks;
+        Err(BlockError::Unsupported)
     }
 }
 

@@ -1,10 +1,12 @@
 //! A disk that is an image of a Ceph cluster: RBD (RADOS Block Device).
 //!
 //! [`RbdDevice`] opens one image with librbd (Ceph Octopus or later) and
-//! turns every block request into an asynchronous librbd call. The calling
-//! worker thread sleeps until librbd's completion callback wakes it, so
-//! requests of several workers are in flight at once and complete in
-//! whatever order the cluster answers them.
+//! turns every block request into an asynchronous librbd call whose
+//! completion callback wakes the request's future: as an
+//! [`AsyncBlockDevice`] it keeps as many requests in flight as commands
+//! arrive, with no thread waiting on any of them, and they complete in
+//! whatever order the cluster answers. Its [`BlockDevice`] methods wait
+//! for the callback on the calling thread.
 //!
 //! Built only with the crate's `rbd` feature, which links `librbd` and
 //! `librados` (Debian: `apt-get install librbd-dev librados-dev`).
@@ -34,9 +36,9 @@
 //! after [`RbdOptions::timeout`] (`client_mount_timeout`,
 //! `rados_mon_op_timeout`, `rados_osd_op_timeout`), so a request to a
 //! cluster that is gone fails with `ETIMEDOUT` instead of waiting for
-//! ever. As a second bound, a worker waits at most twice that plus one
-//! second for its request, then gives it up ([`BlockError::Busy`]; the
-//! request finishes unobserved). Errors map to [`BlockError`]s so that the
+//! ever. As a second bound, a request is waited for at most twice that
+//! plus one second (a thread wakes waiters past that), then given up
+//! ([`BlockError::Busy`]; the request finishes unobserved). Errors map to [`BlockError`]s so that the
 //! initiator retries what may pass: `ETIMEDOUT`, `EAGAIN`, `EBUSY`,
 //! `ENOTCONN` and `ESHUTDOWN` are [`BlockError::Busy`]; `ENOSPC` and
 //! `EDQUOT` are [`BlockError::NoSpace`]; `EROFS` is
@@ -52,7 +54,7 @@
 //! device sets `rbd_cache` either way, over what the configuration file
 //! says). Without it a write completes when the OSDs have it, and its
 //! error, if any, is the write's own: there is no volatile write cache
-//! ([`BlockDevice::write_cache`] is false). With it, librbd's write-around
+//! ([`DeviceCapabilities::write_cache`] is not declared). With it, librbd's write-around
 //! mode acknowledges writes before the OSDs have them (after the first
 //! flush) and reports their errors only at a later flush, and only at one
 //! issued while other requests are in flight: a SYNCHRONIZE CACHE with
@@ -70,8 +72,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use scsi_emu::{BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent};
+use scsi_emu::{
+    AsyncBlockDevice, BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent, WriteFlags,
+    block_on,
+};
 
+use deadlines::Deadlines;
+
+mod deadlines;
 #[allow(unsafe_code)]
 mod ffi;
 
@@ -130,6 +138,9 @@ impl Default for RbdOptions {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RbdError {
+    /// A thread of the device could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(String),
     /// The block size is not 512, 1024, 2048 or 4096.
     #[error("invalid block size {0}: must be 512, 1024, 2048 or 4096")]
     InvalidBlockSize(u32),
@@ -296,12 +307,14 @@ pub struct RbdDevice {
     object_size: u64,
     timeout: Duration,
     cache: bool,
-    /// How long a worker waits for one request.
+    /// How long a request is waited for.
     request_bound: Duration,
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
     /// Requests failed since the last success (for logging an outage once).
     failures: AtomicU64,
+    /// Wakes waiters of requests past `request_bound`.
+    deadlines: Deadlines,
 }
 
 impl fmt::Debug for RbdDevice {
@@ -441,6 +454,9 @@ impl RbdDevice {
             }
         })?;
         let info = image.stat().map_err(|errno| RbdError::Size { errno })?;
+        let request_bound = timeout * 2 + Duration::from_secs(1);
+        let deadlines = Deadlines::start((request_bound / 8).min(Duration::from_secs(1)))
+            .map_err(|e| RbdError::Thread(e.to_string()))?;
         let num_blocks = blocks_of(info.size, block_size)?;
         log::info!(
             "RBD image {spec}: {} bytes in objects of {} bytes, {num_blocks} blocks of {block_size}",
@@ -455,10 +471,11 @@ impl RbdDevice {
             object_size: info.object_size,
             timeout,
             cache: options.cache,
-            request_bound: timeout * 2 + Duration::from_secs(1),
+            request_bound,
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
             failures: AtomicU64::new(0),
+            deadlines,
         })
     }
 
@@ -479,7 +496,7 @@ impl RbdDevice {
 
     /// The image size in bytes, as last read.
     pub fn image_size(&self) -> u64 {
-        self.num_blocks() * u64::from(self.block_size)
+        self.num_blocks.load(Ordering::Relaxed) * u64::from(self.block_size)
     }
 
     /// The size of the RADOS objects the image is striped over (4 MiB
@@ -507,14 +524,14 @@ impl RbdDevice {
         }
         let len = usize::try_from(bytes).map_err(|_| BlockError::OutOfRange)?;
         match lba.checked_add(bytes / bs) {
-            Some(end) if end <= self.num_blocks() => Ok((lba * bs, len)),
+            Some(end) if end <= self.num_blocks.load(Ordering::Relaxed) => Ok((lba * bs, len)),
             _ => Err(BlockError::OutOfRange),
         }
     }
 
-    /// Submits one request, waits for it (bounded) and returns librbd's
-    /// non-negative result and the request's buffer.
-    fn run(
+    /// Submits one request, waits for its completion callback (bounded)
+    /// and returns librbd's non-negative result and the request's buffer.
+    async fn run(
         &self,
         op: Op,
         offset: u64,
@@ -523,7 +540,15 @@ impl RbdDevice {
     ) -> Result<(usize, Vec<u8>), BlockError> {
         let _counted = InFlight::enter(self);
         let pending = submit().map_err(|errno| self.failed(op, offset, len, errno))?;
-        match pending.wait(Some(Instant::now() + self.request_bound)) {
+        let deadline = Instant::now() + self.request_bound;
+        self.deadlines.watch(deadline, pending.watch());
+        let outcome = std::future::poll_fn(|cx| match pending.poll_outcome(cx) {
+            std::task::Poll::Ready(outcome) => std::task::Poll::Ready(Some(outcome)),
+            _ if Instant::now() >= deadline => std::task::Poll::Ready(None),
+            _ => std::task::Poll::Pending,
+        })
+        .await;
+        match outcome {
             Some((result, buf)) => match usize::try_from(result) {
                 Ok(n) => {
                     self.succeeded();
@@ -581,7 +606,7 @@ impl RbdDevice {
         }
     }
 
-    fn zero(&self, op: Op, lba: u64, blocks: u64) -> Result<(), BlockError> {
+    async fn zero(&self, op: Op, lba: u64, blocks: u64) -> Result<(), BlockError> {
         let bytes = blocks
             .checked_mul(u64::from(self.block_size))
             .ok_or(BlockError::OutOfRange)?;
@@ -590,7 +615,17 @@ impl RbdDevice {
             return Ok(());
         }
         self.run(op, offset, len, || self.image.aio_write_zeroes(offset, len))
+            .await
             .map(drop)
+    }
+
+    /// librbd's cache is a write cache when enabled; discards zero.
+    fn declared(&self) -> DeviceCapabilities {
+        DeviceCapabilities::new()
+            .write_cache(self.cache)
+            .unmap(true)
+            .unmap_reads_zeroes(true)
+            .write_zeroes(true)
     }
 }
 
@@ -640,13 +675,69 @@ fn blocks_of(size: u64, block_size: u32) -> Result<u64, RbdError> {
     Ok(size / bs)
 }
 
-impl BlockDevice for RbdDevice {
+/// Every request completes through librbd's aio callback, which wakes the
+/// command's future: no thread waits while the cluster works.
+impl AsyncBlockDevice for RbdDevice {
     fn block_size(&self) -> u32 {
         self.block_size
     }
 
     fn num_blocks(&self) -> u64 {
         self.num_blocks.load(Ordering::Relaxed)
+    }
+
+    async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let (offset, len) = self.range(lba, buf.len() as u64)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let (n, data) = self
+            .run(Op::Read, offset, len, || self.image.aio_read(offset, len))
+            .await?;
+        if n != len || data.len() != len {
+            // librbd clips reads at the end of the image: it shrank.
+            log::error!(
+                "RBD image {}: read of {len} bytes at {offset} returned {n} bytes (image shrunk?)",
+                self.name
+            );
+            return Err(BlockError::OutOfRange);
+        }
+        buf.copy_from_slice(&data);
+        Ok(())
+    }
+
+    async fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        let (offset, len) = self.range(lba, buf.len() as u64)?;
+        if len == 0 {
+            return Ok(());
+        }
+        self.run(Op::Write, offset, len, || {
+            self.image.aio_write(offset, buf.to_vec())
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn flush(&self) -> Result<(), BlockError> {
+        self.run(Op::Flush, 0, 0, || self.image.aio_flush())
+            .await
+            .map(drop)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.declared()
+    }
+
+    fn product_name(&self) -> &str {
+        "RBD image"
+    }
+
+    async fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+        self.zero(Op::Unmap, extent.lba, extent.blocks).await
+    }
+
+    async fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
+        self.zero(Op::WriteZeroes, extent.lba, extent.blocks).await
     }
 
     /// The image is resized in Ceph (`rbd resize`), not here: the new size
@@ -666,60 +757,65 @@ impl BlockDevice for RbdDevice {
         );
         Err(BlockError::Unsupported)
     }
+}
 
+/// The same requests, each call waiting for its completion on the calling
+/// thread.
+#[deny(clippy::missing_trait_methods)]
+impl BlockDevice for RbdDevice {
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+    fn num_blocks(&self) -> u64 {
+        self.num_blocks.load(Ordering::Relaxed)
+    }
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let (offset, len) = self.range(lba, buf.len() as u64)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let (n, data) = self.run(Op::Read, offset, len, || self.image.aio_read(offset, len))?;
-        if n != len || data.len() != len {
-            // librbd clips reads at the end of the image: it shrank.
-            log::error!(
-                "RBD image {}: read of {len} bytes at {offset} returned {n} bytes (image shrunk?)",
-                self.name
-            );
-            return Err(BlockError::OutOfRange);
-        }
-        buf.copy_from_slice(&data);
-        Ok(())
+        block_on(AsyncBlockDevice::read(self, lba, buf))
     }
-
     fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        let (offset, len) = self.range(lba, buf.len() as u64)?;
-        if len == 0 {
-            return Ok(());
-        }
-        self.run(Op::Write, offset, len, || {
-            self.image.aio_write(offset, buf.to_vec())
-        })
-        .map(drop)
+        block_on(AsyncBlockDevice::write(self, lba, buf))
     }
-
-    fn flush(&self) -> Result<(), BlockError> {
-        self.run(Op::Flush, 0, 0, || self.image.aio_flush())
-            .map(drop)
-    }
-
-    /// librbd's cache is a write cache when enabled; discards zero.
     fn capabilities(&self) -> DeviceCapabilities {
-        DeviceCapabilities::new()
-            .write_cache(self.cache)
-            .unmap(true)
-            .unmap_reads_zeroes(true)
-            .write_zeroes(true)
+        self.declared()
     }
-
     fn product_name(&self) -> &str {
         "RBD image"
     }
-
-    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
-        self.zero(Op::Unmap, extent.lba, extent.blocks)
+    fn flush(&self) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::flush(self))
     }
-
+    fn read_vectored(&self, lba: u64, bufs: &mut [&mut [u8]]) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::read_vectored(self, lba, bufs))
+    }
+    fn write_vectored(
+        &self,
+        lba: u64,
+        bufs: &[&[u8]],
+        flags: WriteFlags,
+    ) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::write_vectored(self, lba, bufs, flags))
+    }
+    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
+        block_on(AsyncBlockDevice::unmap(self, extent))
+    }
     fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
-        self.zero(Op::WriteZeroes, extent.lba, extent.blocks)
+        block_on(AsyncBlockDevice::write_zeroes(self, extent))
+    }
+    fn lba_status(&self, lba: u64) -> Result<scsi_emu::ExtentStatus, BlockError> {
+        let _ = lba;
+        Err(BlockError::Unsupported)
+    }
+    fn compare_and_write(
+        &self,
+        lba: u64,
+        compare: &[u8],
+        write: &[u8],
+    ) -> Result<Option<usize>, BlockError> {
+        let _ = (lba, compare, write);
+        Err(BlockError::Unsupported)
+    }
+    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
+        AsyncBlockDevice::resize(self, num_blocks)
     }
 }
 

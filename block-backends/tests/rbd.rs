@@ -924,3 +924,56 @@ fn losing_the_osd_fails_requests_promptly_and_io_resumes_after() {
         );
     });
 }
+
+#[test]
+fn requests_of_many_commands_wait_for_librbd_together() {
+    with_cluster(
+        "requests_of_many_commands_wait_for_librbd_together",
+        false,
+        |cluster| {
+            use scsi_emu::AsyncBlockDevice;
+            use std::future::Future;
+            use std::pin::Pin;
+            use std::task::Poll;
+            type Write<'a> = Pin<Box<dyn Future<Output = Result<(), BlockError>> + Send + 'a>>;
+
+            let image = TestImage::create(cluster, "inflight", "64M");
+            let dev = cluster.connect(&image.name, 4096);
+            let data: Vec<Vec<u8>> = (0..32u64)
+                .map(|i| pattern(i * MIB as u64, 65536, i))
+                .collect();
+            // 32 writes of 64 KiB, one per object region, from this one
+            // thread: each waits for its aio callback, none for a thread.
+            let mut writes: Vec<Write<'_>> = data
+                .iter()
+                .enumerate()
+                .map(|(i, d)| -> Write<'_> {
+                    Box::pin(AsyncBlockDevice::write(&dev, (i * MIB / 4096) as u64, d))
+                })
+                .collect();
+            let mut done = vec![false; writes.len()];
+            scsi_emu::block_on(std::future::poll_fn(|cx| {
+                for (w, done) in writes.iter_mut().zip(done.iter_mut()) {
+                    if !*done && let Poll::Ready(result) = w.as_mut().poll(cx) {
+                        result.unwrap();
+                        *done = true;
+                    }
+                }
+                if done.iter().all(|d| *d) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }));
+            drop(writes);
+            assert!(
+                dev.peak_in_flight() == 32,
+                "at most {} requests in flight",
+                dev.peak_in_flight()
+            );
+            for (i, d) in data.iter().enumerate() {
+                assert_same(&read_bytes(&dev, (i * MIB) as u64, 65536), d, "write");
+            }
+        },
+    );
+}

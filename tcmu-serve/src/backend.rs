@@ -83,15 +83,18 @@ impl BackendSpec {
         matches!(self, BackendSpec::File(_))
     }
 
-    /// Open the device to serve it: an NBD export without wrappers is
-    /// served asynchronously (its requests wait on the connection, not on
-    /// worker threads); everything else as [`open`](Self::open) says.
+    /// Open the device to serve it: an NBD export or an RBD image without
+    /// wrappers is served asynchronously (its requests wait on the
+    /// connection or on librbd's callbacks, not on worker threads);
+    /// everything else as [`open`](Self::open) says.
     pub fn open_served(&self, options: &DeviceOptions) -> Result<Opened, String> {
         let wrapped = options.read_only || !options.faults.is_empty();
         match self {
             BackendSpec::Nbd { address, export } if !wrapped => {
                 Ok(Opened::Nbd(connect_nbd(address, export, options)?))
             }
+            #[cfg(feature = "rbd")]
+            BackendSpec::Rbd(rbd) if !wrapped => Ok(Opened::Rbd(connect_rbd(rbd, options)?)),
             _ => Ok(Opened::Sync(self.open(options)?)),
         }
     }
@@ -156,6 +159,8 @@ impl BackendSpec {
 pub enum Opened {
     Sync(Arc<dyn BlockDevice>),
     Nbd(NbdDevice),
+    #[cfg(feature = "rbd")]
+    Rbd(block_backends::RbdDevice),
 }
 
 /// Connect to an NBD export and check its size against `--size`.
@@ -292,6 +297,15 @@ fn parse_rbd(rest: &str) -> Result<RbdBackend, String> {
 
 #[cfg(feature = "rbd")]
 fn open_rbd(spec: &RbdBackend, options: &DeviceOptions) -> Result<Arc<dyn BlockDevice>, String> {
+    Ok(Arc::new(connect_rbd(spec, options)?))
+}
+
+/// Open an RBD image and check its size against `--size`.
+#[cfg(feature = "rbd")]
+fn connect_rbd(
+    spec: &RbdBackend,
+    options: &DeviceOptions,
+) -> Result<block_backends::RbdDevice, String> {
     use block_backends::{RbdDevice, RbdOptions, RbdSpec};
 
     let rbd_options = RbdOptions {
@@ -318,7 +332,7 @@ fn open_rbd(spec: &RbdBackend, options: &DeviceOptions) -> Result<Arc<dyn BlockD
             dev.image_size()
         ));
     }
-    Ok(Arc::new(dev))
+    Ok(dev)
 }
 
 #[cfg(not(feature = "rbd"))]

@@ -14,6 +14,11 @@ pub fn start_target(plan: &Plan) -> Result<Target, String> {
             log::info!("{}: NBD requests are served asynchronously", plan.name);
             start_with(AsyncDevice(device), plan)
         }
+        #[cfg(feature = "rbd")]
+        Opened::Rbd(device) => {
+            log::info!("{}: RBD requests are served asynchronously", plan.name);
+            start_with(AsyncDevice(device), plan)
+        }
     }
 }
 

@@ -10,15 +10,15 @@
 //!
 //! Asynchronous requests: every request owns its data buffer and shares it
 //! with librbd's completion callback through an `Arc`. The callback stores
-//! the result, releases the completion and wakes the one thread waiting
-//! in [`Pending::wait`]. A waiter that gives up (its deadline passed)
+//! the result, releases the completion and wakes the future waiting in
+//! [`Pending::poll_outcome`]. A waiter that gives up (its deadline passed)
 //! just drops its handle: the buffer stays alive until librbd completes
 //! the request, so librbd never writes into freed memory.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
 
 /// `rados_t`.
 type RadosHandle = *mut c_void;
@@ -336,7 +336,6 @@ impl Drop for Image {
 /// What a request and its completion callback share.
 struct Request {
     state: Mutex<RequestState>,
-    done: Condvar,
 }
 
 struct RequestState {
@@ -344,39 +343,56 @@ struct RequestState {
     result: Option<isize>,
     /// The request's data: read into, or written from, by librbd.
     buf: Vec<u8>,
+    /// The future waiting for the result.
+    waker: Option<Waker>,
 }
 
-/// A request librbd accepted; [`wait`](Self::wait) for its result.
+/// A request librbd accepted; [`poll_outcome`](Self::poll_outcome) for
+/// its result.
 pub(super) struct Pending {
     request: Arc<Request>,
 }
 
 impl Pending {
-    /// Waits until librbd completed the request or `deadline` passed.
-    /// On completion: librbd's return value (negative: an errno) and the
-    /// request's buffer (the data read, for a read). `None` when the
-    /// deadline passed first; the request then finishes unobserved.
-    pub(super) fn wait(&self, deadline: Option<Instant>) -> Option<(isize, Vec<u8>)> {
+    /// librbd's return value (negative: an errno) and the request's buffer
+    /// (the data read, for a read) once the request completed; until then
+    /// the context's waker is woken by the completion.
+    pub(super) fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<(isize, Vec<u8>)> {
         let mut state = lock(&self.request.state);
-        loop {
-            if let Some(result) = state.result {
-                return Some((result, std::mem::take(&mut state.buf)));
-            }
-            state = match deadline {
-                None => self
-                    .request
-                    .done
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner),
-                Some(deadline) => {
-                    let left = deadline.checked_duration_since(Instant::now())?;
-                    self.request
-                        .done
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
+        if let Some(result) = state.result {
+            return Poll::Ready((result, std::mem::take(&mut state.buf)));
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// A handle that wakes the waiter without keeping the request alive.
+    pub(super) fn watch(&self) -> Watch {
+        Watch(Arc::downgrade(&self.request))
+    }
+}
+
+/// A weak handle on a request, for waking its waiter at a deadline.
+pub(super) struct Watch(Weak<Request>);
+
+impl Watch {
+    /// A handle on no request.
+    pub(super) fn gone() -> Watch {
+        Watch(Weak::new())
+    }
+
+    /// Whether the request is still waited for and not completed.
+    pub(super) fn pending(&self) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|r| lock(&r.state).result.is_none())
+    }
+
+    /// Wake the waiter (it then looks at its deadline).
+    pub(super) fn nudge(&self) {
+        let waker = self.0.upgrade().and_then(|r| lock(&r.state).waker.take());
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 }
@@ -396,8 +412,14 @@ unsafe extern "C" fn on_complete(c: CompletionHandle, arg: *mut c_void) {
     // for this completion, and librbd calls back exactly once per
     // completion, so it is taken back exactly once.
     let request = unsafe { Arc::from_raw(arg.cast_const().cast::<Request>()) };
-    lock(&request.state).result = Some(result);
-    request.done.notify_all();
+    let waker = {
+        let mut state = lock(&request.state);
+        state.result = Some(result);
+        state.waker.take()
+    };
+    if let Some(waker) = waker {
+        waker.wake();
+    }
 }
 
 /// Creates a request owning `buf` and a completion that reports to it,
@@ -408,8 +430,11 @@ fn submit(
     start: impl FnOnce(*mut u8, usize, CompletionHandle) -> c_int,
 ) -> Result<Pending, i32> {
     let request = Arc::new(Request {
-        state: Mutex::new(RequestState { result: None, buf }),
-        done: Condvar::new(),
+        state: Mutex::new(RequestState {
+            result: None,
+            buf,
+            waker: None,
+        }),
     });
     // The buffer's heap block does not move while it sits in the request;
     // nothing touches it until the callback has stored the result.

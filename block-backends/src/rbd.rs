@@ -5,8 +5,10 @@
 //! completion callback wakes the request's future: as an
 //! [`AsyncBlockDevice`] it keeps as many requests in flight as commands
 //! arrive, with no thread waiting on any of them, and they complete in
-//! whatever order the cluster answers. Its [`BlockDevice`] methods wait
-//! for the callback on the calling thread.
+//! whatever order the cluster answers. Wrapped in
+//! [`Blocking`](scsi_emu::Blocking) it is a
+//! [`BlockDevice`](scsi_emu::BlockDevice) whose calls wait for the
+//! callback on the calling thread.
 //!
 //! Built only with the crate's `rbd` feature, which links `librbd` and
 //! `librados` (Debian: `apt-get install librbd-dev librados-dev`).
@@ -72,10 +74,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use scsi_emu::{
-    AsyncBlockDevice, BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent, WriteFlags,
-    block_on,
-};
+use scsi_emu::{AsyncBlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent};
 
 use deadlines::Deadlines;
 
@@ -756,66 +755,6 @@ impl AsyncBlockDevice for RbdDevice {
             self.name
         );
         Err(BlockError::Unsupported)
-    }
-}
-
-/// The same requests, each call waiting for its completion on the calling
-/// thread.
-#[deny(clippy::missing_trait_methods)]
-impl BlockDevice for RbdDevice {
-    fn block_size(&self) -> u32 {
-        self.block_size
-    }
-    fn num_blocks(&self) -> u64 {
-        self.num_blocks.load(Ordering::Relaxed)
-    }
-    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::read(self, lba, buf))
-    }
-    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::write(self, lba, buf))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        self.declared()
-    }
-    fn product_name(&self) -> &str {
-        "RBD image"
-    }
-    fn flush(&self) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::flush(self))
-    }
-    fn read_vectored(&self, lba: u64, bufs: &mut [&mut [u8]]) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::read_vectored(self, lba, bufs))
-    }
-    fn write_vectored(
-        &self,
-        lba: u64,
-        bufs: &[&[u8]],
-        flags: WriteFlags,
-    ) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::write_vectored(self, lba, bufs, flags))
-    }
-    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::unmap(self, extent))
-    }
-    fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::write_zeroes(self, extent))
-    }
-    fn lba_status(&self, lba: u64) -> Result<scsi_emu::ExtentStatus, BlockError> {
-        let _ = lba;
-        Err(BlockError::Unsupported)
-    }
-    fn compare_and_write(
-        &self,
-        lba: u64,
-        compare: &[u8],
-        write: &[u8],
-    ) -> Result<Option<usize>, BlockError> {
-        let _ = (lba, compare, write);
-        Err(BlockError::Unsupported)
-    }
-    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
-        AsyncBlockDevice::resize(self, num_blocks)
     }
 }
 

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use block_backends::{NbdAddress, NbdDevice, NbdError, NbdOptions};
-use scsi_emu::{BlockDevice, BlockError, Extent, WriteFlags};
+use scsi_emu::{BlockDevice, BlockError, Blocking, Extent, WriteFlags};
 
 /// Bound on anything that should happen "promptly".
 const BOUND: Duration = Duration::from_secs(30);
@@ -191,8 +191,9 @@ fn options(block_size: u32) -> NbdOptions {
     }
 }
 
-fn connect(server: &Server, export: &str) -> NbdDevice {
+fn connect(server: &Server, export: &str) -> Blocking<NbdDevice> {
     NbdDevice::connect(server.address(), export, options(512))
+        .map(Blocking)
         .unwrap_or_else(|e| panic!("connect: {e}; server says: {}", server.stderr()))
 }
 
@@ -290,7 +291,8 @@ fn qemu_nbd_handshake_reports_size_and_features() {
     assert!(disk.max_request_bytes() >= 1 << 20);
     assert_eq!(disk.max_request_bytes() % 512, 0);
 
-    let big = NbdDevice::connect(server.address(), "", options(4096)).expect("connect 4K");
+    let big =
+        Blocking(NbdDevice::connect(server.address(), "", options(4096)).expect("connect 4K"));
     assert_eq!(big.block_size(), 4096);
     assert_eq!(big.num_blocks(), 1024);
 }
@@ -717,7 +719,8 @@ fn servers_minimum_block_size_is_obeyed() {
         ),
         "{err:?}"
     );
-    let disk = NbdDevice::connect(server.address(), "", options(4096)).expect("4K blocks");
+    let disk =
+        Blocking(NbdDevice::connect(server.address(), "", options(4096)).expect("4K blocks"));
     disk.write(3, &[4; 4096]).expect("aligned write");
 }
 
@@ -963,7 +966,7 @@ fn server_without_go_gets_export_name() {
         let r = script_request(&mut s);
         assert_eq!(r.command, 2, "NBD_CMD_DISC on drop");
     });
-    let disk = NbdDevice::connect(&address, "x", options(512)).expect("connect");
+    let disk = Blocking(NbdDevice::connect(&address, "x", options(512)).expect("connect"));
     assert_eq!(disk.num_blocks(), 2048);
     assert!(disk.capabilities().write_cache && !disk.capabilities().unmap);
     let mut buf = [0; 512];
@@ -987,7 +990,9 @@ fn garbage_reply_fails_requests_without_hanging() {
     });
     let socket = address.to_string();
     assert!(errors_logged(&socket).is_empty());
-    let disk = Arc::new(NbdDevice::connect(&address, "", options(512)).expect("connect"));
+    let disk = Arc::new(Blocking(
+        NbdDevice::connect(&address, "", options(512)).expect("connect"),
+    ));
     let (tx, rx) = mpsc::channel();
     for lba in [0u64, 1] {
         let (disk, tx) = (Arc::clone(&disk), tx.clone());
@@ -1030,7 +1035,7 @@ fn late_reply_after_timeout_is_dropped() {
         request_timeout: Some(Duration::from_millis(200)),
         ..options(512)
     };
-    let disk = NbdDevice::connect(&address, "", opts).expect("connect");
+    let disk = Blocking(NbdDevice::connect(&address, "", opts).expect("connect"));
     let mut buf = [0u8; 4096];
     assert_eq!(disk.read(0, &mut buf), Err(BlockError::Io(ETIMEDOUT)));
     assert_eq!(buf, [0; 4096], "a timed out read leaves the buffer alone");
@@ -1063,7 +1068,7 @@ fn requests_of_many_commands_wait_on_the_connection_together() {
     let mut reads: Vec<Read<'_>> = bufs
         .iter_mut()
         .enumerate()
-        .map(|(lba, buf)| -> Read<'_> { Box::pin(AsyncBlockDevice::read(&disk, lba as u64, buf)) })
+        .map(|(lba, buf)| -> Read<'_> { Box::pin(AsyncBlockDevice::read(&*disk, lba as u64, buf)) })
         .collect();
     let mut done = vec![false; reads.len()];
     let mut first_pass = true;

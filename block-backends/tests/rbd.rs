@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use block_backends::{RbdDevice, RbdError, RbdOptions, RbdSpec};
 use nix::fcntl::{Flock, FlockArg};
-use scsi_emu::{BlockDevice, BlockError, Extent};
+use scsi_emu::{BlockDevice, BlockError, Blocking, Extent};
 
 const MIB: usize = 1 << 20;
 
@@ -89,16 +89,18 @@ impl Cluster {
         }
     }
 
-    fn connect(&self, image: &str, block_size: u32) -> RbdDevice {
-        RbdDevice::connect_with(
-            self.spec(image),
-            RbdOptions {
-                block_size,
-                timeout: TIMEOUT,
-                ..RbdOptions::default()
-            },
+    fn connect(&self, image: &str, block_size: u32) -> Blocking<RbdDevice> {
+        Blocking(
+            RbdDevice::connect_with(
+                self.spec(image),
+                RbdOptions {
+                    block_size,
+                    timeout: TIMEOUT,
+                    ..RbdOptions::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("connect to rbd/{image}: {e}")),
         )
-        .unwrap_or_else(|e| panic!("connect to rbd/{image}: {e}"))
     }
 
     /// Runs `rbd ARGS...` against the cluster, bounded; panics on failure.
@@ -231,7 +233,7 @@ fn pattern(offset: u64, len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Reads `len` bytes at byte `offset`.
-fn read_bytes(dev: &RbdDevice, offset: u64, len: usize) -> Vec<u8> {
+fn read_bytes(dev: &Blocking<RbdDevice>, offset: u64, len: usize) -> Vec<u8> {
     let bs = u64::from(dev.block_size());
     let mut buf = vec![0u8; len];
     dev.read(offset / bs, &mut buf)
@@ -239,7 +241,7 @@ fn read_bytes(dev: &RbdDevice, offset: u64, len: usize) -> Vec<u8> {
     buf
 }
 
-fn write_bytes(dev: &RbdDevice, offset: u64, data: &[u8]) {
+fn write_bytes(dev: &Blocking<RbdDevice>, offset: u64, data: &[u8]) {
     let bs = u64::from(dev.block_size());
     dev.write(offset / bs, data)
         .unwrap_or_else(|e| panic!("write {} bytes at {offset}: {e}", data.len()));
@@ -384,15 +386,17 @@ fn flushed_writes_are_seen_by_another_client() {
             let image = TestImage::create(cluster, "flush", "16M");
             // With librbd's cache, where flushing matters: after the first
             // flush it acknowledges writes before the OSDs have them.
-            let first = RbdDevice::connect_with(
-                cluster.spec(&image.name),
-                RbdOptions {
-                    timeout: TIMEOUT,
-                    cache: true,
-                    ..RbdOptions::default()
-                },
-            )
-            .expect("connect with the cache");
+            let first = Blocking(
+                RbdDevice::connect_with(
+                    cluster.spec(&image.name),
+                    RbdOptions {
+                        timeout: TIMEOUT,
+                        cache: true,
+                        ..RbdOptions::default()
+                    },
+                )
+                .expect("connect with the cache"),
+            );
             let a = pattern(0, 64 << 10, 7);
             write_bytes(&first, 0, &a);
             first.flush().expect("first flush");
@@ -419,7 +423,7 @@ fn check_zeroing(
     cluster: &Cluster,
     tag: &str,
     ranges: &[(u64, u64)],
-    zero: impl Fn(&RbdDevice, u64, u64) -> Result<(), BlockError>,
+    zero: impl Fn(&Blocking<RbdDevice>, u64, u64) -> Result<(), BlockError>,
 ) {
     let image = TestImage::create(cluster, tag, "16M");
     let dev = cluster.connect(&image.name, 512);
@@ -648,15 +652,17 @@ fn refresh_size_follows_a_resize() {
 fn librbd_cache_can_be_turned_on() {
     with_cluster("librbd_cache_can_be_turned_on", false, |cluster| {
         let image = TestImage::create(cluster, "cache", "16M");
-        let dev = RbdDevice::connect_with(
-            cluster.spec(&image.name),
-            RbdOptions {
-                block_size: 512,
-                timeout: TIMEOUT,
-                cache: true,
-            },
-        )
-        .expect("connect with the cache");
+        let dev = Blocking(
+            RbdDevice::connect_with(
+                cluster.spec(&image.name),
+                RbdOptions {
+                    block_size: 512,
+                    timeout: TIMEOUT,
+                    cache: true,
+                },
+            )
+            .expect("connect with the cache"),
+        );
         assert!(dev.capabilities().write_cache);
         let data = pattern(4096, 65536, 5);
         write_bytes(&dev, 4096, &data);
@@ -948,7 +954,7 @@ fn requests_of_many_commands_wait_for_librbd_together() {
                 .iter()
                 .enumerate()
                 .map(|(i, d)| -> Write<'_> {
-                    Box::pin(AsyncBlockDevice::write(&dev, (i * MIB / 4096) as u64, d))
+                    Box::pin(AsyncBlockDevice::write(&*dev, (i * MIB / 4096) as u64, d))
                 })
                 .collect();
             let mut done = vec![false; writes.len()];

@@ -13,8 +13,17 @@ use crate::write_flags::WriteFlags;
 /// [`AsyncEmulator`](crate::AsyncEmulator) runs the rare multi-step
 /// commands (COMPARE AND WRITE, VERIFY, EXTENDED COPY, ...) through it; it
 /// also lets synchronous tools use an asynchronous device.
+///
+/// It dereferences to the device, so the device's own methods stay at hand.
 #[derive(Debug)]
 pub struct Blocking<D>(pub D);
+
+impl<D> std::ops::Deref for Blocking<D> {
+    type Target = D;
+    fn deref(&self) -> &D {
+        &self.0
+    }
+}
 
 #[deny(clippy::missing_trait_methods)]
 impl<D: AsyncBlockDevice> BlockDevice for Blocking<D> {

@@ -9,7 +9,7 @@ use block_backends::{
     FaultInjector, FileDevice, FileDeviceError, FileOptions, MemoryDevice, NbdAddress, NbdDevice,
     NbdOptions, ReadOnly,
 };
-use scsi_emu::{BlockDevice, BlockError};
+use scsi_emu::{BlockDevice, BlockError, Blocking};
 
 /// A parsed `--backend` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +118,7 @@ impl BackendSpec {
                 Arc::new(FileDevice::open(path, file_options).map_err(file_error)?)
             }
             BackendSpec::Nbd { address, export } => {
-                Arc::new(connect_nbd(address, export, options)?)
+                Arc::new(Blocking(connect_nbd(address, export, options)?))
             }
             BackendSpec::Rbd(rbd) => open_rbd(rbd, options)?,
         };
@@ -297,7 +297,7 @@ fn parse_rbd(rest: &str) -> Result<RbdBackend, String> {
 
 #[cfg(feature = "rbd")]
 fn open_rbd(spec: &RbdBackend, options: &DeviceOptions) -> Result<Arc<dyn BlockDevice>, String> {
-    Ok(Arc::new(connect_rbd(spec, options)?))
+    Ok(Arc::new(Blocking(connect_rbd(spec, options)?)))
 }
 
 /// Open an RBD image and check its size against `--size`.

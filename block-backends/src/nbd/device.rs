@@ -8,10 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use scsi_emu::{
-    AsyncBlockDevice, BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent, WriteFlags,
-    block_on,
-};
+use scsi_emu::{AsyncBlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent, WriteFlags};
 
 use super::address::NbdAddress;
 use super::connection::{
@@ -29,10 +26,11 @@ use super::stream::Stream;
 /// `NBD_CMD_DISC`) when the device is dropped. It is an
 /// [`AsyncBlockDevice`]: the requests of every command in flight are on
 /// the connection together, and the reader thread wakes each one when its
-/// reply arrives, so no thread waits per request. Its [`BlockDevice`]
-/// methods (any thread, at once) wait for their replies on the calling
-/// thread. Which optional commands exist depends on what the server
-/// offers:
+/// reply arrives, so no thread waits per request. Wrapped in
+/// [`Blocking`](scsi_emu::Blocking) it is a
+/// [`BlockDevice`](scsi_emu::BlockDevice) whose calls (any thread, at
+/// once) wait for their replies on the calling thread. Which optional
+/// commands exist depends on what the server offers:
 ///
 /// | method | NBD | when the server lacks it |
 /// | --- | --- | --- |
@@ -59,11 +57,12 @@ use super::stream::Stream;
 ///
 /// ```no_run
 /// use block_backends::{NbdAddress, NbdDevice, NbdOptions};
-/// use scsi_emu::BlockDevice;
+/// use scsi_emu::{BlockDevice, Blocking};
 ///
 /// // Served for example by `nbdkit --unix /run/disk.sock memory 64M`.
 /// let address = NbdAddress::Unix { path: "/run/disk.sock".into() };
-/// let disk = NbdDevice::connect(&address, "", NbdOptions::default())?;
+/// // Synchronous calls; serve it with `AsyncDevice` for asynchronous ones.
+/// let disk = Blocking(NbdDevice::connect(&address, "", NbdOptions::default())?);
 /// assert_eq!(disk.num_blocks(), (64 << 20) / 512);
 /// disk.write(8, &[0xab; 1024])?;
 /// let mut back = [0; 1024];
@@ -571,67 +570,6 @@ impl AsyncBlockDevice for NbdDevice {
             done += n;
         }
         Ok(())
-    }
-}
-
-/// The same requests, each call waiting for its replies on the calling
-/// thread.
-#[deny(clippy::missing_trait_methods)]
-impl BlockDevice for NbdDevice {
-    fn block_size(&self) -> u32 {
-        self.block_size
-    }
-    fn num_blocks(&self) -> u64 {
-        self.num_blocks
-    }
-    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::read(self, lba, buf))
-    }
-    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::write(self, lba, buf))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        self.declared()
-    }
-    fn product_name(&self) -> &str {
-        "NBD export"
-    }
-    fn flush(&self) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::flush(self))
-    }
-    fn read_vectored(&self, lba: u64, bufs: &mut [&mut [u8]]) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::read_vectored(self, lba, bufs))
-    }
-    fn write_vectored(
-        &self,
-        lba: u64,
-        bufs: &[&[u8]],
-        flags: WriteFlags,
-    ) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::write_vectored(self, lba, bufs, flags))
-    }
-    fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::unmap(self, extent))
-    }
-    fn write_zeroes(&self, extent: Extent) -> Result<(), BlockError> {
-        block_on(AsyncBlockDevice::write_zeroes(self, extent))
-    }
-    fn lba_status(&self, lba: u64) -> Result<scsi_emu::ExtentStatus, BlockError> {
-        let _ = lba;
-        Err(BlockError::Unsupported)
-    }
-    fn compare_and_write(
-        &self,
-        lba: u64,
-        compare: &[u8],
-        write: &[u8],
-    ) -> Result<Option<usize>, BlockError> {
-        let _ = (lba, compare, write);
-        Err(BlockError::Unsupported)
-    }
-    fn resize(&self, num_blocks: u64) -> Result<(), BlockError> {
-        let _ = num_blocks;
-        Err(BlockError::Unsupported)
     }
 }
 

@@ -8,6 +8,13 @@
 #            no file handler), with a private system D-Bus
 #   rd_mcp   LIO's in-kernel RAM backstore
 #   fileio   LIO's in-kernel file backstore on a tmpfs file
+# and, asked for by BENCH_ONLY, three slow ones where requests wait on a
+# network (for asynchronous completion):
+#   nbd_delay    tcmu-serve --backend nbd+unix: on nbdkit's memory plugin
+#                behind its delay filter (2 ms per read and per write)
+#   rbd          tcmu-serve --backend rbd: on an image of a single-node
+#                Ceph cluster started in the guest (scripts/ceph-cluster)
+#   runner_rbd   tcmu-runner's rbd handler on an image of the same cluster
 # Each backstore is filled once with 1 MiB sequential writes (so that reads
 # hit real data, and the sparse mem backend holds all of it), then gets the
 # jobs of JOBS below, each fio --direct=1 --ioengine=libaio --time_based
@@ -49,6 +56,7 @@ JOBS=(
   "randread-4k-qd1 randread 4k 1 1"
   "randwrite-4k-qd1 randwrite 4k 1 1"
   "randread-4k-qd32 randread 4k 32 1"
+  "randread-4k-qd128 randread 4k 128 1"
   "randwrite-4k-qd32 randwrite 4k 32 1"
   "randread-4k-qd32x2 randread 4k 32 2"
   "randwrite-4k-qd32x2 randwrite 4k 32 2"
@@ -317,6 +325,13 @@ stop_file() {
 RUNNER_BS=$CFS/core/user_$HBA_IDX/bench-runner
 DBUS_STARTED=0
 start_runner() {
+  runner_up || return
+  truncate -s "$SIZE" "$FS/runner.img" || fail "cannot create $FS/runner.img" || return
+  lio_backstore "$RUNNER_BS" "dev_size=$SIZE,dev_config=qcow/$FS/runner.img,hw_block_size=512" || return
+  loop_expose "$RUNNER_BS"
+}
+# runner_up: tcmu-runner running (HPID), with a private system D-Bus.
+runner_up() {
   command -v tcmu-runner > /dev/null || fail "tcmu-runner not installed" || return
   # tcmu-runner owns org.kernel.TCMUService1 on the system bus: give it a
   # private one (/run is a fresh tmpfs in the guest).
@@ -332,19 +347,20 @@ start_runner() {
   # Ready once it has joined TCMU's netlink multicast group: a
   # NETLINK_GENERIC (16) socket with a group mask (nothing else here has one).
   wait_until 30 runner_ready || fail "tcmu-runner not ready within 30 s" || return
-  kill -0 "$HPID" 2> /dev/null || fail "tcmu-runner exited: $(tail -n 1 "$BS_OUT/tcmu-runner.stdout")" || return
-  truncate -s "$SIZE" "$FS/runner.img" || fail "cannot create $FS/runner.img" || return
-  lio_backstore "$RUNNER_BS" "dev_size=$SIZE,dev_config=qcow/$FS/runner.img,hw_block_size=512" || return
-  loop_expose "$RUNNER_BS"
+  kill -0 "$HPID" 2> /dev/null || fail "tcmu-runner exited: $(tail -n 1 "$BS_OUT/tcmu-runner.stdout")"
 }
 runner_ready() {
   awk '$2 == 16 && $4 != "00000000" { f = 1 } END { exit !f }' /proc/net/netlink ||
     ! kill -0 "$HPID" 2> /dev/null
 }
 stop_runner() {
-  local rc=0
   loop_remove
   lio_remove "$RUNNER_BS"
+  runner_down
+  rm -f "$FS/runner.img"
+}
+runner_down() {
+  local rc=0
   if [[ -n "$HPID" ]]; then
     stop_pid "$HPID" 30 || rc=$?
     note "tcmu-runner exited $rc"
@@ -356,7 +372,67 @@ stop_runner() {
     rm -f /run/dbus/pid /run/dbus/system_bus_socket
     DBUS_STARTED=0
   fi
-  rm -f "$FS/runner.img"
+}
+
+start_nbd_delay() {
+  command -v nbdkit > /dev/null || fail "nbdkit not installed" || return
+  rm -f "$FS/nbd.sock"
+  nbdkit --foreground --exit-with-parent --unix "$FS/nbd.sock" --filter=delay \
+    memory "$SIZE" rdelay=2ms wdelay=2ms > "$BS_OUT/nbdkit.log" 2>&1 &
+  NBDKIT_PID=$!
+  wait_until 30 test -S "$FS/nbd.sock" || fail "nbdkit did not start: $(tail -n 1 "$BS_OUT/nbdkit.log")" || return
+  SERVE_ARGS=(--backend "nbd+unix:$FS/nbd.sock" --name bench-nbd)
+  serve_start
+}
+stop_nbd_delay() {
+  serve_stop
+  if [[ -n "${NBDKIT_PID:-}" ]]; then
+    stop_pid "$NBDKIT_PID" 10 || true
+  fi
+  NBDKIT_PID=""
+}
+
+# The Ceph cluster of rbd and runner_rbd: started once, stopped at the end.
+CEPH_DIR=$FS/ceph
+CEPH_CONF=$CEPH_DIR/ceph.conf
+ceph_up() {
+  [[ -s "$CEPH_CONF" ]] && return 0
+  bounded 300 "$REPO_ROOT/scripts/ceph-cluster" start --dir "$CEPH_DIR" > "$OUT/ceph-start.log" 2>&1 ||
+    fail "scripts/ceph-cluster start failed: $(tail -n 1 "$OUT/ceph-start.log")"
+}
+ceph_down() {
+  [[ -s "$CEPH_CONF" ]] || return 0
+  bounded 120 "$REPO_ROOT/scripts/ceph-cluster" stop --dir "$CEPH_DIR" > /dev/null 2>&1 || true
+}
+# rbd_image NAME: a fresh image of $SIZE bytes.
+rbd_image() {
+  bounded 60 rbd -c "$CEPH_CONF" rm "$1" > /dev/null 2>&1 || true
+  bounded 60 rbd -c "$CEPH_CONF" create --size "$((SIZE >> 20))M" --image-feature layering "$1" \
+    > "$BS_OUT/rbd-create.log" 2>&1 || fail "rbd create $1: $(tail -n 1 "$BS_OUT/rbd-create.log")"
+}
+
+start_rbd() {
+  ceph_up || return
+  rbd_image rbd/bench-serve || return
+  SERVE_ARGS=(--backend "rbd:rbd/bench-serve?conf=$CEPH_CONF&timeout=30" --name bench-rbd)
+  serve_start
+}
+stop_rbd() {
+  serve_stop
+}
+
+RUNNER_RBD_BS=$CFS/core/user_$HBA_IDX/bench-runner-rbd
+start_runner_rbd() {
+  ceph_up || return
+  rbd_image rbd/bench-runner || return
+  runner_up || return
+  lio_backstore "$RUNNER_RBD_BS" "dev_size=$SIZE,dev_config=rbd/rbd/bench-runner;conf=$CEPH_CONF,hw_block_size=512" || return
+  loop_expose "$RUNNER_RBD_BS"
+}
+stop_runner_rbd() {
+  loop_remove
+  lio_remove "$RUNNER_RBD_BS"
+  runner_down
 }
 
 RD_BS=$CFS/core/rd_mcp_$HBA_IDX/bench-rd
@@ -443,9 +519,12 @@ bench_backstore() {
       job_selected "$name" || continue
       rc=0
       [[ -n "${BENCH_PERF:-}" ]] && perf_start "$name"
+      local cpu_before
+      cpu_before=$(head -n 1 /proc/stat)
       fio_run "$BS_OUT/$name.json" --name="$name" --rw="$rw" --bs="$bs" --iodepth="$qd" \
         --numjobs="$nj" --group_reporting --time_based --ramp_time="$RAMP" \
         --runtime="$RUNTIME" || rc=$?
+      busy_share "$cpu_before" "$(head -n 1 /proc/stat)" > "$BS_OUT/$name.cpu"
       [[ -n "${BENCH_PERF:-}" ]] && perf_stop "$name"
       if ((rc != 0)); then
         echo "fio exit $rc" > "$BS_OUT/$name.err"
@@ -466,6 +545,18 @@ bench_backstore() {
   t1=$(date +%s)
   echo "$status" > "$BS_OUT/status"
   note "$key: $status, $((t1 - t0)) s"
+}
+
+# busy_share BEFORE AFTER: the share of all vCPU time between two
+# /proc/stat "cpu" lines that was not idle or waiting for I/O, in percent:
+# near 100 means the job was CPU-bound.
+busy_share() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    n = split(a, x); split(b, y); total = 0
+    for (i = 2; i <= n; i++) total += y[i] - x[i]
+    idle = (y[5] - x[5]) + (y[6] - x[6])
+    printf "%.0f\n", total > 0 ? 100 * (total - idle) / total : 0
+  }'
 }
 
 # job_selected NAME: whether BENCH_JOBS (names, space-separated) includes
@@ -539,6 +630,9 @@ labels = {
     "runner": "tcmu-runner qcow (raw tmpfs file)",
     "rd_mcp": "LIO rd_mcp",
     "fileio": "LIO fileio (tmpfs)",
+    "nbd_delay": "tcmu-serve nbd (nbdkit memory, 2 ms delay)",
+    "rbd": "tcmu-serve rbd (single-node Ceph in the VM)",
+    "runner_rbd": "tcmu-runner rbd (same cluster)",
 }
 result = {"meta": kv(os.path.join(out, "meta.txt")),
           "jobs": [{"name": n, "rw": rw, "bs": bs, "iodepth": int(qd), "numjobs": int(nj)}
@@ -568,7 +662,10 @@ for key, label in labels.items():
             continue
         side = j["read"] if j["read"]["io_bytes"] else j["write"]
         pct = side["clat_ns"].get("percentile", {})
+        cpu_file = os.path.join(d, name + ".cpu")
+        cpu = int(open(cpu_file).read().strip() or 0) if os.path.exists(cpu_file) else None
         bs["results"][name] = {
+            "cpu_busy_pct": cpu,
             "iops": side["iops"],
             "bw_mib_s": side["bw_bytes"] / 2**20,
             "clat_mean_us": side["clat_ns"]["mean"] / 1000,
@@ -578,7 +675,7 @@ for key, label in labels.items():
         }
         r = bs["results"][name]
         lines.append(f"{key:<8} {name:<20} {r['iops']:>10.0f} IOPS {r['bw_mib_s']:>9.1f} MiB/s "
-                     f"clat {r['clat_mean_us']:>9.1f} us")
+                     f"clat {r['clat_mean_us']:>9.1f} us, vCPUs {cpu if cpu is not None else '?'}% busy")
     result["backstores"].append(bs)
     if bs["rss"]:
         lines.append(f"{key:<8} rss excl. uio: idle {bs['rss'].get('idle_excl_kib', 0)} KiB, "
@@ -593,6 +690,7 @@ EOF
 cleanup() {
   sampler_stop || true
   [[ -n "$HPID" ]] && kill -KILL "$HPID" 2> /dev/null
+  ceph_down
   return 0
 }
 

@@ -73,9 +73,11 @@ ex_iops() {
 }
 
 # The asynchronous example: every request waits 2 ms, yet requests in
-# flight hold no thread, so queue depth 32 moves far more than depth 1
-# (with a thread per request it would stop at the worker count); data
-# written at depth 32 verifies.
+# flight hold no thread, so queue depth 32 moves far more than depth 1.
+# With a thread per request the 4 workers would cap it at 4x depth 1; the
+# check asks for 6x (measured under TCG: 8x, both vCPUs busy with the
+# kernel's, fio's and the handler's share of every command).
+# Data written at depth 32 verifies.
 ex_slow() {
   ex_start slow_disk || return
   ex_iops 1 || return
@@ -83,8 +85,8 @@ ex_slow() {
   ex_iops 32 || return
   local qd32=$EX_IOPS
   echo "slow_disk, 2 ms per request: QD1 $qd1 IOPS, QD32 $qd32 IOPS ($((qd32 / (qd1 > 0 ? qd1 : 1)))x)"
-  ((qd1 > 0 && qd32 >= 8 * qd1)) ||
-    fail "QD32 $qd32 IOPS is not 8x QD1 $qd1 IOPS: requests in flight wait for threads" || return
+  ((qd1 > 0 && qd32 >= 6 * qd1)) ||
+    fail "QD32 $qd32 IOPS is not 6x QD1 $qd1 IOPS: requests in flight wait for threads" || return
   local report=fio-verify-slow-disk.txt
   CMD_TIMEOUT=300 must "fio verify failed, see $report" \
     "${FIO_VERIFY[@]}" --name=verify --filename="$EX_DEV" --iodepth=32 --size=32M \

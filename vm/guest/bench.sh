@@ -555,7 +555,8 @@ busy_share() {
     n = split(a, x); split(b, y); total = 0
     for (i = 2; i <= n; i++) total += y[i] - x[i]
     idle = (y[5] - x[5]) + (y[6] - x[6])
-    printf "%.0f\n", total > 0 ? 100 * (total - idle) / total : 0
+    # Parenthesized: a bare ">" among the printf arguments redirects.
+    printf "%.0f\n", (total > 0 ? 100 * (total - idle) / total : 0)
   }'
 }
 

@@ -26,6 +26,8 @@
 # shares with the handler) is the handler's own resident memory; the first
 # sample (idle, before any I/O) and the maximum are kept.
 #
+# BENCH_ROUNDS=N repeats the whole list N times, reversed every other
+# round; round N of backstore KEY is KEY.rN (KEY for round 1).
 # Output in $VM_RUN/bench: one directory per backstore (fio JSON per job,
 # status, queue limits, RSS samples, handler logs), meta.txt, and
 # bench.json / bench.txt assembled from them. Exit status 0 when the run
@@ -491,8 +493,10 @@ record_queue() {
 
 # bench_backstore KEY: set it up, fill it, run the jobs, tear it down.
 bench_backstore() {
-  local key=$1 job name rw bs qd nj t0 t1 rc
+  local key=$1 round=${2:-1} job name rw bs qd nj t0 t1 rc
   BS_OUT=$OUT/$key
+  # Later rounds (BENCH_ROUNDS) keep their results apart: KEY.rN.
+  ((round == 1)) || BS_OUT=$OUT/$key.r$round
   mkdir -p "$BS_OUT"
   DEV="" HPID="" REASON=""
   note "== $key: setting up"
@@ -640,7 +644,11 @@ result = {"meta": kv(os.path.join(out, "meta.txt")),
                    for n, rw, bs, qd, nj in jobs],
           "backstores": []}
 lines = []
-for key, label in labels.items():
+rounds = sorted({int(n.rsplit(".r", 1)[1]) for n in os.listdir(out)
+                 if ".r" in n and n.rsplit(".r", 1)[1].isdigit()} | {1})
+runs = [(key + ("" if r == 1 else f".r{r}"), label + ("" if len(rounds) == 1 else f", round {r}"))
+        for r in rounds for key, label in labels.items()]
+for key, label in runs:
     d = os.path.join(out, key)
     status_file = os.path.join(d, "status")
     if not os.path.exists(status_file):
@@ -700,9 +708,19 @@ main() {
   setup_guest
   write_meta
   note "kernel $(uname -r), $(fio --version), runtime ${RUNTIME}s per job, size $((SIZE >> 20)) MiB"
-  local key
-  for key in ${BENCH_ONLY:-mem file runner rd_mcp fileio}; do
-    bench_backstore "$key"
+  # BENCH_ROUNDS=N runs the list N times, in reverse order every other
+  # round (A B, B A, A B, ...), so that no backstore always runs first.
+  local key round keys
+  read -r -a keys <<< "${BENCH_ONLY:-mem file runner rd_mcp fileio}"
+  for ((round = 1; round <= ${BENCH_ROUNDS:-1}; round++)); do
+    local order=("${keys[@]}")
+    if ((round % 2 == 0)); then
+      order=()
+      for ((i = ${#keys[@]} - 1; i >= 0; i--)); do order+=("${keys[i]}"); done
+    fi
+    for key in "${order[@]}"; do
+      bench_backstore "$key" "$round"
+    done
   done
   klog_problems | tail -n +$((KLOG_BASE + 1)) > "$OUT/kernel-warnings.txt"
   echo "kernel_warnings=$(wc -l < "$OUT/kernel-warnings.txt")" >> "$OUT/meta.txt"

@@ -12,7 +12,10 @@ use crate::blocking::Blocking;
 use crate::completion::Completion;
 use crate::data_buffer::{DataBuffer, MAX_LENT_SEGMENTS};
 use crate::lun::Lun;
-use crate::medium::{Direction, backend_failure, byte_len, check_range, check_transfer};
+use crate::medium::{
+    Direction, backend_failure, byte_len, check_range, check_transfer, whole_block_prefix,
+    write_parts,
+};
 use crate::range_lock::Acquired;
 use crate::read_write::Transfer;
 use crate::response::ScsiResponse;
@@ -113,7 +116,9 @@ pub(crate) async fn run<D: AsyncBlockDevice, C: Completion>(
             let (_, data) = completion.parts();
             let mut lent: [&mut [u8]; MAX_LENT_SEGMENTS] = Default::default();
             let n = data.segments_mut(&mut lent).unwrap_or(0);
-            let n = cut(&mut lent[..n], len);
+            // Whole blocks: `plan` checked.
+            let bs = lun.device().block_size() as usize;
+            let n = whole_block_prefix(&mut lent[..n], len, bs).unwrap_or(0);
             match device.read_vectored(t.lba, &mut lent[..n]).await {
                 Ok(()) => ScsiResponse::data_in(len),
                 Err(err) => backend_failure(&err, t.lba, Direction::Read),
@@ -126,20 +131,7 @@ pub(crate) async fn run<D: AsyncBlockDevice, C: Completion>(
             };
             let (_, data) = completion.parts();
             let mut parts: [&[u8]; MAX_LENT_SEGMENTS] = [&[]; MAX_LENT_SEGMENTS];
-            let mut n = 0;
-            let mut taken = 0;
-            for i in 0..data.segment_count() {
-                if taken >= len {
-                    break;
-                }
-                let seg = data.segment(i);
-                let seg = &seg[..seg.len().min(len - taken)];
-                taken += seg.len();
-                if !seg.is_empty() {
-                    parts[n] = seg;
-                    n += 1;
-                }
-            }
+            let n = write_parts(&*data, len, &mut parts);
             let flags = lun.write_flags(t.fua);
             match device.write_vectored(t.lba, &parts[..n], flags).await {
                 Ok(()) => ScsiResponse::good(),
@@ -152,24 +144,4 @@ pub(crate) async fn run<D: AsyncBlockDevice, C: Completion>(
         },
     };
     completion.complete(response, lun.descriptor_sense());
-}
-
-/// Cut lent segments to the first `len` bytes, dropping empty ones; how
-/// many remain (the caller checked they hold whole blocks).
-fn cut(segs: &mut [&mut [u8]], len: usize) -> usize {
-    let mut taken = 0;
-    let mut kept = 0;
-    for i in 0..segs.len() {
-        if taken >= len {
-            break;
-        }
-        let seg = std::mem::take(&mut segs[i]);
-        let n = seg.len().min(len - taken);
-        taken += n;
-        if n > 0 {
-            segs[kept] = &mut seg[..n];
-            kept += 1;
-        }
-    }
-    kept
 }

@@ -117,7 +117,7 @@ pub(crate) fn check_transfer<D: BlockDevice>(
 /// Cut the segments to the first `len` bytes in place, dropping empty
 /// ones; how many remain, or `None` unless each holds whole blocks (the
 /// caller then goes block by block).
-fn whole_block_prefix(segs: &mut [&mut [u8]], len: usize, bs: usize) -> Option<usize> {
+pub(crate) fn whole_block_prefix(segs: &mut [&mut [u8]], len: usize, bs: usize) -> Option<usize> {
     let mut taken = 0;
     let mut kept = 0;
     for i in 0..segs.len() {
@@ -136,6 +136,30 @@ fn whole_block_prefix(segs: &mut [&mut [u8]], len: usize, bs: usize) -> Option<u
         }
     }
     Some(kept)
+}
+
+/// The first `len` bytes of `data` as slices in `parts` (empty segments
+/// left out; at most `parts.len()` of them); how many.
+pub(crate) fn write_parts<'a>(
+    data: &'a dyn DataBuffer,
+    len: usize,
+    parts: &mut [&'a [u8]],
+) -> usize {
+    let mut count = 0;
+    let mut taken = 0;
+    for i in 0..data.segment_count() {
+        if taken >= len || count == parts.len() {
+            break;
+        }
+        let seg = data.segment(i);
+        let seg = &seg[..seg.len().min(len - taken)];
+        taken += seg.len();
+        if !seg.is_empty() {
+            parts[count] = seg;
+            count += 1;
+        }
+    }
+    count
 }
 
 /// The LBA of the block holding byte `pos` of a transfer from `start`.
@@ -229,20 +253,7 @@ pub(crate) fn write_from<D: BlockDevice + ?Sized>(
     if (2..=MAX_LENT_SEGMENTS).contains(&data.segment_count()) {
         // On the stack: one vectored call allocates nothing.
         let mut parts: [&[u8]; MAX_LENT_SEGMENTS] = [&[]; MAX_LENT_SEGMENTS];
-        let mut count = 0;
-        let mut taken = 0;
-        for i in 0..data.segment_count() {
-            if taken >= len {
-                break;
-            }
-            let seg = data.segment(i);
-            let seg = &seg[..seg.len().min(len - taken)];
-            taken += seg.len();
-            if !seg.is_empty() {
-                parts[count] = seg;
-                count += 1;
-            }
-        }
+        let count = write_parts(data, len, &mut parts);
         if parts[..count].iter().all(|p| p.len() % bs == 0) {
             return device
                 .write_vectored(start, &parts[..count], flags)

@@ -24,9 +24,17 @@ const HISUP_RDF2: u8 = 0x10 | 0x02;
 const CMDQUE: u8 = 0x02;
 /// Byte 5, 3PC: third-party copy (EXTENDED COPY) is supported.
 const THIRD_PARTY_COPY: u8 = 0x08;
-/// Length of the standard data we return: the minimum SPC defines, with
-/// vendor, product and revision. Nothing after byte 35 would be non-zero.
-const STANDARD_LEN: usize = 36;
+/// Length of the standard data we return: through the last of the eight
+/// VERSION DESCRIPTOR fields (bytes 58-73).
+const STANDARD_LEN: usize = 74;
+/// Where the VERSION DESCRIPTOR fields start.
+const VERSION_DESCRIPTORS_AT: usize = 58;
+/// The standards claimed, in the order SPC-5 asks for (architecture,
+/// command sets; the transport's descriptor belongs to the fabric, which
+/// the handler does not know): SAM-5, SPC-4 and SBC-3, each with no
+/// version claimed. Initiators and conformance suites read SBC-3 here as
+/// "the Block Limits page is the long one" (SBC-3 6.6.3).
+const VERSION_DESCRIPTORS: [u16; 3] = [0x00A0, 0x0460, 0x04C0];
 
 /// A supported VPD page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +147,10 @@ fn standard_data(identity: &LunIdentity, third_party_copy: bool) -> Vec<u8> {
     b[8..16].copy_from_slice(&ascii_padded(&identity.vendor, 8));
     b[16..32].copy_from_slice(&ascii_padded(&identity.product, 16));
     b[32..36].copy_from_slice(&ascii_padded(&identity.revision, 4));
+    for (i, code) in VERSION_DESCRIPTORS.iter().enumerate() {
+        let at = VERSION_DESCRIPTORS_AT + 2 * i;
+        BigEndian::write_u16(&mut b[at..at + 2], *code);
+    }
     b
 }
 
@@ -205,7 +217,7 @@ mod tests {
     fn standard_data_layout() {
         let emu = emulator(VecDevice::new(512, 8));
         let (resp, b) = run(&emu, cdb(false, 0, 255), 255);
-        assert_eq!(resp, ScsiResponse::data_in(36));
+        assert_eq!(resp, ScsiResponse::data_in(74));
         assert_eq!(b[0], 0x00, "connected direct-access device");
         assert_eq!(b[1], 0x00, "not removable");
         assert_eq!(b[2], 0x06);
@@ -216,6 +228,10 @@ mod tests {
         assert_eq!(&b[8..16], b"TCMU-RS ");
         assert_eq!(&b[16..32], b"vec disk        ");
         assert_eq!(&b[32..36], b"0.1 ");
+        // SAM-5, SPC-4 and SBC-3, then unused descriptors.
+        assert_eq!(b[58..64], [0x00, 0xA0, 0x04, 0x60, 0x04, 0xC0]);
+        assert!(b[64..74].iter().all(|&x| x == 0));
+        assert!(b[36..58].iter().all(|&x| x == 0));
     }
 
     #[test]
@@ -235,7 +251,7 @@ mod tests {
         let emu = emulator(VecDevice::new(512, 8));
         let (resp, b) = run(&emu, cdb(false, 0, 5), 64);
         assert_eq!(resp, ScsiResponse::data_in(5));
-        assert_eq!(b[4], 31, "length field describes the full data");
+        assert_eq!(b[4], 69, "length field describes the full data");
         let (resp, _) = run(&emu, cdb(false, 0, 0), 64);
         assert_eq!(resp, ScsiResponse::data_in(0));
         // A buffer smaller than the allocation length caps the transfer.

@@ -54,19 +54,25 @@ pub(crate) fn compare_and_write<D: BlockDevice>(
     let Some(bs) = block_size(device) else {
         return ScsiResponse::internal_failure();
     };
-    // Zero blocks: nothing is compared or written, and that is no error.
-    if cmd.blocks == 0 {
-        return ScsiResponse::good();
-    }
     if cmd.blocks > lun.limits.max_compare_and_write {
         return invalid_field(NUMBER_FIELD, 7).into();
     }
+    // The LBA is checked even for zero blocks, as for READ and WRITE.
     if let Err(sense) = check_range(device, cmd.lba, cmd.blocks) {
         return sense.into();
     }
+    // The data-out buffer must be exactly what NUMBER OF LOGICAL BLOCKS
+    // implies. The kernel does not size-check passthrough commands, so an
+    // initiator's transfer length that disagrees with the CDB arrives
+    // here: refuse it, as LIO's own backstores do, rather than compare
+    // and write the wrong bytes (an 8-bit count of 256 blocks reads 0).
     let len = byte_len(cmd.blocks, bs);
-    if data.len() < 2 * len {
+    if data.len() != 2 * len {
         return invalid_field(NUMBER_FIELD, 7).into();
+    }
+    // Zero blocks: nothing is compared or written, and that is no error.
+    if cmd.blocks == 0 {
+        return ScsiResponse::good();
     }
     let mut expected = vec![0u8; len];
     data.read_at(0, &mut expected);
@@ -171,8 +177,22 @@ mod tests {
     #[test]
     fn field_and_range_checks() {
         let emu = emulator(VecDevice::new(BS as u32, 16));
+        let mut none = Vec::<u8>::new();
+        assert_eq!(emu.execute(&caw(0, 16, 0), &mut none), ScsiResponse::good());
+        // Zero blocks past the end: the LBA is still checked.
+        assert_illegal(
+            &emu.execute(&caw(0, 17, 0), &mut none),
+            AdditionalSense::LBA_OUT_OF_RANGE,
+        );
+        assert_illegal(
+            &emu.execute(&caw(0, u64::MAX, 0), &mut none),
+            AdditionalSense::LBA_OUT_OF_RANGE,
+        );
+        // Zero blocks with data: the transfer disagrees with the CDB
+        // (libiscsi sends 256 blocks' data with the count wrapped to 0).
+        let mut data = vec![0u8; 2 * 256 * BS];
+        assert_invalid_field(&emu.execute(&caw(0, 0, 0), &mut data), 13, 7);
         let mut data = vec![0u8; 64 * BS];
-        assert_eq!(emu.execute(&caw(0, 16, 0), &mut data), ScsiResponse::good());
         assert_invalid_field(&emu.execute(&caw(0, 0, 17), &mut data), 13, 7);
         assert_invalid_field(&emu.execute(&caw(0x20, 0, 1), &mut data), 1, 7);
         assert_illegal(
@@ -183,8 +203,9 @@ mod tests {
             &emu.execute(&caw(0, u64::MAX, 1), &mut data),
             AdditionalSense::LBA_OUT_OF_RANGE,
         );
-        // Data-out must hold both halves.
+        // Data-out must hold both halves, and nothing more.
         assert_invalid_field(&emu.execute(&caw(0, 0, 2), &mut vec![0u8; 3 * BS]), 13, 7);
+        assert_invalid_field(&emu.execute(&caw(0, 0, 1), &mut vec![0u8; 4 * BS]), 13, 7);
         assert!(emu.device().calls().is_empty());
     }
 

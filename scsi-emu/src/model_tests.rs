@@ -255,10 +255,10 @@ fn step(emu: &impl Executes, model: &mut Model, op: &Op) {
             cdb[2..10].copy_from_slice(&lba.to_be_bytes());
             cdb[13] = blocks as u8;
             let resp = emu.run(&cdb, &mut data);
-            if blocks == 0 {
-                assert_eq!(resp, ScsiResponse::good());
-            } else if !in_range {
+            if !in_range {
                 assert_out_of_range(&resp);
+            } else if blocks == 0 {
+                assert_eq!(resp, ScsiResponse::good());
             } else if let Some(c) = corrupt {
                 assert_miscompare_at(&resp, c);
             } else {

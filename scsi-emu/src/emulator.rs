@@ -400,7 +400,7 @@ mod tests {
         assert_eq!((l.max_transfer, l.optimal_transfer), (2, 2));
         assert_eq!(l.transfer_granularity, 1);
         assert_eq!(l.max_compare_and_write, 2);
-        assert_eq!(l.max_unmap, 1 << 18);
+        assert_eq!(l.max_unmap, 1 << 17);
         assert_eq!(l.max_unmap_descriptors, 256);
 
         // Less than a page: no optimal size; never below one block.

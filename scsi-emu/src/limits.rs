@@ -4,9 +4,13 @@ use crate::capabilities::Capabilities;
 
 /// Largest NUMBER OF LOGICAL BLOCKS of COMPARE AND WRITE.
 const MAX_COMPARE_AND_WRITE_BLOCKS: u64 = 16;
-/// Bytes one UNMAP, or WRITE SAME, may cover: bounds the time one command
-/// takes, not the disk size (initiators split larger requests).
-const MAX_UNMAP_OR_WRITE_SAME_BYTES: u64 = 1 << 30;
+/// Bytes one WRITE SAME may cover: bounds the time one command takes, not
+/// the disk size (initiators split larger requests).
+const MAX_WRITE_SAME_BYTES: u64 = 1 << 30;
+/// Bytes one UNMAP may cover, for the same reason. Half of WRITE SAME's:
+/// with 512-byte blocks that is 2^20 blocks, the largest MAXIMUM UNMAP
+/// LBA COUNT libiscsi's conformance suite accepts as sane.
+const MAX_UNMAP_BYTES: u64 = 1 << 29;
 /// Most UNMAP block descriptors in one parameter list.
 const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 /// The preferred I/O alignment: page-sized (the OPTIMAL TRANSFER LENGTH
@@ -43,14 +47,18 @@ impl Limits {
         } else {
             0
         };
-        let big = (MAX_UNMAP_OR_WRITE_SAME_BYTES / bs).max(1);
+        let in_blocks = |bytes: u64| (bytes / bs).max(1);
         Limits {
             max_transfer,
             optimal_transfer,
             transfer_granularity: (PREFERRED_GRANULARITY_BYTES / bs).max(1),
             max_compare_and_write: MAX_COMPARE_AND_WRITE_BLOCKS.min(max_transfer),
-            max_write_same: big,
-            max_unmap: if caps.unmap { big } else { 0 },
+            max_write_same: in_blocks(MAX_WRITE_SAME_BYTES),
+            max_unmap: if caps.unmap {
+                in_blocks(MAX_UNMAP_BYTES)
+            } else {
+                0
+            },
             max_unmap_descriptors: if caps.unmap {
                 u64::from(MAX_UNMAP_DESCRIPTORS)
             } else {

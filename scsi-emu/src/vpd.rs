@@ -139,7 +139,7 @@ mod tests {
         let b = page(&emu, 0xB0);
         assert_eq!(BigEndian::read_u16(&b[6..8]), 1);
         assert_eq!(BigEndian::read_u32(&b[8..12]), 128);
-        assert_eq!(BigEndian::read_u32(&b[20..24]), 1 << 18);
+        assert_eq!(BigEndian::read_u32(&b[20..24]), 1 << 17);
         assert_eq!(BigEndian::read_u32(&b[24..28]), 256);
         assert_eq!(BigEndian::read_u64(&b[36..44]), 1 << 18);
     }

@@ -1,6 +1,7 @@
-//! The mode pages (caching, SBC-4 6.5.5; control, SPC-5 7.5.8), their
-//! changeable fields and the logical unit's current mode parameters,
-//! shared by MODE SENSE and MODE SELECT.
+//! The mode pages (read-write error recovery, SBC-4 6.5.9; caching,
+//! SBC-4 6.5.5; control, SPC-5 7.5.8), their changeable fields and the
+//! logical unit's current mode parameters, shared by MODE SENSE and MODE
+//! SELECT.
 //!
 //! Two parameters are changeable: WCE (write cache enable) and D_SENSE
 //! (descriptor-format sense data). WCE is changeable on every device:
@@ -78,6 +79,9 @@ impl ModeState {
 /// A supported mode page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ModePage {
+    /// Initiators and LIO's own backstores read it; the backend does its
+    /// own retries, so every field is zero and none is changeable.
+    ReadWriteErrorRecovery,
     Caching,
     Control,
 }
@@ -85,7 +89,11 @@ pub(crate) enum ModePage {
 impl ModePage {
     /// Every supported page in ascending page-code order, as page 3Fh
     /// returns them.
-    pub(crate) const ALL: [ModePage; 2] = [ModePage::Caching, ModePage::Control];
+    pub(crate) const ALL: [ModePage; 3] = [
+        ModePage::ReadWriteErrorRecovery,
+        ModePage::Caching,
+        ModePage::Control,
+    ];
     /// The "return all pages" page code.
     pub(crate) const ALL_PAGES_CODE: u8 = 0x3F;
     /// With page 3Fh: all pages and all subpages.
@@ -93,6 +101,7 @@ impl ModePage {
 
     pub(crate) fn code(self) -> u8 {
         match self {
+            ModePage::ReadWriteErrorRecovery => 0x01,
             ModePage::Caching => 0x08,
             ModePage::Control => 0x0A,
         }
@@ -101,6 +110,7 @@ impl ModePage {
     /// The PAGE LENGTH field: bytes after the 2-byte page header.
     pub(crate) fn page_length(self) -> u8 {
         match self {
+            ModePage::ReadWriteErrorRecovery => 0x0A,
             ModePage::Caching => 0x12,
             ModePage::Control => 0x0A,
         }
@@ -117,6 +127,8 @@ impl ModePage {
         p[0] = self.code();
         p[1] = self.page_length();
         match self {
+            // No automatic reallocation, no retry counts, no time limit.
+            ModePage::ReadWriteErrorRecovery => {}
             ModePage::Caching => {
                 // RCD 0 and everything else zero: no prefetch tuning.
                 if values.wce {
@@ -140,6 +152,7 @@ impl ModePage {
         p[0] = self.code();
         p[1] = self.page_length();
         p[2] = match self {
+            ModePage::ReadWriteErrorRecovery => 0,
             ModePage::Caching => WCE,
             ModePage::Control => D_SENSE,
         };
@@ -160,6 +173,7 @@ impl ModePage {
     pub(crate) fn apply(self, page: &[u8], mut values: ModeValues) -> ModeValues {
         let bit = |mask: u8| page.get(2).is_some_and(|b| b & mask != 0);
         match self {
+            ModePage::ReadWriteErrorRecovery => {}
             ModePage::Caching => values.wce = bit(WCE),
             ModePage::Control => values.d_sense = bit(D_SENSE),
         }
@@ -189,7 +203,15 @@ mod tests {
             assert_eq!(page.changeable().len(), p.len());
             assert_eq!(ModePage::from_code(page.code()), Some(page));
         }
-        assert_eq!(ModePage::from_code(0x01), None);
+        assert_eq!(ModePage::from_code(0x02), None);
+        // Read-write error recovery: all zero, nothing changeable.
+        let p = ModePage::ReadWriteErrorRecovery.encode(ON);
+        assert_eq!(p, [0x01, 0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(
+            ModePage::ReadWriteErrorRecovery.changeable()[2..]
+                .iter()
+                .all(|&b| b == 0)
+        );
     }
 
     #[test]
@@ -199,6 +221,9 @@ mod tests {
                 let encoded = page.encode(values);
                 let back = page.apply(&encoded, if values == ON { OFF } else { ON });
                 match page {
+                    ModePage::ReadWriteErrorRecovery => {
+                        assert_eq!(back, if values == ON { OFF } else { ON })
+                    }
                     ModePage::Caching => assert_eq!(back.wce, values.wce),
                     ModePage::Control => assert_eq!(back.d_sense, values.d_sense),
                 }

@@ -291,12 +291,17 @@ mod tests {
         assert_eq!((fp.in_cdb, fp.byte, fp.bit), (false, byte, Some(bit)));
     }
 
+    /// Offset of the caching page in MODE SENSE(6) all-pages data without
+    /// a block descriptor: after the header and the 12-byte read-write
+    /// error recovery page.
+    const CACHING_AT: usize = 4 + 12;
+
     /// Current caching page byte 2 and control page byte 2, as MODE SENSE
     /// reports them.
     fn sensed(emu: &Emulator<VecDevice>) -> (u8, u8) {
         let mut buf = vec![0u8; 64];
         emu.execute(&[0x1A, 0x08, 0x3F, 0, 64, 0], &mut buf);
-        (buf[4 + 2], buf[4 + 20 + 2])
+        (buf[CACHING_AT + 2], buf[CACHING_AT + 20 + 2])
     }
 
     #[test]
@@ -320,7 +325,7 @@ mod tests {
         // Defaults stay what they were.
         let mut buf = vec![0u8; 64];
         emu.execute(&[0x1A, 0x08, 0x80 | 0x3F, 0, 64, 0], &mut buf);
-        assert_eq!((buf[6], buf[26]), (0, 0));
+        assert_eq!((buf[CACHING_AT + 2], buf[CACHING_AT + 22]), (0, 0));
     }
 
     #[test]
@@ -360,7 +365,7 @@ mod tests {
         let mut params = buf[..resp.data_in_len.unwrap()].to_vec();
         params[0] = 0;
         params[1] = 0;
-        params[8 + 16 + 2] |= 0x04; // WCE on
+        params[8 + 16 + 12 + 2] |= 0x04; // WCE on (after page 01h)
         assert_eq!(select10(&emu, params), ScsiResponse::good());
         assert!(emu.write_cache_enabled());
     }
@@ -473,7 +478,7 @@ mod tests {
         assert_bad_param(&select6(&emu, p), 2, 1);
         // Unsupported page, subpage format, wrong page length.
         let mut page = caching(false);
-        page[0] = 0x01;
+        page[0] = 0x02;
         assert_bad_param(&select6(&emu, list6(None, &[page])), 4, 5);
         let mut page = caching(false);
         page[0] |= 0x40;

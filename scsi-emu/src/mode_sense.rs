@@ -172,28 +172,31 @@ mod tests {
     fn mode_sense_6_all_pages_with_descriptor() {
         let emu = emulator(VecDevice::new(512, 1000));
         let (resp, b) = run(&emu, &ms6(false, 0, 0x3F, 0, 255));
-        assert_eq!(resp, ScsiResponse::data_in(4 + 8 + 20 + 12));
+        assert_eq!(resp, ScsiResponse::data_in(4 + 8 + 12 + 20 + 12));
         assert_eq!(usize::from(b[0]), b.len() - 1);
         assert_eq!(b[1], 0, "medium type");
         assert_eq!(b[2], 0x10, "DPOFUA, not write protected");
         assert_eq!(b[3], 8);
         assert_eq!(&b[4..12], &[0, 0, 0x03, 0xE8, 0, 0, 0x02, 0x00]);
-        assert_eq!(&b[12..14], &[0x08, 0x12]);
-        assert_eq!(b[14] & 0x04, 0, "no write cache");
-        assert_eq!(&b[32..34], &[0x0A, 0x0A]);
-        assert_eq!(b[34] & 0x04, 0, "D_SENSE");
-        assert_eq!(b[34] >> 5, 0, "TST");
-        assert_eq!(b[35] & 0x06, 0, "QERR");
+        // Read-write error recovery: no recovery parameters.
+        assert_eq!(&b[12..14], &[0x01, 0x0A]);
+        assert!(b[14..24].iter().all(|&x| x == 0));
+        assert_eq!(&b[24..26], &[0x08, 0x12]);
+        assert_eq!(b[26] & 0x04, 0, "no write cache");
+        assert_eq!(&b[44..46], &[0x0A, 0x0A]);
+        assert_eq!(b[46] & 0x04, 0, "D_SENSE");
+        assert_eq!(b[46] >> 5, 0, "TST");
+        assert_eq!(b[47] & 0x06, 0, "QERR");
     }
 
     #[test]
     fn mode_sense_6_dbd_omits_descriptor() {
         let emu = emulator(VecDevice::new(512, 1000));
         let (resp, b) = run(&emu, &ms6(true, 0, 0x3F, 0, 255));
-        assert_eq!(resp, ScsiResponse::data_in(4 + 20 + 12));
-        assert_eq!(b[0], 35);
+        assert_eq!(resp, ScsiResponse::data_in(4 + 12 + 20 + 12));
+        assert_eq!(b[0], 47);
         assert_eq!(b[3], 0);
-        assert_eq!(b[4], 0x08);
+        assert_eq!(b[4], 0x01);
     }
 
     #[test]
@@ -244,12 +247,14 @@ mod tests {
         assert_eq!(cur, def);
         let (_, chg) = run(&emu, &ms6(true, 1, 0x3F, 0, 255));
         assert_eq!(chg.len(), cur.len());
-        assert_eq!(&chg[4..6], &[0x08, 0x12]);
-        assert_eq!(chg[6], 0x04, "WCE");
-        assert!(chg[7..24].iter().all(|&b| b == 0));
-        assert_eq!(&chg[24..26], &[0x0A, 0x0A]);
-        assert_eq!(chg[26], 0x04, "D_SENSE");
-        assert!(chg[27..].iter().all(|&b| b == 0));
+        assert_eq!(&chg[4..6], &[0x01, 0x0A]);
+        assert!(chg[6..16].iter().all(|&b| b == 0), "no recovery field");
+        assert_eq!(&chg[16..18], &[0x08, 0x12]);
+        assert_eq!(chg[18], 0x04, "WCE");
+        assert!(chg[19..36].iter().all(|&b| b == 0));
+        assert_eq!(&chg[36..38], &[0x0A, 0x0A]);
+        assert_eq!(chg[38], 0x04, "D_SENSE");
+        assert!(chg[39..].iter().all(|&b| b == 0));
     }
 
     #[test]
@@ -268,7 +273,7 @@ mod tests {
         let emu = emulator(VecDevice::new(512, 8));
         for (page, subpage, byte, bit) in [
             (0x00, 0, 2, 5),
-            (0x01, 0, 2, 5),
+            (0x02, 0, 2, 5),
             (0x1C, 0, 2, 5),
             (0x08, 1, 3, 7),
             (0x08, 0xFF, 3, 7),
@@ -280,7 +285,7 @@ mod tests {
             assert_invalid_field(&resp, byte, bit);
         }
         let (resp, _) = run(&emu, &ms6(false, 0, 0x3F, 0xFF, 255));
-        assert_eq!(resp, ScsiResponse::data_in(44));
+        assert_eq!(resp, ScsiResponse::data_in(56));
     }
 
     #[test]
@@ -288,10 +293,10 @@ mod tests {
         let emu = emulator(VecDevice::new(512, 8));
         let (resp, b) = run(&emu, &ms6(false, 0, 0x3F, 0, 4));
         assert_eq!(resp, ScsiResponse::data_in(4));
-        assert_eq!(b, [43, 0, 0x10, 8]);
+        assert_eq!(b, [55, 0, 0x10, 8]);
         let (resp, b) = run(&emu, &ms10(false, false, 0, 0x3F, 0, 2));
         assert_eq!(resp, ScsiResponse::data_in(2));
-        assert_eq!(b, [0, 46]);
+        assert_eq!(b, [0, 58]);
         let (resp, _) = run(&emu, &ms10(false, false, 0, 0x3F, 0, 0));
         assert_eq!(resp, ScsiResponse::data_in(0));
     }

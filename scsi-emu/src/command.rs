@@ -26,7 +26,9 @@ use crate::mode_sense::ModeSense;
 use crate::opcode::{
     self, copy_in, copy_out, has_service_actions, maintenance_in, service_action_in,
 };
+use crate::prefetch::Prefetch;
 use crate::read_capacity::ReadCapacity16;
+use crate::read_defect_data::ReadDefectData;
 use crate::read_write::Transfer;
 use crate::report_opcodes::{ReportOpcodes, ReportTmf};
 use crate::request_sense::RequestSense;
@@ -61,6 +63,9 @@ pub(crate) enum Command {
     ReportTmf(ReportTmf),
     ExtendedCopy(ExtendedCopy),
     CopyOperatingParameters(ReceiveCopyResults),
+    Prefetch(Prefetch),
+    ReadDefectData(ReadDefectData),
+    OrWrite(Transfer),
 }
 
 fn always(_: &Capabilities) -> bool {
@@ -203,6 +208,15 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
         decode: |c| Verify::decode(c).map(Command::Verify),
     },
     CommandSpec {
+        opcode: opcode::PRE_FETCH_10,
+        service_action: None,
+        name: "PRE-FETCH(10)",
+        usage: &[0x34, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, C],
+        supported: always,
+        access: Access::Read,
+        decode: |c| Prefetch::decode(c).map(Command::Prefetch),
+    },
+    CommandSpec {
         opcode: opcode::SYNCHRONIZE_CACHE_10,
         service_action: None,
         name: "SYNCHRONIZE CACHE(10)",
@@ -210,6 +224,15 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
         supported: always,
         access: Access::Read,
         decode: |c| SynchronizeCache::decode(c).map(Command::SynchronizeCache),
+    },
+    CommandSpec {
+        opcode: opcode::READ_DEFECT_DATA_10,
+        service_action: None,
+        name: "READ DEFECT DATA(10)",
+        usage: &[0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, C],
+        supported: always,
+        access: Access::None,
+        decode: |c| ReadDefectData::decode(c).map(Command::ReadDefectData),
     },
     CommandSpec {
         opcode: opcode::WRITE_SAME_10,
@@ -311,6 +334,18 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
         decode: |c| Transfer::decode(c).map(Command::Write),
     },
     CommandSpec {
+        opcode: opcode::ORWRITE_16,
+        service_action: None,
+        name: "ORWRITE(16)",
+        usage: &[
+            0x8B, 0xF8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0,
+            C,
+        ],
+        supported: always,
+        access: Access::Write,
+        decode: |c| Transfer::decode(c).map(Command::OrWrite),
+    },
+    CommandSpec {
         opcode: opcode::WRITE_AND_VERIFY_16,
         service_action: None,
         name: "WRITE AND VERIFY(16)",
@@ -333,6 +368,18 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
         supported: always,
         access: Access::Read,
         decode: |c| Verify::decode(c).map(Command::Verify),
+    },
+    CommandSpec {
+        opcode: opcode::PRE_FETCH_16,
+        service_action: None,
+        name: "PRE-FETCH(16)",
+        usage: &[
+            0x90, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0,
+            C,
+        ],
+        supported: always,
+        access: Access::Read,
+        decode: |c| Prefetch::decode(c).map(Command::Prefetch),
     },
     CommandSpec {
         opcode: opcode::SYNCHRONIZE_CACHE_16,
@@ -422,6 +469,39 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
         supported: always,
         access: Access::Write,
         decode: |c| Transfer::decode(c).map(Command::Write),
+    },
+    CommandSpec {
+        opcode: opcode::WRITE_AND_VERIFY_12,
+        service_action: None,
+        name: "WRITE AND VERIFY(12)",
+        usage: &[
+            0xAE, 0xF6, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, C,
+        ],
+        supported: always,
+        access: Access::Write,
+        decode: |c| WriteAndVerify::decode(c).map(Command::WriteAndVerify),
+    },
+    CommandSpec {
+        opcode: opcode::VERIFY_12,
+        service_action: None,
+        name: "VERIFY(12)",
+        usage: &[
+            0xAF, 0xF6, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, C,
+        ],
+        supported: always,
+        access: Access::Read,
+        decode: |c| Verify::decode(c).map(Command::Verify),
+    },
+    CommandSpec {
+        opcode: opcode::READ_DEFECT_DATA_12,
+        service_action: None,
+        name: "READ DEFECT DATA(12)",
+        usage: &[
+            0xB7, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, C,
+        ],
+        supported: always,
+        access: Access::None,
+        decode: |c| ReadDefectData::decode(c).map(Command::ReadDefectData),
     },
 ];
 

@@ -16,9 +16,9 @@ use crate::lun::{Lun, not_ready};
 use crate::medium::write_protected;
 use crate::response::ScsiResponse;
 use crate::{
-    compare_and_write, inquiry, lba_status, mode_select, mode_sense, read_capacity, read_write,
-    report_opcodes, request_sense, start_stop_unit, synchronize_cache, unmap, verify, write_same,
-    xcopy,
+    compare_and_write, inquiry, lba_status, mode_select, mode_sense, orwrite, prefetch,
+    read_capacity, read_defect_data, read_write, report_opcodes, request_sense, start_stop_unit,
+    synchronize_cache, unmap, verify, write_same, xcopy,
 };
 
 /// Largest data transfer of one command by default (MAXIMUM TRANSFER
@@ -244,6 +244,9 @@ impl<D: BlockDevice> Emulator<D> {
             Command::ReportTmf(cmd) => report_opcodes::report_tmf(cmd, data),
             Command::ExtendedCopy(cmd) => xcopy::extended_copy(self.copy_registry(), cmd, data),
             Command::CopyOperatingParameters(cmd) => xcopy::operating_parameters(lun, cmd, data),
+            Command::Prefetch(cmd) => prefetch::prefetch(device, cmd),
+            Command::ReadDefectData(cmd) => read_defect_data::read_defect_data(cmd, data),
+            Command::OrWrite(cmd) => orwrite::orwrite(lun, cmd, data),
         }
     }
 }
@@ -374,9 +377,9 @@ mod tests {
             assert_eq!(protected, spec.access == Access::Write, "{}", spec.name);
             checked += usize::from(protected);
         }
-        // WRITE 6/10/12/16, WRITE AND VERIFY 10/16, WRITE SAME 10/16,
-        // UNMAP, COMPARE AND WRITE.
-        assert_eq!(checked, 10);
+        // WRITE 6/10/12/16, WRITE AND VERIFY 10/12/16, WRITE SAME 10/16,
+        // UNMAP, COMPARE AND WRITE, ORWRITE.
+        assert_eq!(checked, 12);
         // Reads reached the device; nothing else did.
         let calls = emu.device().calls();
         assert!(calls.iter().all(|&(kind, _, _)| kind == 'r'), "{calls:?}");

@@ -98,8 +98,11 @@ mod mode_sense;
 #[cfg(test)]
 mod model_tests;
 mod opcode;
+mod orwrite;
+mod prefetch;
 mod range_lock;
 mod read_capacity;
+mod read_defect_data;
 mod read_write;
 mod report_opcodes;
 mod request_sense;

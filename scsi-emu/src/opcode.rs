@@ -13,7 +13,9 @@ pub(crate) const READ_10: u8 = 0x28;
 pub(crate) const WRITE_10: u8 = 0x2A;
 pub(crate) const WRITE_AND_VERIFY_10: u8 = 0x2E;
 pub(crate) const VERIFY_10: u8 = 0x2F;
+pub(crate) const PRE_FETCH_10: u8 = 0x34;
 pub(crate) const SYNCHRONIZE_CACHE_10: u8 = 0x35;
+pub(crate) const READ_DEFECT_DATA_10: u8 = 0x37;
 pub(crate) const WRITE_SAME_10: u8 = 0x41;
 pub(crate) const UNMAP: u8 = 0x42;
 pub(crate) const MODE_SELECT_10: u8 = 0x55;
@@ -23,14 +25,19 @@ pub(crate) const THIRD_PARTY_COPY_IN: u8 = 0x84;
 pub(crate) const READ_16: u8 = 0x88;
 pub(crate) const COMPARE_AND_WRITE: u8 = 0x89;
 pub(crate) const WRITE_16: u8 = 0x8A;
+pub(crate) const ORWRITE_16: u8 = 0x8B;
 pub(crate) const WRITE_AND_VERIFY_16: u8 = 0x8E;
 pub(crate) const VERIFY_16: u8 = 0x8F;
+pub(crate) const PRE_FETCH_16: u8 = 0x90;
 pub(crate) const SYNCHRONIZE_CACHE_16: u8 = 0x91;
 pub(crate) const WRITE_SAME_16: u8 = 0x93;
 pub(crate) const SERVICE_ACTION_IN_16: u8 = 0x9E;
 pub(crate) const MAINTENANCE_IN: u8 = 0xA3;
 pub(crate) const READ_12: u8 = 0xA8;
 pub(crate) const WRITE_12: u8 = 0xAA;
+pub(crate) const WRITE_AND_VERIFY_12: u8 = 0xAE;
+pub(crate) const VERIFY_12: u8 = 0xAF;
+pub(crate) const READ_DEFECT_DATA_12: u8 = 0xB7;
 
 /// Service actions of SERVICE ACTION IN(16).
 pub(crate) mod service_action_in {

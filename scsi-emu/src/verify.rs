@@ -1,5 +1,6 @@
-//! VERIFY(10)/(16) and WRITE AND VERIFY(10)/(16) (SBC-4 5.34-5.37,
-//! 5.42-5.44), and the byte comparison COMPARE AND WRITE shares.
+//! VERIFY(10)/(12)/(16) and WRITE AND VERIFY(10)/(12)/(16) (SBC-4
+//! 5.34-5.37, 5.42-5.44), and the byte comparison COMPARE AND WRITE
+//! shares.
 //!
 //! Verifying reads the blocks back from the device: without a byte check
 //! that proves they are readable, with one their contents are compared
@@ -61,7 +62,7 @@ fn check_protect(cdb: &Cdb<'_>) -> Result<(), Sense> {
     Ok(())
 }
 
-/// A decoded VERIFY(10) or VERIFY(16).
+/// A decoded VERIFY(10), (12) or (16).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Verify {
     lba: u64,
@@ -85,7 +86,7 @@ impl Verify {
     }
 }
 
-/// A decoded WRITE AND VERIFY(10) or (16).
+/// A decoded WRITE AND VERIFY(10), (12) or (16).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WriteAndVerify {
     lba: u64,
@@ -371,6 +372,56 @@ mod tests {
             let len_at = if sixteen { 10 } else { 7 };
             assert_invalid_field(&emu.execute(&wv(sixteen, 0, 6, 3), &mut data), len_at, 7);
         }
+    }
+
+    /// VERIFY(12) (AFh) and WRITE AND VERIFY(12) (AEh): 32-bit LBA and
+    /// length at bytes 2 and 6, otherwise the 10-byte forms.
+    fn twelve(opcode: u8, bytchk: u8, lba: u32, blocks: u32) -> Vec<u8> {
+        let mut cdb = vec![opcode, bytchk << 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+        cdb[6..10].copy_from_slice(&blocks.to_be_bytes());
+        cdb
+    }
+
+    #[test]
+    fn twelve_byte_forms_verify_and_write_and_verify() {
+        let emu = emulator(VecDevice::new(BS as u32, 16));
+        let mut none = Vec::<u8>::new();
+        assert_eq!(
+            emu.execute(&twelve(0xAF, 0, 2, 5), &mut none),
+            ScsiResponse::good()
+        );
+        assert_eq!(emu.device().calls(), [('r', 2, 5 * BS)]);
+        let mut same = emu.device().contents()[3 * BS..5 * BS].to_vec();
+        assert_eq!(
+            emu.execute(&twelve(0xAF, 1, 3, 2), &mut same),
+            ScsiResponse::good()
+        );
+        same[BS + 1] ^= 1;
+        assert_miscompare(
+            &emu.execute(&twelve(0xAF, 1, 3, 2), &mut same),
+            BS as u64 + 1,
+        );
+        assert_illegal(
+            &emu.execute(&twelve(0xAF, 0, 15, 2), &mut none),
+            AdditionalSense::LBA_OUT_OF_RANGE,
+        );
+        // The length field is byte 6 in the 12-byte form.
+        assert_invalid_field(
+            &emu.execute(&twelve(0xAF, 1, 3, 2), &mut vec![0u8; BS]),
+            6,
+            7,
+        );
+
+        let mut data = vec![0x3Cu8; 2 * BS];
+        emu.device().calls.lock().unwrap().clear();
+        assert_eq!(
+            emu.execute(&twelve(0xAE, 1, 8, 2), &mut data),
+            ScsiResponse::good()
+        );
+        assert_eq!(emu.device().calls(), [('f', 8, 2 * BS), ('r', 8, 2 * BS)]);
+        assert_eq!(emu.device().contents()[8 * BS..10 * BS], data[..]);
+        assert_invalid_field(&emu.execute(&twelve(0xAE, 3, 8, 2), &mut data), 1, 2);
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub(crate) fn block_limits(limits: &Limits) -> Vec<u8> {
     );
     BigEndian::write_u32(&mut b[at(8)..at(12)], u32_of(limits.max_transfer));
     BigEndian::write_u32(&mut b[at(12)..at(16)], u32_of(limits.optimal_transfer));
-    // MAXIMUM PREFETCH LENGTH 0: no PRE-FETCH.
+    // MAXIMUM PREFETCH LENGTH 0: no limit (PRE-FETCH fetches nothing).
     BigEndian::write_u32(&mut b[at(20)..at(24)], u32_of(limits.max_unmap));
     BigEndian::write_u32(&mut b[at(24)..at(28)], u32_of(limits.max_unmap_descriptors));
     // OPTIMAL UNMAP GRANULARITY and alignment not reported: any block.

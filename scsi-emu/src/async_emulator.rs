@@ -308,6 +308,44 @@ mod tests {
         );
     }
 
+    #[test]
+    fn extended_copy_and_copy_status_answer_as_on_the_synchronous_emulator() {
+        let sync = emulator(VecDevice::new(512, 64));
+        let asynchronous = async_emulator(VecDevice::new(512, 64));
+        let naa = sync.identity().naa();
+        assert_eq!(asynchronous.emulator().identity().naa(), naa);
+        // List identifier 1 (held), one CSCD naming the unit itself, one
+        // segment: 4 blocks from LBA 0 to LBA 32.
+        let mut list = vec![0u8; 16 + 32 + 28];
+        (list[0], list[3], list[11]) = (1, 32, 28);
+        list[16..24].copy_from_slice(&[0xE4, 0, 0, 0, 0x01, 0x03, 0, 8]);
+        list[24..32].copy_from_slice(&naa);
+        (list[48], list[51], list[59], list[75]) = (0x02, 0x18, 4, 32);
+        let mut xcopy = vec![0u8; 16];
+        (xcopy[0], xcopy[13]) = (0x83, list.len() as u8);
+        let mut status = vec![0u8; 16];
+        (status[0], status[2], status[13]) = (0x84, 1, 64);
+        let cases = [
+            (&xcopy, list),
+            (&status, vec![0; 64]),
+            (&status, vec![0; 64]),
+        ];
+        let mut answers = Vec::new();
+        for (cdb, data) in cases {
+            let (mut expected_data, mut got_data) = (data.clone(), data);
+            let expected = sync.run(cdb, &mut expected_data);
+            assert_eq!(asynchronous.run(cdb, &mut got_data), expected);
+            assert_eq!(got_data, expected_data);
+            answers.push(expected);
+        }
+        assert_eq!(answers[0], ScsiResponse::good());
+        assert_eq!(answers[1], ScsiResponse::data_in(12));
+        assert_invalid_field(&answers[2], 2, 7);
+        let medium = asynchronous.contents();
+        assert_eq!(medium, sync.contents());
+        assert_eq!(medium[32 * 512..36 * 512], medium[..4 * 512]);
+    }
+
     /// Holds every read until released, counting reads in flight.
     #[derive(Default)]
     struct Gate {

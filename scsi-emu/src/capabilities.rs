@@ -11,6 +11,4 @@ pub(crate) struct Capabilities {
     pub(crate) unmap_reads_zeroes: bool,
     /// The device reports which blocks are mapped (GET LBA STATUS).
     pub(crate) lba_status: bool,
-    /// The unit is in a copy registry: EXTENDED COPY, 3PC.
-    pub(crate) third_party_copy: bool,
 }

@@ -19,6 +19,7 @@ use crate::capabilities::Capabilities;
 use crate::cdb::{Cdb, invalid_field, invalid_opcode};
 use crate::command_spec::{Access, CommandSpec, spec_for};
 use crate::compare_and_write::CompareAndWrite;
+use crate::copy_status::ReceiveCopyStatus;
 use crate::inquiry::Inquiry;
 use crate::lba_status::GetLbaStatus;
 use crate::mode_select::ModeSelect;
@@ -62,6 +63,7 @@ pub(crate) enum Command {
     ReportOpcodes(ReportOpcodes),
     ReportTmf(ReportTmf),
     ExtendedCopy(ExtendedCopy),
+    CopyStatus(ReceiveCopyStatus),
     CopyOperatingParameters(ReceiveCopyResults),
     Prefetch(Prefetch),
     ReadDefectData(ReadDefectData),
@@ -78,10 +80,6 @@ fn with_unmap(caps: &Capabilities) -> bool {
 
 fn with_lba_status(caps: &Capabilities) -> bool {
     caps.lba_status
-}
-
-fn with_third_party_copy(caps: &Capabilities) -> bool {
-    caps.third_party_copy
 }
 
 /// The CONTROL byte's usage: NACA is evaluated (and refused).
@@ -277,11 +275,22 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
         usage: &[
             0x83, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, C,
         ],
-        supported: with_third_party_copy,
+        supported: always,
         // The medium touched is the source's and destination's, checked
         // per unit by the copy, not this unit's.
         access: Access::None,
         decode: |c| Ok(Command::ExtendedCopy(ExtendedCopy::decode(c))),
+    },
+    CommandSpec {
+        opcode: opcode::THIRD_PARTY_COPY_IN,
+        service_action: Some(copy_in::RECEIVE_COPY_STATUS_LID1),
+        name: "RECEIVE COPY STATUS(LID1)",
+        usage: &[
+            0x84, 0x1F, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, C,
+        ],
+        supported: always,
+        access: Access::None,
+        decode: |c| Ok(Command::CopyStatus(ReceiveCopyStatus::decode(c))),
     },
     CommandSpec {
         opcode: opcode::THIRD_PARTY_COPY_IN,
@@ -290,7 +299,7 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
         usage: &[
             0x84, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, C,
         ],
-        supported: with_third_party_copy,
+        supported: always,
         access: Access::None,
         decode: |c| {
             Ok(Command::CopyOperatingParameters(
@@ -546,7 +555,6 @@ mod tests {
         unmap: true,
         unmap_reads_zeroes: true,
         lba_status: true,
-        third_party_copy: true,
     };
 
     fn decode(bytes: &[u8]) -> Result<Command, Sense> {
@@ -671,15 +679,17 @@ mod tests {
             .collect();
         assert!(!listed.contains(&"UNMAP"));
         assert!(!listed.contains(&"GET LBA STATUS"));
-        assert!(!listed.contains(&"EXTENDED COPY(LID1)"));
-        assert!(!listed.contains(&"RECEIVE COPY OPERATING PARAMETERS"));
+        // Every unit is a copy manager (for copies within itself at least).
+        for name in [
+            "EXTENDED COPY(LID1)",
+            "RECEIVE COPY STATUS(LID1)",
+            "RECEIVE COPY OPERATING PARAMETERS",
+        ] {
+            assert!(listed.contains(&name), "{name}");
+        }
         let mut xcopy = [0u8; 16];
         xcopy[0] = 0x83;
-        assert_eq!(
-            Command::decode(&xcopy, &none).unwrap_err(),
-            invalid_field(1, 4)
-        );
-        assert!(Command::decode(&xcopy, &ALL).is_ok());
+        assert!(Command::decode(&xcopy, &none).is_ok());
         assert!(listed.contains(&"WRITE SAME(16)"));
         assert_eq!(supported_commands(COMMANDS, &ALL).count(), COMMANDS.len());
     }

@@ -1,5 +1,6 @@
 //! The logical units one process serves, by NAA designator: how EXTENDED
-//! COPY finds the source and destination its CSCD descriptors name.
+//! COPY sent to one unit finds the other units its CSCD descriptors name
+//! (a unit finds itself without a registry).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,14 +34,15 @@ pub(crate) struct Registered {
 /// keyed by the 8-byte NAA designator each reports in VPD page 83h
 /// ([`LunIdentity::naa`](crate::LunIdentity::naa)).
 ///
-/// Cloning is cheap and every clone is the same registry. Give one to
-/// every [`Emulator`](crate::Emulator) (with
+/// Every unit copies within itself without a registry (its own designator
+/// names itself); a registry is for copies between units. Cloning is cheap
+/// and every clone is the same registry. Give one to every
+/// [`Emulator`](crate::Emulator) (with
 /// [`with_copy_registry`](crate::Emulator::with_copy_registry)) or
 /// `tcmu_target::Target` (with `TargetBuilder::copy_registry`)
 /// that should take part: each registers itself and is removed again when
-/// it is dropped. A unit with a registry reports 3PC in its standard
-/// INQUIRY data and accepts EXTENDED COPY(LID1) naming any registered unit
-/// as source or destination.
+/// it is dropped. EXTENDED COPY(LID1) sent to a registered unit may name
+/// any registered unit as source or destination.
 #[derive(Clone, Default)]
 pub struct CopyRegistry {
     units: Arc<Mutex<HashMap<[u8; 8], Registered>>>,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
@@ -16,9 +17,9 @@ use crate::lun::{Lun, not_ready};
 use crate::medium::write_protected;
 use crate::response::ScsiResponse;
 use crate::{
-    compare_and_write, inquiry, lba_status, mode_select, mode_sense, orwrite, prefetch,
-    read_capacity, read_defect_data, read_write, report_opcodes, request_sense, start_stop_unit,
-    synchronize_cache, unmap, verify, write_same, xcopy,
+    compare_and_write, copy_status, inquiry, lba_status, mode_select, mode_sense, orwrite,
+    prefetch, read_capacity, read_defect_data, read_write, report_opcodes, request_sense,
+    start_stop_unit, synchronize_cache, unmap, verify, write_same, xcopy,
 };
 
 /// Largest data transfer of one command by default (MAXIMUM TRANSFER
@@ -66,24 +67,23 @@ impl<D: BlockDevice> Emulator<D> {
             .expect("an emulator being configured shares its unit with no one")
     }
 
-    /// The same logical unit taking part in third-party copy: it registers
-    /// itself in `registry` under its NAA designator (until it is
-    /// dropped), sets 3PC in its standard INQUIRY data, and executes
-    /// EXTENDED COPY(LID1) and RECEIVE COPY OPERATING PARAMETERS, copying
-    /// between any units registered in `registry` (itself included).
-    /// Without a registry both commands are unsupported.
+    /// The same logical unit copying to and from other units: it
+    /// registers itself in `registry` under its NAA designator (until it
+    /// is dropped), so that EXTENDED COPY(LID1) sent to it may name any
+    /// unit registered there, and EXTENDED COPY sent to them may name it.
+    /// Without a registry a unit still executes EXTENDED COPY, copying
+    /// within itself.
     pub fn with_copy_registry(mut self, registry: CopyRegistry) -> Self
     where
         D: 'static,
     {
         self.leave_copy_registry();
-        self.lun_mut().caps.third_party_copy = true;
         let id = registry.register(self.lun.identity.naa(), self.lun.clone());
         self.copy = Some((registry, id));
         self
     }
 
-    /// The copy registry, when third-party copy is enabled.
+    /// The copy registry, when the unit copies between units.
     pub fn copy_registry(&self) -> Option<&CopyRegistry> {
         self.copy.as_ref().map(|(registry, _)| registry)
     }
@@ -242,7 +242,12 @@ impl<D: BlockDevice> Emulator<D> {
                 report_opcodes::report_opcodes(COMMANDS, &lun.caps, cmd, data)
             }
             Command::ReportTmf(cmd) => report_opcodes::report_tmf(cmd, data),
-            Command::ExtendedCopy(cmd) => xcopy::extended_copy(self.copy_registry(), cmd, data),
+            Command::ExtendedCopy(cmd) => {
+                xcopy::extended_copy(lun, self.copy_registry(), cmd, data)
+            }
+            Command::CopyStatus(cmd) => {
+                copy_status::receive_copy_status(&lun.copy_statuses, cmd, data, Instant::now())
+            }
             Command::CopyOperatingParameters(cmd) => xcopy::operating_parameters(lun, cmd, data),
             Command::Prefetch(cmd) => prefetch::prefetch(device, cmd),
             Command::ReadDefectData(cmd) => read_defect_data::read_defect_data(cmd, data),

@@ -22,7 +22,8 @@ const VERSION_SPC4: u8 = 0x06;
 const HISUP_RDF2: u8 = 0x10 | 0x02;
 /// CMDQUE: full task management; Linux only queues commands when set.
 const CMDQUE: u8 = 0x02;
-/// Byte 5, 3PC: third-party copy (EXTENDED COPY) is supported.
+/// Byte 5, 3PC: the unit is a copy manager (EXTENDED COPY), for copies
+/// within itself at least.
 const THIRD_PARTY_COPY: u8 = 0x08;
 /// Length of the standard data we return: through the last of the eight
 /// VERSION DESCRIPTOR fields (bytes 58-73).
@@ -114,7 +115,7 @@ pub(crate) fn inquiry<D: BlockDevice>(
 ) -> ScsiResponse {
     let identity = lun.identity();
     let payload = match cmd.page {
-        None => standard_data(identity, lun.caps.third_party_copy),
+        None => standard_data(identity),
         Some(page) => {
             let body = match page {
                 VpdPage::SupportedPages => supported_pages(),
@@ -131,18 +132,15 @@ pub(crate) fn inquiry<D: BlockDevice>(
     send_data_in(data, &payload, cmd.allocation_length)
 }
 
-fn standard_data(identity: &LunIdentity, third_party_copy: bool) -> Vec<u8> {
+fn standard_data(identity: &LunIdentity) -> Vec<u8> {
     let mut b = vec![0u8; STANDARD_LEN];
     b[0] = PERIPHERAL_DIRECT_ACCESS;
     b[2] = VERSION_SPC4;
     b[3] = HISUP_RDF2;
     // ADDITIONAL LENGTH: bytes after byte 4.
     b[4] = (STANDARD_LEN - 5) as u8;
-    // Byte 5: no SCCS, ACC, TPGS (LIO handles ALUA) or PROTECT; 3PC only
-    // in a copy registry.
-    if third_party_copy {
-        b[5] = THIRD_PARTY_COPY;
-    }
+    // Byte 5: no SCCS, ACC, TPGS (LIO handles ALUA) or PROTECT; 3PC.
+    b[5] = THIRD_PARTY_COPY;
     b[7] = CMDQUE;
     b[8..16].copy_from_slice(&ascii_padded(&identity.vendor, 8));
     b[16..32].copy_from_slice(&ascii_padded(&identity.product, 16));
@@ -297,10 +295,10 @@ mod tests {
     }
 
     #[test]
-    fn no_third_party_copy_or_protection_claimed() {
+    fn third_party_copy_but_no_protection_claimed() {
         let emu = emulator(VecDevice::new(512, 8));
         let (_, b) = run(&emu, cdb(false, 0, 36), 36);
-        assert_eq!(b[5], 0, "SCCS, ACC, TPGS, 3PC, PROTECT all clear");
+        assert_eq!(b[5], 0x08, "3PC; SCCS, ACC, TPGS, PROTECT clear");
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //! SAME(10/16), SYNCHRONIZE CACHE(10/16), REPORT SUPPORTED OPERATION
 //! CODES and REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS; UNMAP when the
 //! device can unmap, GET LBA STATUS when it reports block mapping;
-//! EXTENDED COPY(LID1) and RECEIVE COPY OPERATING PARAMETERS between the
-//! units of one process when given a [`CopyRegistry`].
+//! EXTENDED COPY(LID1), RECEIVE COPY STATUS(LID1) and RECEIVE COPY
+//! OPERATING PARAMETERS, copying within the unit and, when given a
+//! [`CopyRegistry`], between the units of one process.
 //! Anything else ends in CHECK CONDITION, ILLEGAL REQUEST, INVALID COMMAND
 //! OPERATION CODE (or INVALID FIELD IN CDB for an unknown service action);
 //! every refused CDB field is pointed at in the sense data.
@@ -80,6 +81,7 @@ mod command_spec;
 mod compare_and_write;
 mod completion;
 mod copy_registry;
+mod copy_status;
 pub mod data_buffer;
 mod device_capabilities;
 mod device_filter;

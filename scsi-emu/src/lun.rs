@@ -1,8 +1,10 @@
 //! One logical unit's context: the device and what every command shares
 //! about it (identity, capabilities, limits, mode parameters, the stopped
-//! flag, the range locks, a capacity change not yet reported). The command
-//! families take this, not the whole emulator, and the copy registry holds
-//! it to reach the unit from EXTENDED COPY on another one.
+//! flag, the range locks, a capacity change not yet reported, the copy
+//! statuses its copy manager holds). The command families take this, not
+//! the whole emulator; EXTENDED COPY reaches the unit itself through it,
+//! and the copy registry holds it to reach the unit from EXTENDED COPY on
+//! another one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -12,6 +14,7 @@ use crate::block_device::BlockDevice;
 use crate::block_error::BlockError;
 use crate::capabilities::Capabilities;
 use crate::copy_registry::CopyTarget;
+use crate::copy_status::CopyStatuses;
 use crate::device_capabilities::DeviceCapabilities;
 use crate::identity::LunIdentity;
 use crate::limits::Limits;
@@ -50,6 +53,9 @@ pub(crate) struct Lun<D> {
     /// The capacity changed and no command has reported it yet: the next
     /// one gets the unit attention.
     pub(crate) capacity_changed: AtomicBool,
+    /// What RECEIVE COPY STATUS reports about this unit's EXTENDED COPY
+    /// commands.
+    pub(crate) copy_statuses: CopyStatuses,
 }
 
 impl<D: BlockDevice> Lun<D> {
@@ -60,7 +66,6 @@ impl<D: BlockDevice> Lun<D> {
             unmap: declared.unmap,
             unmap_reads_zeroes: declared.unmap && declared.unmap_reads_zeroes,
             lba_status: declared.lba_status,
-            third_party_copy: false,
         };
         let limits = Limits::new(device.block_size(), max_io_bytes, &caps);
         let modes = ModeState::new(declared.write_cache);
@@ -75,6 +80,7 @@ impl<D: BlockDevice> Lun<D> {
             stopped: AtomicBool::new(false),
             locks: RangeLocks::default(),
             capacity_changed: AtomicBool::new(false),
+            copy_statuses: CopyStatuses::default(),
         }
     }
 

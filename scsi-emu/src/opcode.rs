@@ -52,6 +52,7 @@ pub(crate) mod copy_out {
 
 /// Service actions of THIRD-PARTY COPY IN (84h).
 pub(crate) mod copy_in {
+    pub(crate) const RECEIVE_COPY_STATUS_LID1: u8 = 0x00;
     pub(crate) const RECEIVE_COPY_OPERATING_PARAMETERS: u8 = 0x03;
 }
 

@@ -1,34 +1,47 @@
 //! EXTENDED COPY(LID1) (SPC-4 6.4, THIRD-PARTY COPY OUT 83h/00h) and
 //! RECEIVE COPY OPERATING PARAMETERS (SPC-4 6.18.4, THIRD-PARTY COPY IN
-//! 84h/03h): the copy manager for block-to-block copies between the
-//! logical units of one [`CopyRegistry`](crate::CopyRegistry).
+//! 84h/03h): the copy manager every logical unit is, for block-to-block
+//! copies within the unit and, through a
+//! [`CopyRegistry`](crate::CopyRegistry), between the logical units of one
+//! process.
 //!
 //! What is implemented, as RECEIVE COPY OPERATING PARAMETERS reports it:
 //!
 //! * CSCD descriptors: only the identification descriptor (E4h) naming a
 //!   logical unit by its 8-byte NAA designator (association 0, designator
-//!   type 3), at most [`MAX_CSCD_DESCRIPTORS`];
+//!   type 3), at most [`MAX_CSCD_DESCRIPTORS`]. The unit's own designator
+//!   names the unit itself, registry or not; any other is looked up in the
+//!   registry. LU ID TYPE and the NUL bit are ignored (SPC-4);
 //! * segment descriptors: only block device to block device (02h), at
 //!   most [`MAX_SEGMENT_DESCRIPTORS`], each moving at most
 //!   [`MAX_SEGMENT_BYTES`]. Source and destination must have the same
 //!   block size, so the DC bit (which of the two the NUMBER OF BLOCKS
 //!   counts in) and CAT (residues) make no difference;
-//! * no inline or embedded data, no held data, and list identifiers are
-//!   not tracked (SNLID: LIST ID USAGE 11b is accepted; 00b and 10b are
-//!   accepted too, but RECEIVE COPY STATUS is not implemented).
+//! * no inline or embedded data and no held data. LIST ID USAGE 00b and
+//!   10b hold the copy's status for RECEIVE COPY STATUS (see
+//!   [`copy_status`](crate::copy_status)); 11b (SNLID) holds nothing.
 //!
 //! Every descriptor is checked, every CSCD a segment uses resolved and
 //! every range checked before the first block moves, so a refused list
-//! changes nothing. Data moves in chunks of at most [`CHUNK_BYTES`]
-//! through one buffer.
+//! changes nothing. The senses follow what initiators test for (libiscsi's
+//! conformance suite among them): descriptor lists longer than the limit
+//! or than the parameter list are a PARAMETER LIST LENGTH ERROR before the
+//! descriptor counts are looked at; a CSCD index naming no CSCD is an
+//! UNREACHABLE COPY TARGET, a designator naming no reachable unit COPY
+//! TARGET DEVICE NOT REACHABLE, and a range beyond a unit's capacity COPY
+//! ABORTED without additional sense (the reason is logged). Data moves in
+//! chunks of at most [`CHUNK_BYTES`] through one buffer.
+
+use std::time::Instant;
 
 use byteorder::{BigEndian, ByteOrder};
-use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
+use scsi_sense_codes::{AdditionalSense, ScsiStatus, Sense, SenseKey};
 
 use crate::block_device::BlockDevice;
 use crate::block_error::BlockError;
 use crate::cdb::{Cdb, invalid_field, invalid_parameter, parameter_list_length_error, to_usize};
-use crate::copy_registry::{CopyRegistry, Registered};
+use crate::copy_registry::{CopyRegistry, CopyTarget, Registered};
+use crate::copy_status::CopyInProgress;
 use crate::data_buffer::DataBuffer;
 use crate::lun::{Lun, NOT_READY_INITIALIZING_COMMAND_REQUIRED};
 use crate::medium::{Direction, backend_failure, write_protected};
@@ -65,6 +78,12 @@ const MAX_DESIGNATOR_LEN: usize = 20;
 const DESIGNATOR_TYPE_NAA: u8 = 0x3;
 /// PERIPHERAL DEVICE TYPE of a direct-access block device.
 const DIRECT_ACCESS: u8 = 0x00;
+
+/// LIST ID USAGE values (parameter list byte 1, bits 4-3).
+const LIST_ID_HELD: u8 = 0b00;
+const LIST_ID_RESERVED: u8 = 0b01;
+const LIST_ID_NOT_HELD: u8 = 0b10;
+const NO_LIST_ID: u8 = 0b11;
 
 /// A decoded EXTENDED COPY(LID1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,10 +166,57 @@ struct Segment {
     destination_lba: u64,
 }
 
+/// [`Unit::id`] of the unit the command was sent to; registry ids start
+/// at 1, so no registered unit is mistaken for it.
+const THIS_UNIT_ID: u64 = 0;
+
+/// A unit a CSCD descriptor names.
+#[derive(Clone)]
+enum Unit<'a> {
+    /// The unit the command was sent to (the copy manager's own).
+    This(&'a dyn CopyTarget),
+    /// Another unit of the copy registry.
+    Other(Registered),
+}
+
+impl Unit<'_> {
+    fn target(&self) -> &dyn CopyTarget {
+        match self {
+            Unit::This(target) => *target,
+            Unit::Other(registered) => &*registered.target,
+        }
+    }
+
+    /// Equal for the same unit: a copy within one unit may overlap.
+    fn id(&self) -> u64 {
+        match self {
+            Unit::This(_) => THIS_UNIT_ID,
+            Unit::Other(registered) => registered.id,
+        }
+    }
+}
+
+/// Where CSCD designators are looked up: the unit's own NAA first, then
+/// the registry, if any.
+struct Units<'a> {
+    this: &'a dyn CopyTarget,
+    this_naa: [u8; 8],
+    registry: Option<&'a CopyRegistry>,
+}
+
+impl<'a> Units<'a> {
+    fn lookup(&self, naa: &[u8; 8]) -> Option<Unit<'a>> {
+        if *naa == self.this_naa {
+            return Some(Unit::This(self.this));
+        }
+        self.registry?.lookup(naa).map(Unit::Other)
+    }
+}
+
 /// A segment whose units are resolved and ranges checked.
-struct Copy {
-    source: Registered,
-    destination: Registered,
+struct Copy<'a> {
+    source: Unit<'a>,
+    destination: Unit<'a>,
     blocks: u64,
     source_lba: u64,
     destination_lba: u64,
@@ -161,7 +227,18 @@ fn copy_aborted(code: AdditionalSense) -> Sense {
     Sense::new(SenseKey::CopyAborted, code)
 }
 
-pub(crate) fn extended_copy(
+/// The list identifier whose status the copy manager holds: LIST ID
+/// USAGE 00b and 10b (SPC-3 and SPC-4 alike answer COPY STATUS for both).
+fn held_list_id(header: &[u8; HEADER_LEN]) -> Option<u8> {
+    matches!(list_id_usage(header), LIST_ID_HELD | LIST_ID_NOT_HELD).then_some(header[0])
+}
+
+fn list_id_usage(header: &[u8; HEADER_LEN]) -> u8 {
+    (header[1] >> 3) & 0x03
+}
+
+pub(crate) fn extended_copy<D: BlockDevice>(
+    lun: &Lun<D>,
     registry: Option<&CopyRegistry>,
     cmd: &ExtendedCopy,
     data: &dyn DataBuffer,
@@ -179,6 +256,13 @@ pub(crate) fn extended_copy(
     }
     let mut header = [0u8; HEADER_LEN];
     data.read_at(0, &mut header);
+    let list_id = held_list_id(&header);
+    // The identifier is in use again: whatever an earlier copy left under
+    // it is no longer that copy's to report, whether or not this list is
+    // accepted.
+    if let Some(id) = list_id {
+        lun.copy_statuses.forget(id);
+    }
     let (cscd_len, segment_len) = match check_header(&header, len) {
         Ok(lengths) => lengths,
         Err(sense) => return sense.into(),
@@ -190,29 +274,31 @@ pub(crate) fn extended_copy(
         Ok(parsed) => parsed,
         Err(sense) => return sense.into(),
     };
-    let Some(registry) = registry else {
-        return ScsiResponse::internal_failure();
+    let units = Units {
+        this: lun,
+        this_naa: lun.identity().naa(),
+        registry,
     };
-    let copies = match resolve(registry, &cscds, &segments) {
+    let copies = match resolve(&units, &cscds, &segments) {
         Ok(copies) => copies,
         Err(response) => return response,
     };
-    for copy in &copies {
-        if let Err(response) = run(copy) {
-            return response;
-        }
+    let progress = list_id.map(|id| lun.copy_statuses.begin(id, Instant::now()));
+    let response = run_all(&copies, progress.as_ref());
+    if let Some(progress) = progress {
+        progress.finish(response.status == ScsiStatus::Good, Instant::now());
     }
-    ScsiResponse::good()
+    response
 }
 
 /// Check the parameter list header against the limits and the list
 /// length; returns the CSCD and segment descriptor list lengths.
 fn check_header(h: &[u8; HEADER_LEN], len: usize) -> Result<(usize, usize), Sense> {
     let list_id = h[0];
-    match (h[1] >> 3) & 0x03 {
-        0b01 => return Err(invalid_parameter(1, 4)),
+    match list_id_usage(h) {
+        LIST_ID_RESERVED => return Err(invalid_parameter(1, 4)),
         // No list identifier to track: the field must be zero.
-        0b11 if list_id != 0 => return Err(invalid_parameter(0, 7)),
+        NO_LIST_ID if list_id != 0 => return Err(invalid_parameter(0, 7)),
         _ => {}
     }
     let cscd_len = usize::from(BigEndian::read_u16(&h[2..4]));
@@ -226,16 +312,25 @@ fn check_header(h: &[u8; HEADER_LEN], len: usize) -> Result<(usize, usize), Sens
     if cscd_len % CSCD_LEN != 0 {
         return Err(invalid_parameter(2, 7));
     }
+    // The lengths before the counts: a list too long for the limit is a
+    // length error even when it also holds too many descriptors.
+    let descriptors = cscd_len.saturating_add(segment_len);
+    if descriptors > MAX_DESCRIPTOR_LIST_LEN || HEADER_LEN + descriptors > len {
+        return Err(parameter_list_length_error());
+    }
     if cscd_len / CSCD_LEN > usize::from(MAX_CSCD_DESCRIPTORS) {
         return Err(Sense::illegal_request(
             AdditionalSense::TOO_MANY_TARGET_DESCRIPTORS,
         ));
     }
-    let descriptors = cscd_len.saturating_add(segment_len);
-    if descriptors > MAX_DESCRIPTOR_LIST_LEN || HEADER_LEN + descriptors > len {
-        return Err(parameter_list_length_error());
-    }
     Ok((cscd_len, segment_len))
+}
+
+/// COPY ABORTED, UNREACHABLE COPY TARGET: a segment's CSCD DESCRIPTOR
+/// INDEX at `field` names no CSCD descriptor of the list.
+fn no_such_cscd(field: usize, index: usize) -> Sense {
+    log::debug!("EXTENDED COPY: CSCD descriptor index {index} at byte {field} names no CSCD");
+    copy_aborted(AdditionalSense::UNREACHABLE_COPY_TARGET)
 }
 
 /// Parse and check the descriptors of `list` (header included).
@@ -248,6 +343,7 @@ fn parse(list: &[u8], cscd_len: usize) -> Result<(Vec<Cscd>, Vec<Segment>), Sens
                 AdditionalSense::UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE,
             ));
         }
+        // Byte 1: LU ID TYPE (bits 7-6) and NUL (bit 5) are ignored.
         if d[1] & 0x1F != DIRECT_ACCESS {
             return Err(invalid_parameter(at + 1, 4));
         }
@@ -299,11 +395,11 @@ fn parse(list: &[u8], cscd_len: usize) -> Result<(Vec<Cscd>, Vec<Segment>), Sens
         }
         let source = usize::from(BigEndian::read_u16(&d[4..6]));
         if source >= cscds.len() {
-            return Err(invalid_parameter(at + 4, 7));
+            return Err(no_such_cscd(at + 4, source));
         }
         let destination = usize::from(BigEndian::read_u16(&d[6..8]));
         if destination >= cscds.len() {
-            return Err(invalid_parameter(at + 6, 7));
+            return Err(no_such_cscd(at + 6, destination));
         }
         segments.push(Segment {
             offset: at,
@@ -317,15 +413,15 @@ fn parse(list: &[u8], cscd_len: usize) -> Result<(Vec<Cscd>, Vec<Segment>), Sens
     Ok((cscds, segments))
 }
 
-/// The registered unit a CSCD descriptor names.
-fn resolve_cscd(registry: &CopyRegistry, cscd: &Cscd) -> Result<Registered, Sense> {
+/// The unit a CSCD descriptor names.
+fn resolve_cscd<'a>(units: &Units<'a>, cscd: &Cscd) -> Result<Unit<'a>, Sense> {
     let naa = (cscd.association == 0 && cscd.designator_type == DESIGNATOR_TYPE_NAA)
         .then(|| <[u8; 8]>::try_from(cscd.designator.as_slice()).ok())
         .flatten();
     let unit = naa
-        .and_then(|naa| registry.lookup(&naa))
+        .and_then(|naa| units.lookup(&naa))
         .ok_or_else(|| copy_aborted(AdditionalSense::COPY_TARGET_DEVICE_NOT_REACHABLE))?;
-    if cscd.block_len != 0 && cscd.block_len != unit.target.block_size() {
+    if cscd.block_len != 0 && cscd.block_len != unit.target().block_size() {
         return Err(invalid_parameter(cscd.offset + 29, 7));
     }
     Ok(unit)
@@ -333,17 +429,17 @@ fn resolve_cscd(registry: &CopyRegistry, cscd: &Cscd) -> Result<Registered, Sens
 
 /// Resolve the units every segment uses and check what can be checked
 /// before copying: state, write protection, block sizes, lengths, ranges.
-fn resolve(
-    registry: &CopyRegistry,
+fn resolve<'a>(
+    units: &Units<'a>,
     cscds: &[Cscd],
     segments: &[Segment],
-) -> Result<Vec<Copy>, ScsiResponse> {
-    let mut resolved: Vec<Option<Registered>> = vec![None; cscds.len()];
-    let mut unit = |index: usize| -> Result<Registered, Sense> {
+) -> Result<Vec<Copy<'a>>, ScsiResponse> {
+    let mut resolved: Vec<Option<Unit<'a>>> = vec![None; cscds.len()];
+    let mut unit = |index: usize| -> Result<Unit<'a>, Sense> {
         if let Some(unit) = &resolved[index] {
             return Ok(unit.clone());
         }
-        let unit = resolve_cscd(registry, &cscds[index])?;
+        let unit = resolve_cscd(units, &cscds[index])?;
         resolved[index] = Some(unit.clone());
         Ok(unit)
     };
@@ -351,7 +447,7 @@ fn resolve(
     for seg in segments {
         let source = unit(seg.source)?;
         let destination = unit(seg.destination)?;
-        let (src, dst) = (&source.target, &destination.target);
+        let (src, dst) = (source.target(), destination.target());
         if src.stopped() || dst.stopped() {
             return Err(
                 Sense::new(SenseKey::NotReady, NOT_READY_INITIALIZING_COMMAND_REQUIRED).into(),
@@ -378,10 +474,19 @@ fn resolve(
             lba.checked_add(seg.blocks)
                 .is_some_and(|end| end <= num_blocks)
         };
-        if !in_range(seg.source_lba, src.num_blocks())
-            || !in_range(seg.destination_lba, dst.num_blocks())
-        {
-            return Err(copy_aborted(AdditionalSense::LBA_OUT_OF_RANGE).into());
+        let (src_blocks, dst_blocks) = (src.num_blocks(), dst.num_blocks());
+        if !in_range(seg.source_lba, src_blocks) || !in_range(seg.destination_lba, dst_blocks) {
+            // Initiators expect COPY ABORTED here with a copy target
+            // reason or none; none fits, so the log says what it was.
+            log::debug!(
+                "EXTENDED COPY: segment at byte {} copies {} blocks from LBA {} \
+                 ({src_blocks} blocks) to LBA {} ({dst_blocks} blocks): beyond the capacity",
+                seg.offset,
+                seg.blocks,
+                seg.source_lba,
+                seg.destination_lba,
+            );
+            return Err(copy_aborted(AdditionalSense::NO_ADDITIONAL_SENSE).into());
         }
         copies.push(Copy {
             source,
@@ -395,8 +500,22 @@ fn resolve(
     Ok(copies)
 }
 
+/// Run every segment in order, reporting to `progress`; the first
+/// failure ends the command.
+fn run_all(copies: &[Copy<'_>], progress: Option<&CopyInProgress<'_>>) -> ScsiResponse {
+    for copy in copies {
+        if let Err(response) = run(copy, progress) {
+            return response;
+        }
+        if let Some(progress) = progress {
+            progress.segment_processed();
+        }
+    }
+    ScsiResponse::good()
+}
+
 /// Move one segment's blocks through a bounded buffer.
-fn run(copy: &Copy) -> Result<(), ScsiResponse> {
+fn run(copy: &Copy<'_>, progress: Option<&CopyInProgress<'_>>) -> Result<(), ScsiResponse> {
     if copy.blocks == 0 {
         return Ok(());
     }
@@ -406,23 +525,27 @@ fn run(copy: &Copy) -> Result<(), ScsiResponse> {
     // Overlapping ranges on one unit with the destination after the
     // source: copy from the end, so that no source block is overwritten
     // before it has been read.
-    let backwards = copy.source.id == copy.destination.id
+    let backwards = copy.source.id() == copy.destination.id()
         && copy.destination_lba > copy.source_lba
         && copy.destination_lba < copy.source_lba + copy.blocks;
     let mut starts: Vec<u64> = starts.collect();
     if backwards {
         starts.reverse();
     }
+    let (source, destination) = (copy.source.target(), copy.destination.target());
     for start in starts {
         let n = per_chunk.min(copy.blocks - start);
         let chunk = &mut buf[..(n * copy.block_size) as usize];
         let lba = copy.source_lba + start;
-        if let Err(err) = copy.source.target.read(lba, chunk) {
+        if let Err(err) = source.read(lba, chunk) {
             return Err(copy_failure(&err, lba, Direction::Read));
         }
         let lba = copy.destination_lba + start;
-        if let Err(err) = copy.destination.target.write(lba, chunk) {
+        if let Err(err) = destination.write(lba, chunk) {
             return Err(copy_failure(&err, lba, Direction::Write));
+        }
+        if let Some(progress) = progress {
+            progress.transferred(chunk.len() as u64);
         }
     }
     Ok(())
@@ -521,6 +644,15 @@ mod tests {
 
     fn blocks(emu: &Emulator<VecDevice>, lba: usize, n: usize) -> Vec<u8> {
         emu.device().contents()[lba * 512..(lba + n) * 512].to_vec()
+    }
+
+    #[track_caller]
+    fn assert_unreachable_copy_target(resp: &ScsiResponse) {
+        assert_check(
+            resp,
+            SenseKey::CopyAborted,
+            AdditionalSense::UNREACHABLE_COPY_TARGET,
+        );
     }
 
     #[track_caller]
@@ -657,9 +789,22 @@ mod tests {
         );
         let l = list(
             &[cscd(naa, 512), cscd(b.identity().naa(), 512)],
-            &vec![seg; 8],
+            &vec![seg.clone(); 8],
         );
         assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+        // Lists longer than MAXIMUM DESCRIPTOR LIST LENGTH (352 bytes) are
+        // a length error before the counts are looked at: 5 CSCDs and 9
+        // segments (412 bytes), 4 and 9 (380 bytes).
+        for cscds in [5, 4] {
+            let l = list(&vec![cscd(naa, 512); cscds], &vec![seg.clone(); 9]);
+            assert_illegal(&xcopy(&a, &l), AdditionalSense::PARAMETER_LIST_LENGTH_ERROR);
+        }
+        // Within the length, each count is checked: 1 CSCD and 9 segments.
+        let l = list(&[cscd(naa, 512)], &vec![segment(0, 0, 1, 0, 1); 9]);
+        assert_illegal(
+            &xcopy(&a, &l),
+            AdditionalSense::TOO_MANY_SEGMENT_DESCRIPTORS,
+        );
     }
 
     #[test]
@@ -757,10 +902,10 @@ mod tests {
         );
         let mut l = good.clone();
         l[seg + 5] = 2;
-        assert_parameter_field(&xcopy(&a, &l), seg as u16 + 4, 7);
+        assert_unreachable_copy_target(&xcopy(&a, &l));
         let mut l = good.clone();
         l[seg + 6] = 0x80;
-        assert_parameter_field(&xcopy(&a, &l), seg as u16 + 6, 7);
+        assert_unreachable_copy_target(&xcopy(&a, &l));
         // DISK BLOCK LENGTH that is not the unit's.
         let mut l = good.clone();
         BigEndian::write_u24(&mut l[16 + 32 + 29..16 + 64], 4096);
@@ -790,7 +935,7 @@ mod tests {
             assert_check(
                 &xcopy(&a, &l),
                 SenseKey::CopyAborted,
-                AdditionalSense::LBA_OUT_OF_RANGE,
+                AdditionalSense::NO_ADDITIONAL_SENSE,
             );
         }
         assert_eq!(b.device().contents(), before);
@@ -922,20 +1067,266 @@ mod tests {
     }
 
     #[test]
-    fn third_party_copy_is_advertised_only_with_a_registry() {
+    fn every_unit_is_a_copy_manager_registry_or_not() {
         let plain = emulator(VecDevice::new(512, 8));
-        assert_eq!(inquiry_byte5(&plain) & 0x08, 0);
-        let ops = listed(&plain);
-        assert!(!ops.contains(&(0x83, 0)) && !ops.iter().any(|&(op, _)| op == 0x84));
-        assert_invalid_field(&xcopy(&plain, &[0u8; 16]), 1, 4);
+        let registered = emulator(VecDevice::new(512, 8)).with_copy_registry(CopyRegistry::new());
+        for emu in [&plain, &registered] {
+            assert_eq!(inquiry_byte5(emu), 0x08, "3PC only");
+            let ops = listed(emu);
+            for command in [(0x83, 0x00), (0x84, 0x00), (0x84, 0x03)] {
+                assert!(ops.contains(&command), "{command:02x?}");
+            }
+        }
+        assert_eq!(listed(&plain), listed(&registered));
+        // A header without descriptors: nothing to copy.
+        assert_eq!(xcopy(&plain, &[0u8; 16]), ScsiResponse::good());
+    }
 
+    /// The parameter list header of `l` with `list_id` and LIST ID USAGE
+    /// `usage`.
+    fn with_list_id(mut l: Vec<u8>, list_id: u8, usage: u8) -> Vec<u8> {
+        l[0] = list_id;
+        l[1] = usage << 3;
+        l
+    }
+
+    /// RECEIVE COPY STATUS(LID1) of `list_id`, allocation length 1024.
+    fn copy_status(emu: &Emulator<VecDevice>, list_id: u8) -> (ScsiResponse, Vec<u8>) {
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x84;
+        cdb[2] = list_id;
+        BigEndian::write_u32(&mut cdb[10..14], 1024);
+        let mut buf = vec![0xEEu8; 1024];
+        let resp = emu.execute(&cdb, &mut buf);
+        buf.truncate(resp.data_in_len.unwrap_or(0));
+        (resp, buf)
+    }
+
+    #[track_caller]
+    fn assert_nothing_held(emu: &Emulator<VecDevice>, list_id: u8) {
+        assert_invalid_field(&copy_status(emu, list_id).0, 2, 7);
+    }
+
+    #[test]
+    fn copies_within_a_unit_without_a_registry() {
+        let a = emulator(VecDevice::new(512, 4096));
+        assert!(a.copy_registry().is_none());
+        let naa = a.identity().naa();
+        let before = a.device().contents();
+        // The first half to the second half.
+        let l = list(&[cscd(naa, 512)], &[segment(0, 0, 2048, 0, 2048)]);
+        assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+        assert_eq!(blocks(&a, 2048, 2048), before[..2048 * 512]);
+        // Overlapping ranges within the unit move like memmove.
+        for (src, dst) in [(0u64, 500u64), (1000, 100)] {
+            let start = a.device().contents();
+            let l = list(&[cscd(naa, 0)], &[segment(0, 0, 3000, src, dst)]);
+            assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+            let (s, d) = (src as usize * 512, dst as usize * 512);
+            assert_eq!(
+                a.device().contents()[d..d + 3000 * 512],
+                start[s..s + 3000 * 512]
+            );
+        }
+        // Any other designator is unreachable without a registry.
+        let l = list(
+            &[cscd(naa, 512), cscd([0x60; 8], 512)],
+            &[segment(0, 1, 1, 0, 0)],
+        );
+        assert_check(
+            &xcopy(&a, &l),
+            SenseKey::CopyAborted,
+            AdditionalSense::COPY_TARGET_DEVICE_NOT_REACHABLE,
+        );
+    }
+
+    #[test]
+    fn the_own_designator_names_the_unit_itself_before_the_registry() {
+        // Two units with one serial: the registry names the newer one, yet
+        // each unit's own designator names itself.
         let registry = CopyRegistry::new();
-        let emu = emulator(VecDevice::new(512, 8)).with_copy_registry(registry);
-        assert_eq!(inquiry_byte5(&emu), 0x08, "3PC only");
-        let ops = listed(&emu);
-        assert!(ops.contains(&(0x83, 0x00)));
-        assert!(ops.contains(&(0x84, 0x03)));
-        assert_eq!(ops.len(), listed(&plain).len() + 2);
+        let first = unit("same", VecDevice::new(512, 8), &registry);
+        let second = unit("same", VecDevice::new(512, 8), &registry);
+        second.device().write(0, &[0x22; 8 * 512]).unwrap();
+        let untouched = second.device().contents();
+        let l = list(
+            &[cscd(first.identity().naa(), 0)],
+            &[segment(0, 0, 1, 0, 7)],
+        );
+        assert_eq!(xcopy(&first, &l), ScsiResponse::good());
+        assert_eq!(blocks(&first, 7, 1), blocks(&first, 0, 1));
+        assert_eq!(second.device().contents(), untouched);
+    }
+
+    #[test]
+    fn lu_id_type_and_nul_are_ignored() {
+        let a = emulator(VecDevice::new(512, 64));
+        for byte1 in [0x40, 0x80, 0xC0, 0x20, 0xE0] {
+            let mut d = cscd(a.identity().naa(), 512);
+            d[1] = byte1;
+            let l = list(&[d], &[segment(0, 0, 1, 0, 1)]);
+            assert_eq!(xcopy(&a, &l), ScsiResponse::good(), "{byte1:#x}");
+        }
+    }
+
+    /// What libiscsi's ExtendedCopy and ReceiveCopyResults tests send a
+    /// lone unit, in the order its suite runs them, and what they accept.
+    #[test]
+    fn answers_what_libiscsi_expects_from_a_lone_unit() {
+        let a = emulator(VecDevice::new(512, 8192));
+        let naa = a.identity().naa();
+        let end = 8192 - 2048;
+        let one = |seg: Vec<u8>| list(&[cscd(naa, 512)], &[seg]);
+        // Simple: 2048 blocks from the start to the end, LIST ID USAGE 10b.
+        let l = with_list_id(one(segment(0, 0, 2048, 0, end)), 1, 0b10);
+        let before = a.device().contents();
+        assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+        assert_eq!(blocks(&a, end as usize, 2048), before[..2048 * 512]);
+        // ParamHdr: a CSCD and a segment cut short by one byte, and no
+        // parameter list at all.
+        let l = with_list_id(one(segment(0, 0, 2048, 0, end)), 1, 0b00);
+        for len in [16 + 32 - 1, 16 + 32 + 28 - 1] {
+            assert_illegal(
+                &xcopy(&a, &l[..len]),
+                AdditionalSense::PARAMETER_LIST_LENGTH_ERROR,
+            );
+        }
+        assert_eq!(xcopy(&a, &[]), ScsiResponse::good());
+        // DescrLimits: one CSCD too many, one segment too many, and a list
+        // longer than MAXIMUM DESCRIPTOR LIST LENGTH.
+        let seg = segment(0, 0, 2048, 0, end);
+        let l = with_list_id(
+            list(&vec![cscd(naa, 512); 5], std::slice::from_ref(&seg)),
+            1,
+            0,
+        );
+        assert_illegal(&xcopy(&a, &l), AdditionalSense::TOO_MANY_TARGET_DESCRIPTORS);
+        let l = with_list_id(list(&[cscd(naa, 512)], &vec![seg.clone(); 9]), 2, 0);
+        assert_illegal(
+            &xcopy(&a, &l),
+            AdditionalSense::TOO_MANY_SEGMENT_DESCRIPTORS,
+        );
+        let l = with_list_id(list(&vec![cscd(naa, 512); 5], &vec![seg; 9]), 3, 0);
+        assert_illegal(&xcopy(&a, &l), AdditionalSense::PARAMETER_LIST_LENGTH_ERROR);
+        // DescrType: a Fibre Channel N_Port_Name CSCD (E0h), a
+        // stream-to-stream segment (03h, 20 bytes).
+        let mut l = with_list_id(one(segment(0, 0, 2048, 0, end)), 1, 0);
+        l[16] = 0xE0;
+        assert_illegal(
+            &xcopy(&a, &l),
+            AdditionalSense::UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE,
+        );
+        let mut stream = vec![0u8; 20];
+        (stream[0], stream[3]) = (0x03, 0x10);
+        let l = with_list_id(list(&[cscd(naa, 512)], &[stream]), 1, 0);
+        assert_illegal(
+            &xcopy(&a, &l),
+            AdditionalSense::UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE,
+        );
+        // ValidTgtDescr: a reserved LU ID TYPE is ignored (SPC-4).
+        let mut l = with_list_id(one(segment(0, 0, 2048, 0, end)), 1, 0);
+        l[17] = 0x80;
+        assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+        // ValidSegDescr: a destination index naming no CSCD, and a
+        // destination range beyond the capacity.
+        let l = with_list_id(one(segment(0, 1, 2048, 0, end)), 1, 0);
+        assert_unreachable_copy_target(&xcopy(&a, &l));
+        let l = with_list_id(one(segment(0, 0, 2048, 0, 8191)), 1, 0);
+        assert_check(
+            &xcopy(&a, &l),
+            SenseKey::CopyAborted,
+            AdditionalSense::NO_ADDITIONAL_SENSE,
+        );
+        // CopyStatus: the refused lists left nothing under list
+        // identifier 1 (and discarded what the good ones had left).
+        assert_nothing_held(&a, 1);
+        let l = with_list_id(one(segment(0, 0, 2048, 0, end)), 1, 0b00);
+        assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+        let (resp, data) = copy_status(&a, 1);
+        assert_eq!(resp, ScsiResponse::data_in(12));
+        assert_eq!(data[..8], [0, 0, 0, 8, 0x01, 0, 1, 0x00]);
+        assert_eq!(BigEndian::read_u32(&data[8..12]), 2048 * 512);
+        // OpParams.
+        let mut cdb = [0u8; 16];
+        (cdb[0], cdb[1], cdb[12]) = (0x84, 0x03, 4);
+        let resp = a.execute(&cdb, &mut vec![0u8; 1024]);
+        assert_eq!(resp.status, ScsiStatus::Good);
+    }
+
+    #[test]
+    fn copy_status_is_held_per_list_identifier() {
+        let a = emulator(VecDevice::new(512, 64));
+        let naa = a.identity().naa();
+        let two = list(
+            &[cscd(naa, 512)],
+            &[segment(0, 0, 2, 0, 10), segment(0, 0, 3, 20, 30)],
+        );
+        // 00b and 10b hold the status until it has been read once.
+        for (list_id, usage) in [(4, 0b00), (5, 0b10)] {
+            assert_nothing_held(&a, list_id);
+            let l = with_list_id(two.clone(), list_id, usage);
+            assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+            let (resp, data) = copy_status(&a, list_id);
+            assert_eq!(resp, ScsiResponse::data_in(12));
+            assert_eq!(data, [0, 0, 0, 8, 0x01, 0, 2, 0, 0, 0, 0x0A, 0x00]);
+            assert_nothing_held(&a, list_id);
+        }
+        // 11b holds nothing.
+        assert_eq!(xcopy(&a, &two), ScsiResponse::good());
+        assert_nothing_held(&a, 0);
+        // Two identifiers at once, each answered on its own.
+        let l = with_list_id(two.clone(), 6, 0);
+        assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+        let l = with_list_id(list(&[cscd(naa, 512)], &[segment(0, 0, 1, 0, 1)]), 7, 0);
+        assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+        assert_eq!(copy_status(&a, 7).1[5..7], [0, 1]);
+        assert_eq!(copy_status(&a, 6).1[5..7], [0, 2]);
+        // A refused list under an identifier discards what was held.
+        let l = with_list_id(two.clone(), 8, 0);
+        assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+        let mut refused = with_list_id(two.clone(), 8, 0);
+        refused[16] = 0xE0;
+        assert_illegal(
+            &xcopy(&a, &refused),
+            AdditionalSense::UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE,
+        );
+        assert_nothing_held(&a, 8);
+        // A short allocation length returns part of it and keeps it.
+        let l = with_list_id(two, 9, 0);
+        assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+        let mut cdb = [0u8; 16];
+        (cdb[0], cdb[2], cdb[13]) = (0x84, 9, 8);
+        let mut buf = vec![0u8; 64];
+        assert_eq!(a.execute(&cdb, &mut buf), ScsiResponse::data_in(8));
+        assert_eq!(buf[..8], [0, 0, 0, 8, 0x01, 0, 2, 0]);
+        assert_eq!(copy_status(&a, 9).0, ScsiResponse::data_in(12));
+    }
+
+    #[test]
+    fn a_copy_that_fails_while_running_completes_with_errors() {
+        let a = emulator(VecDevice::new(512, 64).failing(BlockError::Medium));
+        let l = with_list_id(
+            list(&[cscd(a.identity().naa(), 512)], &[segment(0, 0, 1, 0, 1)]),
+            2,
+            0,
+        );
+        assert_check(
+            &xcopy(&a, &l),
+            SenseKey::CopyAborted,
+            AdditionalSense::UNRECOVERED_READ_ERROR,
+        );
+        let (resp, data) = copy_status(&a, 2);
+        assert_eq!(resp, ScsiResponse::data_in(12));
+        assert_eq!(data, [0, 0, 0, 8, 0x02, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn copy_statuses_belong_to_the_unit_the_copy_was_sent_to() {
+        let (_registry, a, b) = pair();
+        let l = with_list_id(a_to_b(&a, &b, segment(0, 1, 1, 0, 0)), 3, 0);
+        assert_eq!(xcopy(&a, &l), ScsiResponse::good());
+        assert_nothing_held(&b, 3);
+        assert_eq!(copy_status(&a, 3).0, ScsiResponse::data_in(12));
     }
 
     #[test]
@@ -978,9 +1369,9 @@ mod tests {
         cdb[13] = 8;
         let resp = emu.execute(&cdb, &mut buf);
         assert_eq!(resp, ScsiResponse::data_in(8));
-        // Other service actions (COPY STATUS, RECEIVE DATA, FAILED
-        // SEGMENT DETAILS) are not implemented.
-        for sa in [0x00, 0x01, 0x04, 0x05] {
+        // Other service actions (RECEIVE DATA, FAILED SEGMENT DETAILS,
+        // the LID4 ones) are not implemented.
+        for sa in [0x01, 0x04, 0x05, 0x07] {
             cdb[1] = sa;
             assert_invalid_field(&emu.execute(&cdb, &mut buf), 1, 4);
         }

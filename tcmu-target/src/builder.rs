@@ -38,10 +38,11 @@ pub struct TargetBuilder<D> {
 }
 
 impl<D: Servable> TargetBuilder<D> {
-    /// Take part in third-party copy: the LUN registers in `registry`
-    /// while it is served and accepts EXTENDED COPY between any LUNs
-    /// registered there (see [`CopyRegistry`]). Give every target of the
-    /// process that should copy to each other a clone of one registry.
+    /// Copy between LUNs: the LUN registers in `registry` while it is
+    /// served, and EXTENDED COPY may then name any LUN registered there
+    /// (see [`CopyRegistry`]). Without a registry a LUN still copies
+    /// within itself. Give every target of the process that should copy
+    /// to each other a clone of one registry.
     pub fn copy_registry(mut self, registry: CopyRegistry) -> Self {
         self.copy_registry = Some(registry);
         self

@@ -1,7 +1,7 @@
 //! The logical unit under test and the invariants every response obeys.
 
 use block_backends::MemoryDevice;
-use scsi_emu::{BlockDevice, CopyRegistry, Emulator, LunIdentity, ScsiResponse, ScsiStatus};
+use scsi_emu::{BlockDevice, Emulator, LunIdentity, ScsiResponse, ScsiStatus};
 use scsi_sense_codes::{Sense, SenseKey};
 
 use crate::buffer::Buffer;
@@ -119,10 +119,9 @@ impl Lun {
         let device = MemoryDevice::new(block_size, num_blocks)
             .expect("every geometry in GEOMETRIES is valid");
         Lun {
-            // In a registry of its own, so that EXTENDED COPY naming this
-            // unit (from VPD page 83h) copies within it.
-            emulator: Emulator::new(device, LunIdentity::new("serial", "fuzz"))
-                .with_copy_registry(CopyRegistry::new()),
+            // No copy registry: EXTENDED COPY naming this unit (from VPD
+            // page 83h) copies within it, as on every unit.
+            emulator: Emulator::new(device, LunIdentity::new("serial", "fuzz")),
             log: Vec::new(),
         }
     }

@@ -190,6 +190,17 @@ serve_stop() {
   echo "tcmu-serve pid $pid exited $SERVE_RC after ~$((i / 10)).$((i % 10))s"
 }
 
+# serve_stop_clean PID STDERR: SIGTERM a server and fail unless it exits 0
+# within 30 s, without a panic in STDERR, leaving configfs clean.
+serve_stop_clean() {
+  local pid=$1 stderr=$2 left
+  serve_stop "$pid" TERM 30 || fail "still running 30s after SIGTERM" || return
+  ((SERVE_RC == 0)) || fail "exit status $SERVE_RC after SIGTERM: $(stderr_tail "$stderr")" || return
+  ! grep -q 'panicked' "$stderr" || fail "panicked: $(grep -m1 panicked "$stderr")" || return
+  left=$(cfs_leftovers)
+  [[ -z "$left" ]] || fail "configfs not clean: $(tr '\n' ' ' <<< "$left")"
+}
+
 # stderr_tail FILE: the last line of a stderr capture, for a failure reason.
 stderr_tail() {
   local l

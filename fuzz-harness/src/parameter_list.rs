@@ -57,11 +57,14 @@ pub enum ParameterListCommand {
     /// FORMAT UNIT (04h) with FMTDATA and the payload after a short header
     /// whose defect list length matches it.
     FormatUnit,
+    /// ORWRITE(16) (8Bh) of data built from the payload over blocks preset
+    /// to a known pattern.
+    OrWrite,
 }
 
 impl ParameterListCommand {
     /// Every command, in selector order.
-    pub const ALL: [ParameterListCommand; 17] = [
+    pub const ALL: [ParameterListCommand; 18] = [
         ParameterListCommand::Unmap,
         ParameterListCommand::UnmapDescriptors,
         ParameterListCommand::ModeSelect6,
@@ -79,6 +82,7 @@ impl ParameterListCommand {
         ParameterListCommand::LogSelect,
         ParameterListCommand::SendDiagnostic,
         ParameterListCommand::FormatUnit,
+        ParameterListCommand::OrWrite,
     ];
 
     /// The command a selector byte picks.
@@ -180,6 +184,7 @@ pub fn run_parameter_list_case(bytes: &[u8]) -> Vec<Executed> {
         ParameterListCommand::LogSelect => run.log_select(),
         ParameterListCommand::SendDiagnostic => run.send_diagnostic(),
         ParameterListCommand::FormatUnit => run.format_unit(),
+        ParameterListCommand::OrWrite => run.orwrite(),
     }
     run.health_check();
     run.lun.log
@@ -724,6 +729,48 @@ impl<'a> Run<'a> {
                 hex(&cdb)
             );
         }
+    }
+
+    /// GOOD only in range, and then the blocks hold the OR of what they
+    /// held and the data; nothing changes otherwise.
+    fn orwrite(&mut self) {
+        let blocks = 1 + u64::from(self.case.count % 8);
+        let lba = self.pick_lba(self.case.lba);
+        let len = blocks as usize * self.block_len();
+        let stored = pattern(self.payload(), len, 0x5A);
+        let in_range = self.in_range(lba, blocks);
+        if in_range {
+            self.lun.device_write(lba, &stored);
+        }
+        let data = pattern(self.payload(), len, 0xA3);
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x8B;
+        cdb[1] = if self.flags(3) { 0x08 } else { 0 }; // FUA
+        cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+        cdb[10..14].copy_from_slice(&(blocks as u32).to_be_bytes());
+        let response = self.execute(&cdb, &data);
+        if response.status != ScsiStatus::Good {
+            if in_range {
+                assert!(
+                    self.lun.device_read(lba, blocks) == stored,
+                    "ORWRITE(16) {} failed but changed the blocks",
+                    hex(&cdb)
+                );
+            }
+            return;
+        }
+        assert!(
+            in_range,
+            "ORWRITE(16) {} past the end of a {}-block device returned GOOD",
+            hex(&cdb),
+            self.lun.num_blocks()
+        );
+        let expected: Vec<u8> = stored.iter().zip(&data).map(|(s, d)| s | d).collect();
+        assert!(
+            self.lun.device_read(lba, blocks) == expected,
+            "ORWRITE(16) {} returned GOOD but the blocks are not the OR",
+            hex(&cdb)
+        );
     }
 
     fn verify_bytes(&mut self) {

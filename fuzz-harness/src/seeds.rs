@@ -223,6 +223,7 @@ pub fn parameter_list() -> Vec<Seed> {
             b"seed",
         ),
         list_seed("write_same_10", C::WriteSame10, 0, 4, b"pattern"),
+        list_seed("orwrite", C::OrWrite, 0x08, 3, b"or bits"),
         list_seed("write_same_16_unmap", C::WriteSame16, 0x02, 4, b"pattern"),
         list_seed("extended_copy", C::ExtendedCopy, 0, 0, &[0; 16]),
         list_seed(

@@ -113,16 +113,31 @@ pub fn run_cdb_case(bytes: &[u8]) -> Vec<Executed> {
     lun.log
 }
 
+/// Most passes a SANITIZE OVERWRITE may ask for (OVERWRITE COUNT is five
+/// bits; the parameter list is not looked at here).
+const MAX_OVERWRITE_PASSES: u64 = 31;
+
 /// Whether `cdb` is a command that may legitimately read or write far more
 /// of the device than its data buffer holds (WRITE SAME, VERIFY without a
-/// byte check), over more than [`WORK_BUDGET_BYTES`].
+/// byte check, SANITIZE), over more than [`WORK_BUDGET_BYTES`].
 fn over_budget(cdb: &[u8], block_size: u32, num_blocks: u64) -> bool {
     let be = |at: usize, n: usize| -> u64 {
         (at..at + n).fold(0, |acc, i| {
             acc << 8 | u64::from(cdb.get(i).copied().unwrap_or(0))
         })
     };
+    let capacity = num_blocks.saturating_mul(u64::from(block_size));
     let (lba, blocks) = match cdb.first() {
+        // SANITIZE covers the whole medium: OVERWRITE (service action 01h)
+        // as many times as it asks, the others once.
+        Some(0x48) => {
+            let passes = if cdb.get(1).is_some_and(|b| b & 0x1F == 0x01) {
+                MAX_OVERWRITE_PASSES
+            } else {
+                1
+            };
+            return capacity.saturating_mul(passes) > WORK_BUDGET_BYTES;
+        }
         // WRITE SAME(10), VERIFY(10)
         Some(0x41 | 0x2F) => (be(2, 4), be(7, 2)),
         // VERIFY(12)
@@ -209,5 +224,13 @@ mod tests {
         assert!(over_budget(&ws32, 512, huge));
         ws32[31] = 1;
         assert!(!over_budget(&ws32, 512, huge));
+        // SANITIZE: the whole device, OVERWRITE up to 31 times.
+        let overwrite = [0x48, 0x81, 0, 0, 0, 0, 0, 0, 8, 0];
+        let block_erase = [0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(over_budget(&overwrite, 512, huge));
+        assert!(over_budget(&block_erase, 512, huge));
+        assert!(!over_budget(&overwrite, 512, 4096));
+        assert!(over_budget(&overwrite, 4096, 4096));
+        assert!(!over_budget(&block_erase, 4096, 4096));
     }
 }

@@ -12,3 +12,12 @@ pub(crate) struct Capabilities {
     /// The device reports which blocks are mapped (GET LBA STATUS).
     pub(crate) lba_status: bool,
 }
+
+impl Capabilities {
+    /// SANITIZE BLOCK ERASE is offered: unmapping every block leaves
+    /// nothing of the old data readable only when unmapped blocks read
+    /// as zeros.
+    pub(crate) fn block_erase(&self) -> bool {
+        self.unmap && self.unmap_reads_zeroes
+    }
+}

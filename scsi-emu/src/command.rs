@@ -25,7 +25,8 @@ use crate::lba_status::GetLbaStatus;
 use crate::mode_select::ModeSelect;
 use crate::mode_sense::ModeSense;
 use crate::opcode::{
-    self, copy_in, copy_out, has_service_actions, maintenance_in, service_action_in,
+    self, copy_in, copy_out, has_service_actions, maintenance_in, sanitize_action,
+    service_action_in,
 };
 use crate::prefetch::Prefetch;
 use crate::read_capacity::ReadCapacity16;
@@ -33,6 +34,7 @@ use crate::read_defect_data::ReadDefectData;
 use crate::read_write::Transfer;
 use crate::report_opcodes::{ReportOpcodes, ReportTmf};
 use crate::request_sense::RequestSense;
+use crate::sanitize::Sanitize;
 use crate::start_stop_unit::StartStopUnit;
 use crate::synchronize_cache::SynchronizeCache;
 use crate::unmap::Unmap;
@@ -68,6 +70,7 @@ pub(crate) enum Command {
     Prefetch(Prefetch),
     ReadDefectData(ReadDefectData),
     OrWrite(Transfer),
+    Sanitize(Sanitize),
 }
 
 fn always(_: &Capabilities) -> bool {
@@ -80,6 +83,10 @@ fn with_unmap(caps: &Capabilities) -> bool {
 
 fn with_lba_status(caps: &Capabilities) -> bool {
     caps.lba_status
+}
+
+fn with_block_erase(caps: &Capabilities) -> bool {
+    caps.block_erase()
 }
 
 /// The CONTROL byte's usage: NACA is evaluated (and refused).
@@ -249,6 +256,34 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
         supported: with_unmap,
         access: Access::Write,
         decode: |c| Unmap::decode(c).map(Command::Unmap),
+    },
+    CommandSpec {
+        opcode: opcode::SANITIZE,
+        service_action: Some(sanitize_action::OVERWRITE),
+        name: "SANITIZE OVERWRITE",
+        usage: &[0x48, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, C],
+        supported: always,
+        access: Access::Write,
+        decode: |c| Sanitize::decode(c).map(Command::Sanitize),
+    },
+    CommandSpec {
+        opcode: opcode::SANITIZE,
+        service_action: Some(sanitize_action::BLOCK_ERASE),
+        name: "SANITIZE BLOCK ERASE",
+        usage: &[0x48, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, C],
+        supported: with_block_erase,
+        access: Access::Write,
+        decode: |c| Sanitize::decode(c).map(Command::Sanitize),
+    },
+    CommandSpec {
+        opcode: opcode::SANITIZE,
+        service_action: Some(sanitize_action::EXIT_FAILURE_MODE),
+        name: "SANITIZE EXIT FAILURE MODE",
+        usage: &[0x48, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, C],
+        supported: always,
+        // Leaves a state; touches no block.
+        access: Access::None,
+        decode: |c| Sanitize::decode(c).map(Command::Sanitize),
     },
     CommandSpec {
         opcode: opcode::MODE_SELECT_10,
@@ -515,6 +550,19 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
 ];
 
 impl Command {
+    /// Whether the command runs while a sanitize is in progress: SBC-4
+    /// allows the ones that describe the unit and its state (the others
+    /// get NOT READY, SANITIZE IN PROGRESS).
+    pub(crate) fn runs_during_sanitize(&self) -> bool {
+        matches!(
+            self,
+            Command::Inquiry(_)
+                | Command::RequestSense(_)
+                | Command::ReportOpcodes(_)
+                | Command::ReportTmf(_)
+        )
+    }
+
     /// Look `bytes` up in the table and decode them. The opcode is looked
     /// up first, so an unsupported command is reported as such even when
     /// its CDB is also too short. An unknown or unsupported service action

@@ -18,7 +18,7 @@ use crate::medium::write_protected;
 use crate::response::ScsiResponse;
 use crate::{
     compare_and_write, copy_status, inquiry, lba_status, mode_select, mode_sense, orwrite,
-    prefetch, read_capacity, read_defect_data, read_write, report_opcodes, request_sense,
+    prefetch, read_capacity, read_defect_data, read_write, report_opcodes, request_sense, sanitize,
     start_stop_unit, synchronize_cache, unmap, verify, write_same, xcopy,
 };
 
@@ -168,7 +168,11 @@ impl<D: BlockDevice> Emulator<D> {
         self.lun.capacity_changed.store(true, Ordering::SeqCst);
         Ok(())
     }
+}
 
+/// Executing commands needs a device that lives as long as the unit: a
+/// sanitize runs on a thread of its own, holding the unit.
+impl<D: BlockDevice + 'static> Emulator<D> {
     /// Execute one CDB.
     ///
     /// `data` is the command's whole data buffer: the data-out contents for
@@ -187,8 +191,9 @@ impl<D: BlockDevice> Emulator<D> {
     }
 
     /// Decode `cdb` and make the checks every command passes before it
-    /// runs (a pending unit attention, a stopped unit, write protection);
-    /// the decoded command, or the response that ends it.
+    /// runs (a pending unit attention, a sanitize running or failed, a
+    /// stopped unit, write protection); the decoded command, or the
+    /// response that ends it.
     pub(crate) fn admit(&self, cdb: &[u8]) -> Result<Command, ScsiResponse> {
         let lun = &*self.lun;
         let (command, spec) = match Command::decode(cdb, &lun.caps) {
@@ -206,6 +211,14 @@ impl<D: BlockDevice> Emulator<D> {
                 SenseKey::UnitAttention,
                 AdditionalSense::CAPACITY_DATA_HAS_CHANGED,
             )));
+        }
+        // SANITIZE itself is the way out of a failed sanitize.
+        let medium_access = spec.access != Access::None && !matches!(command, Command::Sanitize(_));
+        if let Some(sense) = lun
+            .sanitize
+            .refusal(command.runs_during_sanitize(), medium_access)
+        {
+            return Err(ScsiResponse::check_condition(sense));
         }
         if spec.access != Access::None && lun.is_stopped() {
             return Err(ScsiResponse::check_condition(not_ready()));
@@ -252,6 +265,7 @@ impl<D: BlockDevice> Emulator<D> {
             Command::Prefetch(cmd) => prefetch::prefetch(device, cmd),
             Command::ReadDefectData(cmd) => read_defect_data::read_defect_data(cmd, data),
             Command::OrWrite(cmd) => orwrite::orwrite(lun, cmd, data),
+            Command::Sanitize(cmd) => sanitize::sanitize(&self.lun, cmd, data),
         }
     }
 }
@@ -375,6 +389,12 @@ mod tests {
                 _ => 13,
             };
             cdb[len_lsb] = 1;
+            // SANITIZE's length is its parameter list's: OVERWRITE needs
+            // more than a header, the others none.
+            if spec.opcode == crate::opcode::SANITIZE {
+                let overwrite = spec.service_action == Some(0x01);
+                cdb[len_lsb] = if overwrite { 8 } else { 0 };
+            }
             let resp = emu.execute(&cdb, &mut vec![0u8; 4096]);
             let protected = resp.sense.is_some_and(|s| {
                 (s.key, s.code) == (SenseKey::DataProtect, AdditionalSense::WRITE_PROTECTED)
@@ -383,8 +403,9 @@ mod tests {
             checked += usize::from(protected);
         }
         // WRITE 6/10/12/16, WRITE AND VERIFY 10/12/16, WRITE SAME 10/16,
-        // UNMAP, COMPARE AND WRITE, ORWRITE.
-        assert_eq!(checked, 12);
+        // UNMAP, COMPARE AND WRITE, ORWRITE, SANITIZE OVERWRITE and BLOCK
+        // ERASE.
+        assert_eq!(checked, 14);
         // Reads reached the device; nothing else did.
         let calls = emu.device().calls();
         assert!(calls.iter().all(|&(kind, _, _)| kind == 'r'), "{calls:?}");

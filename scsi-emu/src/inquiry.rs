@@ -123,7 +123,7 @@ pub(crate) fn inquiry<D: BlockDevice>(
                 VpdPage::DeviceIdentification => device_identification(identity),
                 VpdPage::ExtendedInquiry => vpd::extended_inquiry(),
                 VpdPage::BlockLimits => vpd::block_limits(&lun.limits),
-                VpdPage::BlockDeviceCharacteristics => vpd::block_device_characteristics(),
+                VpdPage::BlockDeviceCharacteristics => vpd::block_device_characteristics(&lun.caps),
                 VpdPage::LogicalBlockProvisioning => vpd::logical_block_provisioning(&lun.caps),
             };
             vpd_page(page, body)

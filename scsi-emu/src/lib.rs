@@ -18,7 +18,9 @@
 //! device can unmap, GET LBA STATUS when it reports block mapping;
 //! EXTENDED COPY(LID1), RECEIVE COPY STATUS(LID1) and RECEIVE COPY
 //! OPERATING PARAMETERS, copying within the unit and, when given a
-//! [`CopyRegistry`], between the units of one process.
+//! [`CopyRegistry`], between the units of one process; SANITIZE
+//! (OVERWRITE, EXIT FAILURE MODE, and BLOCK ERASE when unmapped blocks
+//! read as zeros).
 //! Anything else ends in CHECK CONDITION, ILLEGAL REQUEST, INVALID COMMAND
 //! OPERATION CODE (or INVALID FIELD IN CDB for an unknown service action);
 //! every refused CDB field is pointed at in the sense data.
@@ -109,6 +111,8 @@ mod read_write;
 mod report_opcodes;
 mod request_sense;
 mod response;
+mod sanitize;
+mod sanitize_state;
 mod sense_format;
 mod start_stop_unit;
 mod synchronize_cache;

@@ -1,7 +1,7 @@
 //! One logical unit's context: the device and what every command shares
 //! about it (identity, capabilities, limits, mode parameters, the stopped
 //! flag, the range locks, a capacity change not yet reported, the copy
-//! statuses its copy manager holds). The command families take this, not
+//! statuses its copy manager holds, the sanitize state). The command families take this, not
 //! the whole emulator; EXTENDED COPY reaches the unit itself through it,
 //! and the copy registry holds it to reach the unit from EXTENDED COPY on
 //! another one.
@@ -20,6 +20,7 @@ use crate::identity::LunIdentity;
 use crate::limits::Limits;
 use crate::mode_page::ModeState;
 use crate::range_lock::RangeLocks;
+use crate::sanitize_state::SanitizeState;
 use crate::write_flags::WriteFlags;
 
 /// What a stopped unit reports: START STOP UNIT with START=1 makes it
@@ -56,6 +57,8 @@ pub(crate) struct Lun<D> {
     /// What RECEIVE COPY STATUS reports about this unit's EXTENDED COPY
     /// commands.
     pub(crate) copy_statuses: CopyStatuses,
+    /// A sanitize running or failed: most commands are refused then.
+    pub(crate) sanitize: SanitizeState,
 }
 
 impl<D: BlockDevice> Lun<D> {
@@ -81,6 +84,7 @@ impl<D: BlockDevice> Lun<D> {
             locks: RangeLocks::default(),
             capacity_changed: AtomicBool::new(false),
             copy_statuses: CopyStatuses::default(),
+            sanitize: SanitizeState::default(),
         }
     }
 

@@ -18,6 +18,7 @@ pub(crate) const SYNCHRONIZE_CACHE_10: u8 = 0x35;
 pub(crate) const READ_DEFECT_DATA_10: u8 = 0x37;
 pub(crate) const WRITE_SAME_10: u8 = 0x41;
 pub(crate) const UNMAP: u8 = 0x42;
+pub(crate) const SANITIZE: u8 = 0x48;
 pub(crate) const MODE_SELECT_10: u8 = 0x55;
 pub(crate) const MODE_SENSE_10: u8 = 0x5A;
 pub(crate) const THIRD_PARTY_COPY_OUT: u8 = 0x83;
@@ -56,6 +57,14 @@ pub(crate) mod copy_in {
     pub(crate) const RECEIVE_COPY_OPERATING_PARAMETERS: u8 = 0x03;
 }
 
+/// Service actions of SANITIZE (03h, CRYPTOGRAPHIC ERASE, is not
+/// supported: there is no key to destroy).
+pub(crate) mod sanitize_action {
+    pub(crate) const OVERWRITE: u8 = 0x01;
+    pub(crate) const BLOCK_ERASE: u8 = 0x02;
+    pub(crate) const EXIT_FAILURE_MODE: u8 = 0x1F;
+}
+
 /// Service actions of MAINTENANCE IN.
 pub(crate) mod maintenance_in {
     pub(crate) const REPORT_SUPPORTED_OPERATION_CODES: u8 = 0x0C;
@@ -67,6 +76,10 @@ pub(crate) mod maintenance_in {
 pub(crate) fn has_service_actions(op: u8) -> bool {
     matches!(
         op,
-        SERVICE_ACTION_IN_16 | MAINTENANCE_IN | THIRD_PARTY_COPY_OUT | THIRD_PARTY_COPY_IN
+        SANITIZE
+            | SERVICE_ACTION_IN_16
+            | MAINTENANCE_IN
+            | THIRD_PARTY_COPY_OUT
+            | THIRD_PARTY_COPY_IN
     )
 }

@@ -29,14 +29,18 @@ impl RequestSense {
 }
 
 /// With autosense every error's sense went out with its status and no
-/// deferred errors exist, so the only condition to report is a stopped
-/// unit; otherwise NO SENSE. The format follows the DESC bit.
+/// deferred errors exist, so the conditions to report are a sanitize in
+/// progress (with its progress, which is how an initiator polls it) or
+/// failed, and a stopped unit; otherwise NO SENSE. The format follows the
+/// DESC bit.
 pub(crate) fn request_sense<D: BlockDevice>(
     lun: &Lun<D>,
     cmd: &RequestSense,
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
-    let sense = if lun.is_stopped() {
+    let sense = if let Some(sanitize) = lun.sanitize.pending_sense() {
+        sanitize
+    } else if lun.is_stopped() {
         not_ready()
     } else {
         Sense::new(SenseKey::NoSense, AdditionalSense::NO_ADDITIONAL_SENSE)

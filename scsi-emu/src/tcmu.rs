@@ -37,7 +37,7 @@ fn reply_of(response: &ScsiResponse, descriptor_sense: bool) -> Reply {
     reply
 }
 
-impl<D: BlockDevice> CommandHandler for Emulator<D> {
+impl<D: BlockDevice + 'static> CommandHandler for Emulator<D> {
     fn handle(&self, cdb: &[u8], data: &mut DataSegments) -> Reply {
         let response = self.execute(cdb, data);
         reply_of(&response, self.descriptor_sense())

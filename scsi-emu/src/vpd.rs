@@ -58,11 +58,20 @@ pub(crate) fn block_limits(limits: &Limits) -> Vec<u8> {
 /// compares its (zero or stale) contents instead of failing.
 const VBULS: u8 = 0x01;
 
+/// B1h byte 7, WABEREQ (bits 7-6) 01b: after a BLOCK ERASE, reads
+/// succeed (and return zeros) before any write. WACEREQ (bits 5-4) stays
+/// 00b: CRYPTOGRAPHIC ERASE is not supported.
+const WABEREQ_READS_SUCCEED: u8 = 0x40;
+
 /// Block Device Characteristics: a non-rotating medium (MEDIUM ROTATION
-/// RATE 1), form factor not reported, not zoned.
-pub(crate) fn block_device_characteristics() -> Vec<u8> {
+/// RATE 1), form factor not reported, not zoned; WABEREQ says what reads
+/// return after SANITIZE BLOCK ERASE, when the unit offers it.
+pub(crate) fn block_device_characteristics(caps: &Capabilities) -> Vec<u8> {
     let mut b = vec![0u8; LONG_PAGE_LEN];
     BigEndian::write_u16(&mut b[0..2], 0x0001);
+    if caps.block_erase() {
+        b[7 - 4] = WABEREQ_READS_SUCCEED;
+    }
     b[8 - 4] = VBULS;
     b
 }
@@ -154,7 +163,17 @@ mod tests {
             &[0x00, 0x01, 0x00, 0x00],
             "non-rotating, form factor 0"
         );
+        assert_eq!(b[7], 0x00, "no BLOCK ERASE: WABEREQ 0, WACEREQ 0");
         assert_eq!(b[8], 0x01, "VBULS, not zoned");
+        // Unmapped blocks reading as zeros make BLOCK ERASE possible:
+        // reads after it succeed.
+        let b = page(&emulator(VecDevice::new(512, 8).with_unmap()), 0xB1);
+        assert_eq!(b[7], 0x40, "WABEREQ 01b, WACEREQ 0");
+        let b = page(
+            &emulator(VecDevice::new(512, 8).with_unmap_keeping_data()),
+            0xB1,
+        );
+        assert_eq!(b[7], 0x00, "unmapped blocks keep data: no BLOCK ERASE");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub(crate) const SENSE_KEY_SPECIFIC_DESCRIPTOR: u8 = 0x02;
 /// Descriptor-format sense data bytes (response code 72h): the header,
 /// then an information descriptor (type 00h) when the sense has an
 /// INFORMATION value, then a sense-key specific descriptor (type 02h) when
-/// it has a field pointer.
+/// it has a field pointer or a progress indication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DescriptorSense {
     bytes: [u8; DESCRIPTOR_SENSE_MAX_LEN],
@@ -49,11 +49,11 @@ impl DescriptorSense {
             d[4..12].copy_from_slice(&info.to_be_bytes());
             len += INFORMATION_DESCRIPTOR_LEN;
         }
-        if let Some(fp) = sense.field_pointer {
+        if let Some(sks) = sense.sense_key_specific() {
             let d = &mut b[len..len + SENSE_KEY_SPECIFIC_DESCRIPTOR_LEN];
             d[0] = SENSE_KEY_SPECIFIC_DESCRIPTOR;
             d[1] = (SENSE_KEY_SPECIFIC_DESCRIPTOR_LEN - 2) as u8;
-            d[4..7].copy_from_slice(&fp.to_bytes());
+            d[4..7].copy_from_slice(&sks);
             len += SENSE_KEY_SPECIFIC_DESCRIPTOR_LEN;
         }
         // ADDITIONAL SENSE LENGTH: the descriptors after the header.
@@ -112,6 +112,22 @@ mod tests {
         assert_eq!(
             &b[20..28],
             &[0x02, 0x06, 0, 0, 0x80 | 0x40 | 0x08 | 1, 0, 9, 0]
+        );
+    }
+
+    #[test]
+    fn progress_indication_descriptor() {
+        let s = Sense::new(
+            SenseKey::NotReady,
+            AdditionalSense::LOGICAL_UNIT_NOT_READY_SANITIZE_IN_PROGRESS,
+        )
+        .with_progress(0xABCD)
+        .to_descriptor();
+        assert_eq!(
+            s.as_bytes(),
+            &[
+                0x72, 0x02, 0x04, 0x1B, 0, 0, 0, 8, 0x02, 0x06, 0, 0, 0x80, 0xAB, 0xCD, 0
+            ]
         );
     }
 

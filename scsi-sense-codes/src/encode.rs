@@ -36,8 +36,8 @@ impl Sense {
     /// Fields the data is too short to hold read as zero or absent, and the
     /// additional sense length is honoured. Current and deferred errors are
     /// not told apart. The sense-key specific bytes are read back as a
-    /// field pointer only for ILLEGAL REQUEST, the one key for which they
-    /// hold one.
+    /// field pointer for ILLEGAL REQUEST and as a progress indication for
+    /// NOT READY and NO SENSE, the keys for which they hold those.
     pub fn parse(bytes: &[u8]) -> Option<Sense> {
         parse::parse(bytes)
     }

@@ -30,8 +30,8 @@ impl FixedSense {
         b[7] = (FIXED_SENSE_LEN - 8) as u8;
         b[12] = sense.code.asc;
         b[13] = sense.code.ascq;
-        if let Some(fp) = sense.field_pointer {
-            b[15..18].copy_from_slice(&fp.to_bytes());
+        if let Some(sks) = sense.sense_key_specific() {
+            b[15..18].copy_from_slice(&sks);
         }
         FixedSense(b)
     }
@@ -68,6 +68,19 @@ mod tests {
             .with_parameter_field(0x104, None)
             .to_fixed();
         assert_eq!(&s.as_bytes()[15..18], &[0x80, 1, 4]);
+    }
+
+    #[test]
+    fn progress_fills_the_sense_key_specific_bytes() {
+        let s = Sense::new(
+            SenseKey::NotReady,
+            AdditionalSense::LOGICAL_UNIT_NOT_READY_SANITIZE_IN_PROGRESS,
+        )
+        .with_progress(0x1234)
+        .to_fixed();
+        let b = s.as_bytes();
+        assert_eq!((b[2], b[12], b[13]), (0x02, 0x04, 0x1B));
+        assert_eq!(&b[15..18], &[0x80, 0x12, 0x34]);
     }
 
     #[test]

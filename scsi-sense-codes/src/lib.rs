@@ -32,6 +32,7 @@ mod field_pointer;
 mod fixed;
 mod key;
 mod parse;
+mod progress;
 mod sense;
 mod sense_data;
 mod status;

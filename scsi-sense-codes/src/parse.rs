@@ -5,6 +5,7 @@ use crate::descriptor::{HEADER_LEN, INFORMATION_DESCRIPTOR, SENSE_KEY_SPECIFIC_D
 use crate::field_pointer::FieldPointer;
 use crate::fixed::VALID;
 use crate::key::SenseKey;
+use crate::progress;
 use crate::sense::Sense;
 
 /// Response codes: current and deferred errors in each format.
@@ -43,10 +44,21 @@ fn parse_fixed(b: &[u8]) -> Sense {
     if b[0] & VALID != 0 {
         sense.information = Some(u64::from(u32::from_be_bytes([b[3], b[4], b[5], b[6]])));
     }
-    if key == SenseKey::IllegalRequest && b.len() >= 18 {
-        sense.field_pointer = FieldPointer::from_bytes([b[15], b[16], b[17]]);
+    if b.len() >= 18 {
+        read_sense_key_specific(&mut sense, [b[15], b[16], b[17]]);
     }
     sense
+}
+
+/// The sense-key specific bytes hold a field pointer for ILLEGAL REQUEST
+/// and a progress indication for NOT READY and NO SENSE; for other keys
+/// they are not read.
+fn read_sense_key_specific(sense: &mut Sense, bytes: [u8; 3]) {
+    match sense.key {
+        SenseKey::IllegalRequest => sense.field_pointer = FieldPointer::from_bytes(bytes),
+        SenseKey::NotReady | SenseKey::NoSense => sense.progress = progress::from_bytes(bytes),
+        _ => {}
+    }
 }
 
 fn parse_descriptor(b: &[u8]) -> Sense {
@@ -65,8 +77,8 @@ fn parse_descriptor(b: &[u8]) -> Sense {
                 info.copy_from_slice(&body[2..10]);
                 sense.information = Some(u64::from_be_bytes(info));
             }
-            SENSE_KEY_SPECIFIC_DESCRIPTOR if body.len() >= 5 && key == SenseKey::IllegalRequest => {
-                sense.field_pointer = FieldPointer::from_bytes([body[2], body[3], body[4]]);
+            SENSE_KEY_SPECIFIC_DESCRIPTOR if body.len() >= 5 => {
+                read_sense_key_specific(&mut sense, [body[2], body[3], body[4]]);
             }
             _ => {}
         }
@@ -145,7 +157,12 @@ mod tests {
             .to_fixed()
             .0;
         b[2] = SenseKey::NotReady as u8; // progress indication, not a pointer
-        assert_eq!(Sense::parse(&b).unwrap().field_pointer, None);
+        let s = Sense::parse(&b).unwrap();
+        assert_eq!(s.field_pointer, None);
+        assert_eq!(s.progress, Some(0x0001));
+        b[2] = SenseKey::MediumError as u8; // neither
+        let s = Sense::parse(&b).unwrap();
+        assert_eq!((s.field_pointer, s.progress), (None, None));
     }
 
     fn sense_strategy() -> impl Strategy<Value = Sense> {
@@ -154,8 +171,9 @@ mod tests {
             any::<(u8, u8)>(),
             proptest::option::of(any::<u64>()),
             proptest::option::of((any::<bool>(), any::<u16>(), proptest::option::of(0u8..8))),
+            proptest::option::of(any::<u16>()),
         )
-            .prop_map(|(key, (asc, ascq), information, fp)| {
+            .prop_map(|(key, (asc, ascq), information, fp, progress)| {
                 let key = SenseKey::from_u8(key);
                 Sense {
                     key,
@@ -164,6 +182,8 @@ mod tests {
                     field_pointer: fp
                         .filter(|_| key == SenseKey::IllegalRequest)
                         .map(|(in_cdb, byte, bit)| FieldPointer { in_cdb, byte, bit }),
+                    progress: progress
+                        .filter(|_| matches!(key, SenseKey::NotReady | SenseKey::NoSense)),
                 }
             })
     }

@@ -1,14 +1,17 @@
 //! A complete sense description: key, additional sense code, INFORMATION
-//! and field pointer, independent of its encoding.
+//! and sense-key specific data (field pointer or progress indication),
+//! independent of its encoding.
 
 use std::fmt;
 
 use crate::asc::AdditionalSense;
 use crate::field_pointer::FieldPointer;
 use crate::key::SenseKey;
+use crate::progress;
 
 /// A complete sense description: key, additional sense code, the optional
-/// INFORMATION field and the optional field pointer.
+/// INFORMATION field and the optional sense-key specific data (a field
+/// pointer or a progress indication).
 ///
 /// The INFORMATION field is 64 bits wide, as in the information sense data
 /// descriptor, so an LBA beyond 2^32 can be reported. Fixed-format sense
@@ -26,6 +29,11 @@ pub struct Sense {
     pub information: Option<u64>,
     /// The offending field of an ILLEGAL REQUEST, if known.
     pub field_pointer: Option<FieldPointer>,
+    /// How far an operation that keeps the unit NOT READY (e.g. a
+    /// sanitize) has got, in 65536ths (SPC-5 4.4.2.4.4); meaningful for
+    /// NOT READY and NO SENSE. A field pointer takes the same bytes and
+    /// wins when both are set.
+    pub progress: Option<u16>,
 }
 
 impl Sense {
@@ -36,6 +44,7 @@ impl Sense {
             code,
             information: None,
             field_pointer: None,
+            progress: None,
         }
     }
 
@@ -74,6 +83,22 @@ impl Sense {
         self
     }
 
+    /// The same sense with a progress indication of `progress` / 65536.
+    pub const fn with_progress(mut self, progress: u16) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The three sense-key specific bytes (SKSV set), when there are any:
+    /// the field pointer, else the progress indication.
+    pub(crate) fn sense_key_specific(&self) -> Option<[u8; 3]> {
+        match (self.field_pointer, self.progress) {
+            (Some(fp), _) => Some(fp.to_bytes()),
+            (None, Some(progress)) => Some(progress::to_bytes(progress)),
+            (None, None) => None,
+        }
+    }
+
     /// ILLEGAL REQUEST with the given additional sense.
     pub const fn illegal_request(code: AdditionalSense) -> Self {
         Sense::new(SenseKey::IllegalRequest, code)
@@ -88,6 +113,9 @@ impl fmt::Display for Sense {
         }
         if let Some(fp) = self.field_pointer {
             write!(f, ", field pointer {fp}")?;
+        }
+        if let Some(progress) = self.progress {
+            write!(f, ", progress {progress}/65536")?;
         }
         Ok(())
     }
@@ -115,6 +143,23 @@ mod tests {
             "ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST (26h/00h), \
              field pointer parameter list byte 260"
         );
+    }
+
+    #[test]
+    fn progress_is_displayed_and_yields_to_a_field_pointer() {
+        let s = Sense::new(
+            SenseKey::NotReady,
+            AdditionalSense::LOGICAL_UNIT_NOT_READY_SANITIZE_IN_PROGRESS,
+        )
+        .with_progress(0x8000);
+        assert_eq!(
+            s.to_string(),
+            "NOT READY, LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS (04h/1Bh), \
+             progress 32768/65536"
+        );
+        assert_eq!(s.sense_key_specific(), Some([0x80, 0x80, 0x00]));
+        let both = s.with_cdb_field(1, None);
+        assert_eq!(both.sense_key_specific(), Some([0xC0, 0, 1]));
     }
 
     #[test]

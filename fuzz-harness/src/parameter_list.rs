@@ -60,11 +60,14 @@ pub enum ParameterListCommand {
     /// ORWRITE(16) (8Bh) of data built from the payload over blocks preset
     /// to a known pattern.
     OrWrite,
+    /// SANITIZE (48h) OVERWRITE with the payload as the parameter list
+    /// (IMMED clear, so the overwrite is over when the command ends).
+    SanitizeOverwrite,
 }
 
 impl ParameterListCommand {
     /// Every command, in selector order.
-    pub const ALL: [ParameterListCommand; 18] = [
+    pub const ALL: [ParameterListCommand; 19] = [
         ParameterListCommand::Unmap,
         ParameterListCommand::UnmapDescriptors,
         ParameterListCommand::ModeSelect6,
@@ -83,6 +86,7 @@ impl ParameterListCommand {
         ParameterListCommand::SendDiagnostic,
         ParameterListCommand::FormatUnit,
         ParameterListCommand::OrWrite,
+        ParameterListCommand::SanitizeOverwrite,
     ];
 
     /// The command a selector byte picks.
@@ -185,6 +189,7 @@ pub fn run_parameter_list_case(bytes: &[u8]) -> Vec<Executed> {
         ParameterListCommand::SendDiagnostic => run.send_diagnostic(),
         ParameterListCommand::FormatUnit => run.format_unit(),
         ParameterListCommand::OrWrite => run.orwrite(),
+        ParameterListCommand::SanitizeOverwrite => run.sanitize_overwrite(),
     }
     run.health_check();
     run.lun.log
@@ -769,6 +774,49 @@ impl<'a> Run<'a> {
         assert!(
             self.lun.device_read(lba, blocks) == expected,
             "ORWRITE(16) {} returned GOOD but the blocks are not the OR",
+            hex(&cdb)
+        );
+    }
+
+    /// GOOD only for a valid list (OVERWRITE COUNT at least 1, TEST 0, a
+    /// pattern of 1 to block-length bytes that fills the rest of the
+    /// list), and then every block holds the pattern repeated: the last
+    /// pass writes the pattern itself, INVERT or not.
+    fn sanitize_overwrite(&mut self) {
+        let list = self.payload();
+        let Ok(len) = u16::try_from(list.len()) else {
+            return;
+        };
+        let mut cdb = [0x48, 0x01, 0, 0, 0, 0, 0, 0, 0, 0];
+        if self.flags(5) {
+            cdb[1] |= 0x20; // AUSE
+        }
+        cdb[7..9].copy_from_slice(&len.to_be_bytes());
+        let response = self.execute(&cdb, list);
+        if response.status != ScsiStatus::Good {
+            return;
+        }
+        let block_len = self.block_len();
+        let pattern_len = list
+            .get(2..4)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        let valid = list.len() > 4
+            && list[0] & 0x1F != 0
+            && list[0] & 0x60 == 0
+            && pattern_len.is_some_and(|p| p >= 1 && p <= block_len && p + 4 == list.len());
+        assert!(
+            valid,
+            "SANITIZE OVERWRITE {} accepted the list {}",
+            hex(&cdb),
+            hex(list)
+        );
+        let pattern = &list[4..];
+        let block: Vec<u8> = pattern.iter().copied().cycle().take(block_len).collect();
+        let blocks = self.lun.num_blocks().min(8);
+        let expected = block.repeat(blocks as usize);
+        assert!(
+            self.lun.device_read(0, blocks) == expected,
+            "SANITIZE OVERWRITE {} returned GOOD but the blocks do not hold the pattern",
             hex(&cdb)
         );
     }

@@ -224,6 +224,13 @@ pub fn parameter_list() -> Vec<Seed> {
         ),
         list_seed("write_same_10", C::WriteSame10, 0, 4, b"pattern"),
         list_seed("orwrite", C::OrWrite, 0x08, 3, b"or bits"),
+        list_seed(
+            "sanitize_overwrite",
+            C::SanitizeOverwrite,
+            0,
+            0,
+            &[0x01, 0, 0, 4, 0xDE, 0xAD, 0xBE, 0xEF],
+        ),
         list_seed("write_same_16_unmap", C::WriteSame16, 0x02, 4, b"pattern"),
         list_seed("extended_copy", C::ExtendedCopy, 0, 0, &[0; 16]),
         list_seed(

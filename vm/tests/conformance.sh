@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# SCSI conformance: libiscsi's iscsi-test-cu (`-t ALL`, destructive tests
-# allowed) against tcmu-serve's memory backend exported by LIO iSCSI on
+# SCSI conformance: libiscsi's iscsi-test-cu (`-t ALL`, destructive and
+# SANITIZE tests allowed) against tcmu-serve's memory backend exported by LIO iSCSI on
 # 127.0.0.1. The run's verdicts are checked against
 # vm/tests/conformance-accepted.txt (vm/guest/cunit-verdicts.py): any failure
 # not listed fails the step, and so does a listed test that passes, so the
@@ -29,7 +29,7 @@ cf_suite() {
   local rc=0 t0=$SECONDS
   # The suite takes about three minutes under TCG; 20 bounds a hang. Its
   # exit status is non-zero whenever any test failed: the verdicts decide.
-  (cd "$CF_RESULTS" && timeout -k 10 1200 iscsi-test-cu -d -t ALL "$CF_URL") > "$CF_RESULTS/iscsi-test-cu.txt" 2>&1 || rc=$?
+  (cd "$CF_RESULTS" && timeout -k 10 1200 iscsi-test-cu -d -S -t ALL "$CF_URL") > "$CF_RESULTS/iscsi-test-cu.txt" 2>&1 || rc=$?
   info "iscsi-test-cu exited $rc after $((SECONDS - t0))s"
   ((rc != 124 && rc != 137)) || fail "iscsi-test-cu did not finish within 1200s" || return
   python3 "$GUEST_DIR/cunit-verdicts.py" "$CF_RESULTS/iscsi-test-cu.txt" "$CF_ACCEPTED" > "$CF_RESULTS/verdicts.txt"

@@ -14,7 +14,6 @@ use crate::copy_registry::CopyRegistry;
 use crate::data_buffer::DataBuffer;
 use crate::identity::LunIdentity;
 use crate::lun::{Lun, not_ready};
-use crate::medium::write_protected;
 use crate::response::ScsiResponse;
 use crate::{
     compare_and_write, copy_status, inquiry, lba_status, mode_select, mode_sense, orwrite,
@@ -223,8 +222,10 @@ impl<D: BlockDevice + 'static> Emulator<D> {
         if spec.access != Access::None && lun.is_stopped() {
             return Err(ScsiResponse::check_condition(not_ready()));
         }
-        if spec.access == Access::Write && lun.read_only() {
-            return Err(ScsiResponse::check_condition(write_protected()));
+        if spec.access == Access::Write
+            && let Some(sense) = lun.write_protection()
+        {
+            return Err(ScsiResponse::check_condition(sense));
         }
         Ok(command)
     }

@@ -133,6 +133,20 @@ impl<D: BlockDevice> Lun<D> {
     pub(crate) fn read_only(&self) -> bool {
         self.declared.read_only
     }
+
+    /// Why the unit refuses writes, if it does: a read-only device (WRITE
+    /// PROTECTED), or an initiator set SWP in the control mode page
+    /// (LOGICAL UNIT SOFTWARE WRITE PROTECTED).
+    pub(crate) fn write_protection(&self) -> Option<Sense> {
+        let code = if self.read_only() {
+            AdditionalSense::WRITE_PROTECTED
+        } else if self.modes.current().swp {
+            AdditionalSense::LOGICAL_UNIT_SOFTWARE_WRITE_PROTECTED
+        } else {
+            return None;
+        };
+        Some(Sense::new(SenseKey::DataProtect, code))
+    }
 }
 
 impl<D: BlockDevice> CopyTarget for Lun<D> {
@@ -143,7 +157,7 @@ impl<D: BlockDevice> CopyTarget for Lun<D> {
         self.device.num_blocks()
     }
     fn read_only(&self) -> bool {
-        Lun::read_only(self)
+        self.write_protection().is_some()
     }
     fn stopped(&self) -> bool {
         self.is_stopped()

@@ -3,8 +3,10 @@
 //! logical unit's current mode parameters, shared by MODE SENSE and MODE
 //! SELECT.
 //!
-//! Two parameters are changeable: WCE (write cache enable) and D_SENSE
-//! (descriptor-format sense data). WCE is changeable on every device:
+//! Three parameters are changeable: WCE (write cache enable), D_SENSE
+//! (descriptor-format sense data) and SWP (software write protect: the
+//! unit refuses every write with DATA PROTECT, LOGICAL UNIT SOFTWARE WRITE
+//! PROTECTED until it is cleared). WCE is changeable on every device:
 //! turning it on for a device without a volatile cache is harmless (its
 //! writes are durable anyway, SYNCHRONIZE CACHE still calls `flush`), and
 //! turning it off on a device with one makes every write durable before
@@ -17,6 +19,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 pub(crate) const WCE: u8 = 0x04;
 /// Control page byte 2: D_SENSE.
 pub(crate) const D_SENSE: u8 = 0x04;
+/// Control page byte 4: SWP.
+pub(crate) const SWP: u8 = 0x08;
 /// Control page byte 3: QUEUE ALGORITHM MODIFIER 1 (unrestricted
 /// reordering): commands run concurrently and overlapping ones are not
 /// ordered, so claiming restricted ordering would be false.
@@ -38,6 +42,8 @@ pub(crate) struct ModeValues {
     pub(crate) wce: bool,
     /// Control page D_SENSE.
     pub(crate) d_sense: bool,
+    /// Control page SWP.
+    pub(crate) swp: bool,
 }
 
 /// The current mode parameters of a logical unit and their defaults.
@@ -53,6 +59,7 @@ impl ModeState {
         let defaults = ModeValues {
             wce: write_cache,
             d_sense: false,
+            swp: false,
         };
         ModeState {
             defaults,
@@ -141,6 +148,9 @@ impl ModePage {
                     p[2] |= D_SENSE;
                 }
                 p[3] = QAM_UNRESTRICTED;
+                if values.swp {
+                    p[4] |= SWP;
+                }
             }
         }
         p
@@ -156,6 +166,9 @@ impl ModePage {
             ModePage::Caching => WCE,
             ModePage::Control => D_SENSE,
         };
+        if self == ModePage::Control {
+            p[4] = SWP;
+        }
         p
     }
 
@@ -171,11 +184,14 @@ impl ModePage {
     /// The values `page` (header included, as long as `encode` makes it)
     /// sets, starting from `values`.
     pub(crate) fn apply(self, page: &[u8], mut values: ModeValues) -> ModeValues {
-        let bit = |mask: u8| page.get(2).is_some_and(|b| b & mask != 0);
+        let bit = |at: usize, mask: u8| page.get(at).is_some_and(|b| b & mask != 0);
         match self {
             ModePage::ReadWriteErrorRecovery => {}
-            ModePage::Caching => values.wce = bit(WCE),
-            ModePage::Control => values.d_sense = bit(D_SENSE),
+            ModePage::Caching => values.wce = bit(2, WCE),
+            ModePage::Control => {
+                values.d_sense = bit(2, D_SENSE);
+                values.swp = bit(4, SWP);
+            }
         }
         values
     }
@@ -188,10 +204,12 @@ mod tests {
     const ON: ModeValues = ModeValues {
         wce: true,
         d_sense: true,
+        swp: true,
     };
     const OFF: ModeValues = ModeValues {
         wce: false,
         d_sense: false,
+        swp: false,
     };
 
     #[test]
@@ -225,7 +243,10 @@ mod tests {
                         assert_eq!(back, if values == ON { OFF } else { ON })
                     }
                     ModePage::Caching => assert_eq!(back.wce, values.wce),
-                    ModePage::Control => assert_eq!(back.d_sense, values.d_sense),
+                    ModePage::Control => {
+                        assert_eq!(back.d_sense, values.d_sense);
+                        assert_eq!(back.swp, values.swp);
+                    }
                 }
             }
             // Only the changeable bits differ between the two encodings.

@@ -210,7 +210,7 @@ fn high_bit(b: u8) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use scsi_sense_codes::AdditionalSense;
+    use scsi_sense_codes::{AdditionalSense, SenseKey};
 
     use super::*;
     use crate::testutil::*;
@@ -326,6 +326,51 @@ mod tests {
         let mut buf = vec![0u8; 64];
         emu.execute(&[0x1A, 0x08, 0x80 | 0x3F, 0, 64, 0], &mut buf);
         assert_eq!((buf[CACHING_AT + 2], buf[CACHING_AT + 22]), (0, 0));
+    }
+
+    #[test]
+    fn software_write_protect_refuses_writes_until_cleared() {
+        let emu = emulator(VecDevice::new(512, 8).with_unmap());
+        let mut swp = control(false);
+        swp[4] = 0x08;
+        assert_eq!(select6(&emu, list6(None, &[swp])), ScsiResponse::good());
+        // MODE SENSE reports WP in the header and SWP in the page.
+        let mut buf = vec![0u8; 64];
+        emu.execute(&[0x1A, 0x08, 0x0A, 0, 64, 0], &mut buf);
+        assert_eq!(buf[2] & 0x80, 0x80, "WP");
+        assert_eq!(buf[4 + 4] & 0x08, 0x08, "SWP");
+        // Every command that writes is refused; reads still work.
+        let write10 = [0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let resp = emu.execute(&write10, &mut vec![0u8; 512]);
+        assert_check(
+            &resp,
+            SenseKey::DataProtect,
+            AdditionalSense::LOGICAL_UNIT_SOFTWARE_WRITE_PROTECTED,
+        );
+        let unmap = [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0];
+        let resp = emu.execute(&unmap, &mut vec![0u8; 24]);
+        assert_check(
+            &resp,
+            SenseKey::DataProtect,
+            AdditionalSense::LOGICAL_UNIT_SOFTWARE_WRITE_PROTECTED,
+        );
+        let read10 = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert_eq!(
+            emu.execute(&read10, &mut vec![0u8; 512]),
+            ScsiResponse::data_in(512)
+        );
+        assert!(emu.device().calls().iter().all(|&(kind, _, _)| kind == 'r'));
+        // Cleared: writes go through and WP is gone.
+        assert_eq!(
+            select6(&emu, list6(None, &[control(false)])),
+            ScsiResponse::good()
+        );
+        assert_eq!(
+            emu.execute(&write10, &mut vec![0u8; 512]),
+            ScsiResponse::good()
+        );
+        emu.execute(&[0x1A, 0x08, 0x0A, 0, 64, 0], &mut buf);
+        assert_eq!(buf[2] & 0x80, 0, "WP cleared");
     }
 
     #[test]

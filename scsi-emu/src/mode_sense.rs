@@ -96,7 +96,7 @@ pub(crate) fn mode_sense<D: BlockDevice>(
     }
 
     let mut dsp = DSP_DPOFUA;
-    if lun.read_only() {
+    if lun.write_protection().is_some() {
         dsp |= DSP_WP;
     }
     // MODE DATA LENGTH counts the bytes after itself, for the full data
@@ -240,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn changeable_values_are_wce_and_d_sense_and_default_is_current() {
+    fn changeable_values_are_wce_d_sense_and_swp_and_default_is_current() {
         let emu = emulator(VecDevice::new(512, 8).with_write_cache());
         let (_, cur) = run(&emu, &ms6(true, 0, 0x3F, 0, 255));
         let (_, def) = run(&emu, &ms6(true, 2, 0x3F, 0, 255));
@@ -254,7 +254,9 @@ mod tests {
         assert!(chg[19..36].iter().all(|&b| b == 0));
         assert_eq!(&chg[36..38], &[0x0A, 0x0A]);
         assert_eq!(chg[38], 0x04, "D_SENSE");
-        assert!(chg[39..].iter().all(|&b| b == 0));
+        assert_eq!(chg[39], 0);
+        assert_eq!(chg[40], 0x08, "SWP");
+        assert!(chg[41..].iter().all(|&b| b == 0));
     }
 
     #[test]

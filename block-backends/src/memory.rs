@@ -13,7 +13,9 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use scsi_emu::{BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent, ExtentStatus};
+use scsi_emu::{
+    BlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent, ExtentStatus, WriteFlags,
+};
 
 /// Granularity of allocation in bytes. A multiple of every supported block
 /// size, so a block never straddles two chunks.
@@ -22,8 +24,12 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 /// Number of lock shards. Consecutive chunks fall into different shards,
 /// so a large sequential request and its neighbours spread over all of them.
 const SHARDS: usize = 64;
+// A write notes the shards it touches in a u64.
+const _: () = assert!(SHARDS <= 64);
 
-type Shard = RwLock<HashMap<u64, Box<[u8]>>>;
+/// The allocated chunks of a shard, by index.
+type Chunks = HashMap<u64, Box<[u8]>>;
+type Shard = RwLock<Chunks>;
 
 /// Why a [`MemoryDevice`] could not be created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,10 +58,13 @@ pub enum MemoryDeviceError {
 /// writing zeros over a whole chunk releases it. `unmap` and
 /// `write_zeroes` release every chunk left without data.
 ///
-/// Requests may come from several threads at once. Each chunk is updated
-/// under its shard's lock, so a request that spans several chunks is not
-/// atomic as a whole: a read racing an overlapping write may see part of
-/// it, as with a real disk and overlapping commands.
+/// Requests may come from several threads at once. A write locks every
+/// shard it touches until it is complete and reserves its memory before
+/// it copies anything, so it either fails unchanged or is stored whole
+/// (the device declares atomic writes of any length). A read takes one
+/// chunk at a time, so a read racing an overlapping write that spans
+/// several chunks may see part of it, as with a real disk and overlapping
+/// commands; the SCSI layer keeps reads away from atomic writes.
 ///
 /// ```
 /// use block_backends::MemoryDevice;
@@ -147,50 +156,83 @@ impl MemoryDevice {
     }
 
     fn shard(&self, index: u64) -> &Shard {
-        &self.shards[(index % SHARDS as u64) as usize]
+        &self.shards[shard_index(index)]
     }
 
     // The maps hold plain bytes: a panic in another thread cannot leave
     // them inconsistent, so a poisoned lock is still safe to use.
-    fn read_shard(&self, index: u64) -> RwLockReadGuard<'_, HashMap<u64, Box<[u8]>>> {
+    fn read_shard(&self, index: u64) -> RwLockReadGuard<'_, Chunks> {
         self.shard(index)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write_shard(&self, index: u64) -> RwLockWriteGuard<'_, HashMap<u64, Box<[u8]>>> {
+    fn write_shard(&self, index: u64) -> RwLockWriteGuard<'_, Chunks> {
         self.shard(index)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write_segment(&self, seg: &Segment, data: &[u8]) -> Result<(), BlockError> {
-        let chunk_len = self.chunk_len(seg.chunk);
-        let mut map = self.write_shard(seg.chunk);
-        match map.entry(seg.chunk) {
-            Entry::Occupied(mut entry) => {
-                if data.len() == chunk_len && is_zero(data) {
-                    entry.remove();
-                    self.allocated
-                        .fetch_sub(chunk_len as u64, Ordering::Relaxed);
-                } else {
-                    entry.get_mut()[seg.within..seg.within + data.len()].copy_from_slice(data);
-                }
+    /// Store `bufs`, one after the other, at the blocks from `lba`, all or
+    /// nothing. Every shard the write touches is locked first, in index
+    /// order (as `resize` locks them all, so that the two cannot deadlock),
+    /// and stays locked until the write is complete; the memory of every
+    /// chunk it puts data into is reserved before any byte is copied. So a
+    /// lack of memory fails the write before it changes anything, the copy
+    /// cannot fail, and no request sees the write half done in a chunk.
+    /// Allocates nothing unless a chunk needs memory.
+    fn store(&self, lba: u64, bufs: &[&[u8]]) -> Result<(), BlockError> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        let range = self.byte_range(lba, len)?;
+        let touched =
+            segments(range.clone()).fold(0u64, |set, seg| set | 1 << shard_index(seg.chunk));
+        let mut maps: [Option<RwLockWriteGuard<'_, Chunks>>; SHARDS] = std::array::from_fn(|i| {
+            (touched & 1 << i != 0).then(|| {
+                self.shards[i]
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+            })
+        });
+        // A shrink between the range check and the locks.
+        if range.end > self.len_bytes() {
+            return Err(BlockError::OutOfRange);
+        }
+        // Memory for the vacant chunks that get data, in write order.
+        let mut reserved = Vec::new();
+        for seg in segments(range.clone()) {
+            if !locked(&mut maps, seg.chunk).contains_key(&seg.chunk)
+                && !pieces(bufs, seg.buf.clone()).all(is_zero)
+            {
+                reserved.push(zeroed_chunk(self.chunk_len(seg.chunk))?);
             }
-            Entry::Vacant(entry) => {
-                if is_zero(data) {
-                    return Ok(());
+        }
+        let mut reserved = reserved.into_iter();
+        for seg in segments(range) {
+            let chunk_len = self.chunk_len(seg.chunk);
+            let within = seg.within..seg.within + seg.buf.len();
+            let zeros = || pieces(bufs, seg.buf.clone()).all(is_zero);
+            match locked(&mut maps, seg.chunk).entry(seg.chunk) {
+                Entry::Occupied(mut entry) => {
+                    if seg.buf.len() == chunk_len && zeros() {
+                        entry.remove();
+                        self.allocated
+                            .fetch_sub(chunk_len as u64, Ordering::Relaxed);
+                    } else {
+                        copy_pieces(bufs, seg.buf.clone(), &mut entry.get_mut()[within]);
+                    }
                 }
-                // Report exhaustion to the initiator rather than aborting the process.
-                let mut chunk = Vec::new();
-                chunk
-                    .try_reserve_exact(chunk_len)
-                    .map_err(|_| BlockError::NoSpace)?;
-                chunk.resize(chunk_len, 0);
-                chunk[seg.within..seg.within + data.len()].copy_from_slice(data);
-                entry.insert(chunk.into_boxed_slice());
-                self.allocated
-                    .fetch_add(chunk_len as u64, Ordering::Relaxed);
+                Entry::Vacant(entry) => {
+                    if zeros() {
+                        continue;
+                    }
+                    let mut chunk = reserved
+                        .next()
+                        .unwrap_or_else(|| unreachable!("reserved above"));
+                    copy_pieces(bufs, seg.buf.clone(), &mut chunk[within]);
+                    entry.insert(chunk);
+                    self.allocated
+                        .fetch_add(chunk_len as u64, Ordering::Relaxed);
+                }
             }
         }
         Ok(())
@@ -332,6 +374,55 @@ fn segments(range: Range<u64>) -> impl Iterator<Item = Segment> {
     })
 }
 
+/// The chunks of the shard of chunk `index`, from the shards a write
+/// locked.
+fn locked<'a>(maps: &'a mut [Option<RwLockWriteGuard<'_, Chunks>>], index: u64) -> &'a mut Chunks {
+    maps[shard_index(index)]
+        .as_deref_mut()
+        .unwrap_or_else(|| unreachable!("every touched shard is locked"))
+}
+
+/// The shard of chunk `index`.
+fn shard_index(index: u64) -> usize {
+    (index % SHARDS as u64) as usize
+}
+
+/// A chunk of `len` zero bytes, or `NoSpace`: exhausted memory is reported
+/// to the initiator rather than aborting the process.
+fn zeroed_chunk(len: usize) -> Result<Box<[u8]>, BlockError> {
+    #[cfg(test)]
+    if !tests::may_allocate_chunk() {
+        return Err(BlockError::NoSpace);
+    }
+    let mut chunk = Vec::new();
+    chunk
+        .try_reserve_exact(len)
+        .map_err(|_| BlockError::NoSpace)?;
+    chunk.resize(len, 0);
+    Ok(chunk.into_boxed_slice())
+}
+
+/// The parts of `bufs`, taken as one run of bytes, that hold `range`.
+fn pieces<'a>(bufs: &'a [&'a [u8]], range: Range<usize>) -> impl Iterator<Item = &'a [u8]> {
+    let mut start = 0;
+    bufs.iter().filter_map(move |buf| {
+        let (from, to) = (start, start + buf.len());
+        start = to;
+        let (low, high) = (range.start.max(from), range.end.min(to));
+        (low < high).then(|| &buf[low - from..high - from])
+    })
+}
+
+/// Copy the bytes `range` of `bufs` (taken as one run) into `out`, which
+/// is as long as the range.
+fn copy_pieces(bufs: &[&[u8]], range: Range<usize>, out: &mut [u8]) {
+    let mut at = 0;
+    for piece in pieces(bufs, range) {
+        out[at..at + piece.len()].copy_from_slice(piece);
+        at += piece.len();
+    }
+}
+
 fn is_zero(data: &[u8]) -> bool {
     // Word-wise comparison; much faster than byte-wise on large zero buffers.
     let mut words = data.chunks_exact(16);
@@ -401,21 +492,31 @@ impl BlockDevice for MemoryDevice {
     }
 
     fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        for seg in segments(self.byte_range(lba, buf.len())?) {
-            self.write_segment(&seg, &buf[seg.buf.clone()])?;
-        }
-        Ok(())
+        self.store(lba, &[buf])
+    }
+
+    /// All buffers in one store; FUA needs nothing more (no write cache).
+    fn write_vectored(
+        &self,
+        lba: u64,
+        bufs: &[&[u8]],
+        _flags: WriteFlags,
+    ) -> Result<(), BlockError> {
+        self.store(lba, bufs)
     }
 
     /// Data is in its final place as soon as `write` returns: no write
     /// cache (the default `flush` applies). Unmapped blocks read as zeros,
-    /// zeroing costs nothing, and which chunks hold memory is known.
+    /// zeroing costs nothing, and which chunks hold memory is known. A
+    /// write of any length is all-or-nothing if it fails (see `store`);
+    /// a crash loses the whole disk, never part of a write.
     fn capabilities(&self) -> DeviceCapabilities {
         DeviceCapabilities::new()
             .unmap(true)
             .unmap_reads_zeroes(true)
             .write_zeroes(true)
             .lba_status(true)
+            .atomic_write_blocks(u64::MAX)
     }
 
     fn product_name(&self) -> &str {
@@ -480,6 +581,23 @@ mod tests {
     use scsi_emu::WriteFlags;
 
     const CHUNK: u64 = CHUNK_SIZE as u64;
+
+    thread_local! {
+        /// How many more chunks this thread's writes may allocate.
+        static CHUNKS_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    }
+
+    /// Whether a test lets this thread allocate one more chunk (tests of
+    /// running out of memory).
+    pub(super) fn may_allocate_chunk() -> bool {
+        CHUNKS_LEFT.with(|left| match left.get() {
+            0 => false,
+            n => {
+                left.set(n - 1);
+                true
+            }
+        })
+    }
 
     fn read_vec(dev: &MemoryDevice, lba: u64, blocks: usize) -> Vec<u8> {
         let mut buf = vec![0xee; blocks * dev.block_size() as usize];
@@ -754,11 +872,69 @@ mod tests {
     }
 
     #[test]
-    fn advertises_unmap_and_write_zeroes() {
+    fn advertises_unmap_write_zeroes_and_atomic_writes() {
         let dev = MemoryDevice::new(512, 16).unwrap();
         assert!(dev.capabilities().unmap);
         assert!(dev.capabilities().unmap_reads_zeroes);
         assert!(dev.capabilities().write_zeroes);
+        assert_eq!(dev.capabilities().atomic_write_blocks, u64::MAX);
+    }
+
+    #[test]
+    fn vectored_writes_store_buffers_split_anywhere() {
+        let dev = MemoryDevice::new(512, 4 * CHUNK / 512).unwrap(); // 4 chunks
+        // From 2 blocks before the end of chunk 0 to inside chunk 2, in
+        // buffers that split blocks and chunks at other places; the part
+        // in chunk 1 is zeros, which a vacant chunk does not allocate.
+        let lba = CHUNK / 512 - 2;
+        let mut data = pattern(CHUNK_SIZE + 3 * 512, 5);
+        data[1024..1024 + CHUNK_SIZE].fill(0);
+        let (a, rest) = data.split_at(700);
+        let (b, c) = rest.split_at(CHUNK_SIZE);
+        dev.write_vectored(lba, &[a, &[], b, c], WriteFlags::NONE)
+            .unwrap();
+        assert_eq!(read_vec(&dev, lba, data.len() / 512), data);
+        assert_eq!(dev.allocated_bytes(), 2 * CHUNK);
+        // Zeros over the whole of an allocated chunk give it back.
+        let zeros = vec![0u8; CHUNK_SIZE];
+        let (x, y) = zeros.split_at(100 * 512 + 7);
+        dev.write_vectored(2 * CHUNK / 512, &[x, y], WriteFlags::FUA)
+            .unwrap();
+        assert_eq!(dev.allocated_bytes(), CHUNK);
+        assert_eq!(read_vec(&dev, lba, 2), data[..1024]);
+        // Out of range: refused before anything is stored.
+        assert_eq!(
+            dev.write_vectored(
+                4 * CHUNK / 512 - 1,
+                &[&[1; 512], &[2; 512]],
+                WriteFlags::NONE
+            ),
+            Err(BlockError::OutOfRange)
+        );
+        assert_eq!(read_vec(&dev, 4 * CHUNK / 512 - 1, 1), vec![0; 512]);
+    }
+
+    #[test]
+    fn a_write_that_runs_out_of_memory_changes_nothing() {
+        let dev = MemoryDevice::new(512, 4 * CHUNK / 512).unwrap(); // 4 chunks
+        let old = pattern(512, 1);
+        dev.write(CHUNK / 512 - 1, &old).unwrap();
+        // From the last block of chunk 0 (allocated) over chunks 1 and 2
+        // (vacant): the memory for chunk 2 is missing.
+        let data = pattern(CHUNK_SIZE + 2 * 512, 2);
+        CHUNKS_LEFT.with(|left| left.set(1));
+        assert_eq!(dev.write(CHUNK / 512 - 1, &data), Err(BlockError::NoSpace));
+        CHUNKS_LEFT.with(|left| left.set(usize::MAX));
+        assert_eq!(read_vec(&dev, CHUNK / 512 - 1, 1), old);
+        assert_eq!(
+            read_vec(&dev, CHUNK / 512, CHUNK_SIZE / 512 + 1),
+            vec![0; CHUNK_SIZE + 512]
+        );
+        assert_eq!(dev.allocated_bytes(), CHUNK);
+        // With the memory there, the same write is stored whole.
+        dev.write(CHUNK / 512 - 1, &data).unwrap();
+        assert_eq!(read_vec(&dev, CHUNK / 512 - 1, data.len() / 512), data);
+        assert_eq!(dev.allocated_bytes(), 3 * CHUNK);
     }
 
     #[test]

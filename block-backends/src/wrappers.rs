@@ -390,6 +390,9 @@ mod tests {
         let caps = dev.capabilities();
         assert!(caps.read_only && caps.unmap_reads_zeroes && caps.lba_status);
         assert!(!caps.unmap && !caps.write_zeroes);
+        // Kept: a refused write changes nothing, so the promise holds, and
+        // WRITE ATOMIC is refused as write protected like any write.
+        assert_eq!(caps.atomic_write_blocks, u64::MAX);
         assert_eq!((dev.block_size(), dev.num_blocks()), (512, 64));
         assert_eq!(dev.product_name(), "RAM disk");
         assert_eq!(dev.write(2, &[0; 512]), Err(BlockError::ReadOnly));

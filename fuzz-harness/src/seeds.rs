@@ -117,6 +117,14 @@ pub fn cdb_parser() -> Vec<Seed> {
             ],
         ),
         cdb_seed(
+            "write_atomic",
+            true,
+            vec![
+                write(&[0x9C, 0x08, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0]),
+                data_in(&[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0], 512),
+            ],
+        ),
+        cdb_seed(
             "mode_sense",
             true,
             vec![

@@ -24,10 +24,11 @@ pub const DEFAULT_POLL_THREADS: usize = 2;
 /// the device holds no thread, so the queue depth the initiator asks for
 /// reaches the device. The other commands (INQUIRY, MODE SENSE, and the
 /// multi-step COMPARE AND WRITE, WRITE SAME, UNMAP, VERIFY, WRITE AND
-/// VERIFY, EXTENDED COPY, GET LBA STATUS) run the synchronous emulator on
-/// the starting thread, waiting for the device there ([`Blocking`]); so do
-/// the rare READs and WRITEs that need it (a buffer not in whole blocks, a
-/// WRITE whose range COMPARE AND WRITE holds).
+/// VERIFY, EXTENDED COPY, GET LBA STATUS, and WRITE ATOMIC) run the
+/// synchronous emulator on the starting thread, waiting for the device
+/// there ([`Blocking`]); so do the rare READs and WRITEs that need it (a
+/// buffer not in whole blocks, a WRITE whose range COMPARE AND WRITE
+/// holds, a READ of blocks a WRITE ATOMIC holds or waits for).
 ///
 /// ```
 /// use scsi_emu::{AsyncBlockDevice, AsyncEmulator, BlockError, Completion};
@@ -188,6 +189,15 @@ mod tests {
         got
     }
 
+    /// WRITE ATOMIC(16) of `blocks` blocks at `lba`.
+    fn atomic16(flags: u8, lba: u64, blocks: u16) -> Vec<u8> {
+        let mut cdb = vec![0u8; 16];
+        (cdb[0], cdb[1]) = (0x9C, flags);
+        cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+        cdb[12..14].copy_from_slice(&blocks.to_be_bytes());
+        cdb
+    }
+
     #[test]
     fn every_command_answers_as_on_the_synchronous_emulator() {
         const BS: usize = 512;
@@ -196,6 +206,7 @@ mod tests {
                 .with_unmap()
                 .with_lba_status()
                 .with_write_cache()
+                .with_atomic_writes(4)
         };
         let sync = emulator(device());
         let asynchronous = async_emulator(device());
@@ -228,6 +239,9 @@ mod tests {
             (rw10(true, 0, 40, 2), &[700], 0xA5),        // short write buffer
             (rw10(false, 0, 63, 2), &two, 0),            // out of range
             (rw10(false, 0xE0, 0, 1), &one, 0),          // RDPROTECT
+            (atomic16(0x08, 44, 2), &[BS, BS], 0xA8),    // WRITE ATOMIC, FUA
+            (atomic16(0, 44, 5), &[5 * BS], 0xA9),       // beyond its limit
+            (atomic16(0, 63, 2), &two, 0xAA),            // out of range
             (vec![0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0), // SYNCHRONIZE CACHE(10)
             (
                 vec![0x91, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
@@ -278,7 +292,7 @@ mod tests {
             good += usize::from(response.status == crate::ScsiStatus::Good);
         }
         // Errors agree too, but most of the list must succeed.
-        assert_eq!(good, 30, "GOOD answers");
+        assert_eq!(good, 31, "GOOD answers");
         // COMPARE AND WRITE: a match writes, a mismatch does not.
         let medium = sync.device().contents()[3 * BS..4 * BS].to_vec();
         let mut both = medium.clone();

@@ -2,8 +2,9 @@
 //! futures, without a thread: READ, WRITE and SYNCHRONIZE CACHE, each one
 //! call of the asynchronous device. They are chosen when the command is
 //! ordinary (in range, within the transfer limit, its data in whole-block
-//! segments, its LBA range free to lock); anything else runs the
-//! synchronous family, which gives the same answers.
+//! segments, its LBA range free to lock, or for a READ free of atomic
+//! writes); anything else runs the synchronous family, which gives the
+//! same answers and waits for the range on its thread.
 
 use std::sync::Arc;
 
@@ -26,8 +27,9 @@ pub(crate) type AsyncLun<D> = Lun<Blocking<D>>;
 
 /// A command that goes without a thread, with what was checked.
 pub(crate) enum AsyncOp {
-    /// Read `len` bytes (whole blocks) into the buffer.
-    Read(Transfer, usize),
+    /// Read `len` bytes (whole blocks) into the buffer; its range is held
+    /// for reading.
+    Read(Transfer, usize, Acquired),
     /// Write the first `len` bytes of the buffer; its range is locked.
     Write(Transfer, usize, Acquired),
     Flush(SynchronizeCache),
@@ -74,7 +76,13 @@ pub(crate) fn plan<D: AsyncBlockDevice>(
 ) -> Option<AsyncOp> {
     use crate::command::Command;
     match command {
-        Command::Read(t) => Some(AsyncOp::Read(t.clone(), lendable(lun, t, data, false)?)),
+        Command::Read(t) => {
+            let len = lendable(lun, t, data, false)?;
+            // A WRITE ATOMIC of these blocks, running or waiting, means
+            // waiting: the synchronous path waits on its own thread.
+            let held = lun.locks.try_acquire_read(t.lba, t.blocks)?;
+            Some(AsyncOp::Read(t.clone(), len, held))
+        }
         Command::Write(t) => {
             let len = lendable(lun, t, data, true)?;
             // A locked overlapping range (COMPARE AND WRITE) means waiting:
@@ -112,7 +120,11 @@ pub(crate) async fn run<D: AsyncBlockDevice, C: Completion>(
 ) {
     let device = &lun.device().0;
     let response = match op {
-        AsyncOp::Read(t, len) => {
+        AsyncOp::Read(t, len, held) => {
+            let _held = HeldRange {
+                lun: lun.clone(),
+                range: Some(held),
+            };
             let (_, data) = completion.parts();
             let mut lent: [&mut [u8]; MAX_LENT_SEGMENTS] = Default::default();
             let n = data.segments_mut(&mut lent).unwrap_or(0);

@@ -11,6 +11,9 @@ pub(crate) struct Capabilities {
     pub(crate) unmap_reads_zeroes: bool,
     /// The device reports which blocks are mapped (GET LBA STATUS).
     pub(crate) lba_status: bool,
+    /// The device's writes of up to this many blocks are all-or-nothing
+    /// (WRITE ATOMIC); 0 when it promises nothing.
+    pub(crate) atomic_write_blocks: u64,
 }
 
 impl Capabilities {

@@ -39,6 +39,7 @@ use crate::start_stop_unit::StartStopUnit;
 use crate::synchronize_cache::SynchronizeCache;
 use crate::unmap::Unmap;
 use crate::verify::{Verify, WriteAndVerify};
+use crate::write_atomic::WriteAtomic;
 use crate::write_same::WriteSame;
 use crate::xcopy::{ExtendedCopy, ReceiveCopyResults};
 
@@ -71,6 +72,7 @@ pub(crate) enum Command {
     ReadDefectData(ReadDefectData),
     OrWrite(Transfer),
     Sanitize(Sanitize),
+    WriteAtomic(WriteAtomic),
 }
 
 fn always(_: &Capabilities) -> bool {
@@ -87,6 +89,10 @@ fn with_lba_status(caps: &Capabilities) -> bool {
 
 fn with_block_erase(caps: &Capabilities) -> bool {
     caps.block_erase()
+}
+
+fn with_atomic_write(caps: &Capabilities) -> bool {
+    caps.atomic_write_blocks > 0
 }
 
 /// The CONTROL byte's usage: NACA is evaluated (and refused).
@@ -450,6 +456,18 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
         decode: |c| WriteSame::decode(c).map(Command::WriteSame),
     },
     CommandSpec {
+        opcode: opcode::WRITE_ATOMIC_16,
+        service_action: None,
+        name: "WRITE ATOMIC(16)",
+        usage: &[
+            0x9C, 0xF8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0,
+            C,
+        ],
+        supported: with_atomic_write,
+        access: Access::Write,
+        decode: |c| WriteAtomic::decode(c).map(Command::WriteAtomic),
+    },
+    CommandSpec {
         opcode: opcode::SERVICE_ACTION_IN_16,
         service_action: Some(service_action_in::READ_CAPACITY_16),
         name: "READ CAPACITY(16)",
@@ -603,6 +621,7 @@ mod tests {
         unmap: true,
         unmap_reads_zeroes: true,
         lba_status: true,
+        atomic_write_blocks: u64::MAX,
     };
 
     fn decode(bytes: &[u8]) -> Result<Command, Sense> {
@@ -722,11 +741,20 @@ mod tests {
             invalid_field(1, 4)
         );
         assert!(Command::decode(&gls, &ALL).is_ok());
+        // WRITE ATOMIC needs a device whose writes are all-or-nothing.
+        let mut atomic = [0u8; 16];
+        atomic[0] = 0x9C;
+        assert_eq!(
+            Command::decode(&atomic, &none).unwrap_err(),
+            invalid_opcode()
+        );
+        assert!(Command::decode(&atomic, &ALL).is_ok());
         let listed: Vec<_> = supported_commands(COMMANDS, &none)
             .map(|s| s.name)
             .collect();
         assert!(!listed.contains(&"UNMAP"));
         assert!(!listed.contains(&"GET LBA STATUS"));
+        assert!(!listed.contains(&"WRITE ATOMIC(16)"));
         // Every unit is a copy manager (for copies within itself at least).
         for name in [
             "EXTENDED COPY(LID1)",

@@ -4,7 +4,8 @@
 /// declared once by
 /// [`capabilities`](crate::BlockDevice::capabilities) and read when the
 /// emulator is built: they decide what the logical unit advertises
-/// (thin provisioning, GET LBA STATUS, the write cache, write protection)
+/// (thin provisioning, GET LBA STATUS, WRITE ATOMIC, the write cache,
+/// write protection)
 /// and which device methods the emulator calls; everything else it
 /// emulates with reads and writes.
 ///
@@ -44,6 +45,16 @@ pub struct DeviceCapabilities {
     /// compare and a write under a range lock, atomic against every command
     /// of this process.
     pub compare_and_write: bool,
+    /// A single [`write_vectored`](crate::BlockDevice::write_vectored)
+    /// call of up to this many blocks is all-or-nothing: if it fails, or
+    /// the process or machine crashes while it runs, the blocks afterwards
+    /// hold either all of the old data or all of the new, never a mix. 0
+    /// (the default) promises nothing. A non-zero value enables WRITE
+    /// ATOMIC(16), whose MAXIMUM ATOMIC TRANSFER LENGTH is this, capped by
+    /// the MAXIMUM TRANSFER LENGTH; `u64::MAX` means calls of any length.
+    /// Concurrent commands are kept apart by the emulator, so this is only
+    /// about what the device stores.
+    pub atomic_write_blocks: u64,
 }
 
 macro_rules! setters {
@@ -69,6 +80,7 @@ impl DeviceCapabilities {
             write_zeroes: false,
             lba_status: false,
             compare_and_write: false,
+            atomic_write_blocks: 0,
         }
     }
 
@@ -81,4 +93,11 @@ impl DeviceCapabilities {
         lba_status,
         compare_and_write
     );
+
+    /// Set [`atomic_write_blocks`](Self::atomic_write_blocks).
+    #[must_use]
+    pub const fn atomic_write_blocks(mut self, blocks: u64) -> Self {
+        self.atomic_write_blocks = blocks;
+        self
+    }
 }

@@ -18,7 +18,7 @@ use crate::response::ScsiResponse;
 use crate::{
     compare_and_write, copy_status, inquiry, lba_status, mode_select, mode_sense, orwrite,
     prefetch, read_capacity, read_defect_data, read_write, report_opcodes, request_sense, sanitize,
-    start_stop_unit, synchronize_cache, unmap, verify, write_same, xcopy,
+    start_stop_unit, synchronize_cache, unmap, verify, write_atomic, write_same, xcopy,
 };
 
 /// Largest data transfer of one command by default (MAXIMUM TRANSFER
@@ -32,7 +32,8 @@ pub const DEFAULT_MAX_IO_BYTES: u32 = 1 << 20;
 /// commands from several threads at once. Its state (mode parameters,
 /// the stopped flag, locked LBA ranges) lives behind atomics and mutexes.
 /// Commands that change the medium lock their LBA range, so COMPARE AND
-/// WRITE is atomic against them; otherwise ordering between overlapping
+/// WRITE is atomic against them, and WRITE ATOMIC also against the
+/// commands that read the medium; otherwise ordering between overlapping
 /// commands is the initiator's business, as SCSI's unrestricted queue
 /// algorithm allows.
 pub struct Emulator<D: BlockDevice> {
@@ -49,8 +50,8 @@ impl<D: BlockDevice> Emulator<D> {
     /// The device's [`capabilities`](BlockDevice::capabilities) are read
     /// once, here: `unmap` and `unmap_reads_zeroes` decide logical block
     /// provisioning (UNMAP, LBPME), `lba_status` enables GET LBA STATUS,
-    /// `read_only` write-protects the unit, and the write cache starts as
-    /// `write_cache` says.
+    /// `atomic_write_blocks` WRITE ATOMIC(16), `read_only` write-protects
+    /// the unit, and the write cache starts as `write_cache` says.
     pub fn new(device: D, identity: LunIdentity) -> Self {
         Emulator {
             lun: Arc::new(Lun::new(device, identity, DEFAULT_MAX_IO_BYTES)),
@@ -267,6 +268,7 @@ impl<D: BlockDevice + 'static> Emulator<D> {
             Command::ReadDefectData(cmd) => read_defect_data::read_defect_data(cmd, data),
             Command::OrWrite(cmd) => orwrite::orwrite(lun, cmd, data),
             Command::Sanitize(cmd) => sanitize::sanitize(&self.lun, cmd, data),
+            Command::WriteAtomic(cmd) => write_atomic::write_atomic(lun, cmd, data),
         }
     }
 }
@@ -374,7 +376,12 @@ mod tests {
 
     #[test]
     fn read_only_refuses_every_command_that_writes() {
-        let emu = emulator(VecDevice::new(512, 8).read_only().with_unmap());
+        let emu = emulator(
+            VecDevice::new(512, 8)
+                .read_only()
+                .with_unmap()
+                .with_atomic_writes(8),
+        );
         let mut checked = 0;
         for spec in crate::command::COMMANDS {
             let mut cdb = vec![0u8; spec.cdb_len()];
@@ -405,8 +412,8 @@ mod tests {
         }
         // WRITE 6/10/12/16, WRITE AND VERIFY 10/12/16, WRITE SAME 10/16,
         // UNMAP, COMPARE AND WRITE, ORWRITE, SANITIZE OVERWRITE and BLOCK
-        // ERASE.
-        assert_eq!(checked, 14);
+        // ERASE, WRITE ATOMIC.
+        assert_eq!(checked, 15);
         // Reads reached the device; nothing else did.
         let calls = emu.device().calls();
         assert!(calls.iter().all(|&(kind, _, _)| kind == 'r'), "{calls:?}");

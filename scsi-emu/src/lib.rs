@@ -15,7 +15,8 @@
 //! VERIFY(10/16), WRITE AND VERIFY(10/16), COMPARE AND WRITE, WRITE
 //! SAME(10/16), SYNCHRONIZE CACHE(10/16), REPORT SUPPORTED OPERATION
 //! CODES and REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS; UNMAP when the
-//! device can unmap, GET LBA STATUS when it reports block mapping;
+//! device can unmap, GET LBA STATUS when it reports block mapping, WRITE
+//! ATOMIC(16) when its writes are all-or-nothing;
 //! EXTENDED COPY(LID1), RECEIVE COPY STATUS(LID1) and RECEIVE COPY
 //! OPERATING PARAMETERS, copying within the unit and, when given a
 //! [`CopyRegistry`], between the units of one process; SANITIZE
@@ -125,6 +126,7 @@ mod testutil;
 mod unmap;
 mod verify;
 mod vpd;
+mod write_atomic;
 mod write_flags;
 mod write_same;
 mod xcopy;

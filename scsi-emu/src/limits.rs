@@ -35,6 +35,9 @@ pub(crate) struct Limits {
     pub(crate) max_unmap: u64,
     /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT (0 without unmap).
     pub(crate) max_unmap_descriptors: u64,
+    /// MAXIMUM ATOMIC TRANSFER LENGTH (0 without atomic writes): what the
+    /// device promises to write all-or-nothing, within one transfer.
+    pub(crate) max_atomic_transfer: u64,
 }
 
 impl Limits {
@@ -64,6 +67,7 @@ impl Limits {
             } else {
                 0
             },
+            max_atomic_transfer: caps.atomic_write_blocks.min(max_transfer),
         }
     }
 }

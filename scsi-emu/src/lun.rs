@@ -69,6 +69,7 @@ impl<D: BlockDevice> Lun<D> {
             unmap: declared.unmap,
             unmap_reads_zeroes: declared.unmap && declared.unmap_reads_zeroes,
             lba_status: declared.lba_status,
+            atomic_write_blocks: declared.atomic_write_blocks,
         };
         let limits = Limits::new(device.block_size(), max_io_bytes, &caps);
         let modes = ModeState::new(declared.write_cache);
@@ -81,7 +82,7 @@ impl<D: BlockDevice> Lun<D> {
             limits,
             modes,
             stopped: AtomicBool::new(false),
-            locks: RangeLocks::default(),
+            locks: RangeLocks::new(caps.atomic_write_blocks > 0),
             capacity_changed: AtomicBool::new(false),
             copy_statuses: CopyStatuses::default(),
             sanitize: SanitizeState::default(),
@@ -163,6 +164,9 @@ impl<D: BlockDevice> CopyTarget for Lun<D> {
         self.is_stopped()
     }
     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let bs = u64::from(self.device.block_size().max(1));
+        // Not in the middle of a WRITE ATOMIC.
+        let _range = self.locks.lock_read(lba, buf.len() as u64 / bs);
         self.device.read(lba, buf)
     }
     fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {

@@ -1,6 +1,7 @@
 //! A model test: random sequences of WRITE, READ, UNMAP, WRITE SAME,
-//! COMPARE AND WRITE and VERIFY against the emulator over a device that
-//! unmaps to zeros, checked against a plain byte array.
+//! COMPARE AND WRITE, VERIFY and WRITE ATOMIC against the emulator over a
+//! device that unmaps to zeros and writes up to [`ATOMIC_BLOCKS`] blocks
+//! atomically, checked against a plain byte array.
 
 use proptest::prelude::*;
 use scsi_sense_codes::{AdditionalSense, SenseKey};
@@ -9,6 +10,8 @@ use crate::ScsiResponse;
 use crate::testutil::*;
 
 const BLOCKS: u64 = 32;
+/// The MAXIMUM ATOMIC TRANSFER LENGTH of the units under test.
+const ATOMIC_BLOCKS: u64 = 4;
 
 /// One command of a sequence. LBAs and lengths may run past the end.
 #[derive(Debug, Clone)]
@@ -46,6 +49,11 @@ enum Op {
         lba: u64,
         blocks: u64,
         corrupt: Option<usize>,
+    },
+    WriteAtomic {
+        lba: u64,
+        blocks: u64,
+        seed: u8,
     },
 }
 
@@ -102,6 +110,11 @@ fn op() -> impl Strategy<Value = Op> {
                 corrupt
             }
         ),
+        (lba(), 0u64..6, any::<u8>()).prop_map(|(lba, blocks, seed)| Op::WriteAtomic {
+            lba,
+            blocks,
+            seed
+        }),
     ]
 }
 
@@ -297,7 +310,31 @@ fn step(emu: &impl Executes, model: &mut Model, op: &Op) {
                 assert_eq!(resp, ScsiResponse::good());
             }
         }
+        Op::WriteAtomic { lba, blocks, seed } => {
+            let mut data = pattern(blocks as usize * bs, seed);
+            let mut cdb = vec![0u8; 16];
+            cdb[0] = 0x9C;
+            cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+            cdb[12..14].copy_from_slice(&(blocks as u16).to_be_bytes());
+            let resp = emu.run(&cdb, &mut data);
+            if blocks > ATOMIC_BLOCKS {
+                assert_invalid_field(&resp, 12, 7);
+            } else if model.in_range(lba, blocks) {
+                assert_eq!(resp, ScsiResponse::good());
+                let r = model.range(lba, blocks);
+                model.bytes[r].copy_from_slice(&data);
+            } else {
+                assert_out_of_range(&resp);
+            }
+        }
     }
+}
+
+/// The device of the model tests.
+fn device(bs: usize) -> VecDevice {
+    VecDevice::new(bs as u32, BLOCKS)
+        .with_unmap()
+        .with_atomic_writes(ATOMIC_BLOCKS)
 }
 
 proptest! {
@@ -308,7 +345,7 @@ proptest! {
         bs in proptest::sample::select(&[512usize, 1024][..]),
         ops in proptest::collection::vec(op(), 1..40),
     ) {
-        let emu = emulator(VecDevice::new(bs as u32, BLOCKS).with_unmap());
+        let emu = emulator(device(bs));
         let mut model = Model { bs, bytes: emu.contents() };
         for op in &ops {
             step(&emu, &mut model, op);
@@ -323,7 +360,7 @@ proptest! {
         bs in proptest::sample::select(&[512usize, 1024][..]),
         ops in proptest::collection::vec(op(), 1..40),
     ) {
-        let emu = async_emulator(VecDevice::new(bs as u32, BLOCKS).with_unmap());
+        let emu = async_emulator(device(bs));
         let mut model = Model { bs, bytes: emu.contents() };
         for op in &ops {
             step(&emu, &mut model, op);

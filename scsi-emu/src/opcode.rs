@@ -32,6 +32,7 @@ pub(crate) const VERIFY_16: u8 = 0x8F;
 pub(crate) const PRE_FETCH_16: u8 = 0x90;
 pub(crate) const SYNCHRONIZE_CACHE_16: u8 = 0x91;
 pub(crate) const WRITE_SAME_16: u8 = 0x93;
+pub(crate) const WRITE_ATOMIC_16: u8 = 0x9C;
 pub(crate) const SERVICE_ACTION_IN_16: u8 = 0x9E;
 pub(crate) const MAINTENANCE_IN: u8 = 0xA3;
 pub(crate) const READ_12: u8 = 0xA8;

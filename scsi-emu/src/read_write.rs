@@ -20,7 +20,8 @@
 //! VPD page reports is refused with INVALID FIELD IN CDB. WRITE locks its
 //! LBA range (see [`range_lock`](crate::range_lock)), and goes through
 //! a FUA write (`WriteFlags::FUA`) when FUA is set or the initiator turned the device's write
-//! cache off (WCE=0).
+//! cache off (WCE=0). READ holds its range for reading, which only makes
+//! it wait for a WRITE ATOMIC of those blocks.
 
 use scsi_sense_codes::Sense;
 
@@ -92,6 +93,8 @@ pub(crate) fn read<D: BlockDevice>(
     // FUA on a read asks for data from the medium, not a cache; the
     // backend's read always returns the latest data, so it changes nothing.
     let len = byte_len(cmd.blocks, bs).min(data.len());
+    // Never in the middle of a WRITE ATOMIC.
+    let _range = lun.locks.lock_read(cmd.lba, cmd.blocks);
     match read_into(lun.device(), cmd.lba, bs, data, len) {
         Ok(()) => ScsiResponse::data_in(len),
         Err((err, lba)) => backend_failure(&err, lba, Direction::Read),

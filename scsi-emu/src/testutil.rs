@@ -1,7 +1,7 @@
 //! A Vec-backed block device and assertion helpers for the unit tests.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex};
 
 use scsi_sense_codes::{AdditionalSense, SenseKey};
 
@@ -39,6 +39,8 @@ pub(crate) struct VecDevice {
     pub(crate) unmap: UnmapMode,
     /// Whether `lba_status` answers (from `mapped`).
     pub(crate) lba_status: bool,
+    /// What `capabilities` declares as `atomic_write_blocks`.
+    pub(crate) atomic_write_blocks: u64,
     /// Per block: mapped (written since the last unmap). Starts mapped.
     mapped: Mutex<Vec<bool>>,
     /// Every read/write call fails with this error when set.
@@ -47,6 +49,8 @@ pub(crate) struct VecDevice {
     pub(crate) fail_flush: Mutex<Option<BlockError>>,
     pub(crate) calls: Mutex<Vec<Call>>,
     pub(crate) flushes: AtomicUsize,
+    /// `write_vectored` calls (`calls` has one entry per buffer).
+    pub(crate) vectored_writes: AtomicUsize,
 }
 
 impl VecDevice {
@@ -60,11 +64,13 @@ impl VecDevice {
             write_cache: false,
             unmap: UnmapMode::None,
             lba_status: false,
+            atomic_write_blocks: 0,
             mapped: Mutex::new(vec![true; usize::try_from(num_blocks).unwrap()]),
             fail: Mutex::new(None),
             fail_flush: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
             flushes: AtomicUsize::new(0),
+            vectored_writes: AtomicUsize::new(0),
         }
     }
 
@@ -92,6 +98,13 @@ impl VecDevice {
     /// `lba_status` reports the mapped/unmapped state of every block.
     pub(crate) fn with_lba_status(mut self) -> Self {
         self.lba_status = true;
+        self
+    }
+
+    /// Declares writes of up to `blocks` blocks all-or-nothing (a RAM disk
+    /// that fails before it stores anything).
+    pub(crate) fn with_atomic_writes(mut self, blocks: u64) -> Self {
+        self.atomic_write_blocks = blocks;
         self
     }
 
@@ -184,6 +197,7 @@ impl BlockDevice for VecDevice {
         bufs: &[&[u8]],
         flags: WriteFlags,
     ) -> Result<(), BlockError> {
+        self.vectored_writes.fetch_add(1, Ordering::SeqCst);
         let mut at = lba;
         for buf in bufs.iter().filter(|b| !b.is_empty()) {
             self.check(if flags.fua { 'f' } else { 'w' }, at, buf.len())?;
@@ -206,6 +220,7 @@ impl BlockDevice for VecDevice {
             .unmap(self.unmap != UnmapMode::None)
             .unmap_reads_zeroes(self.unmap == UnmapMode::Zeroes)
             .lba_status(self.lba_status)
+            .atomic_write_blocks(self.atomic_write_blocks)
     }
     fn product_name(&self) -> &str {
         "vec disk"
@@ -251,6 +266,48 @@ impl BlockDevice for VecDevice {
         } else {
             ExtentStatus::deallocated(extent)
         })
+    }
+}
+
+/// A write caught half done: `write_vectored` stores the first block,
+/// meets the test at `halfway`, and stores the rest only after meeting it
+/// again at `resume`. Meant for a single write of several blocks, whose
+/// overlap with other commands is then certain. It passes on what `inner`
+/// declares, also atomic writes it does not keep: the tests check that
+/// other commands cannot see the half.
+pub(crate) struct HalfWrite {
+    pub(crate) inner: VecDevice,
+    pub(crate) halfway: Barrier,
+    pub(crate) resume: Barrier,
+}
+
+impl HalfWrite {
+    pub(crate) fn new(inner: VecDevice) -> Self {
+        HalfWrite {
+            inner,
+            halfway: Barrier::new(2),
+            resume: Barrier::new(2),
+        }
+    }
+}
+
+impl crate::DeviceFilter for HalfWrite {
+    type Inner = VecDevice;
+    fn inner(&self) -> &VecDevice {
+        &self.inner
+    }
+    fn write_vectored(
+        &self,
+        lba: u64,
+        bufs: &[&[u8]],
+        flags: WriteFlags,
+    ) -> Result<(), BlockError> {
+        let data = bufs.concat();
+        let (first, rest) = data.split_at(self.inner.block_size() as usize);
+        self.inner.write_vectored(lba, &[first], flags)?;
+        self.halfway.wait();
+        self.resume.wait();
+        self.inner.write_vectored(lba + 1, &[rest], flags)
     }
 }
 

@@ -139,6 +139,8 @@ pub(crate) fn verify<D: BlockDevice>(
             }
         }
     };
+    // Never in the middle of a WRITE ATOMIC.
+    let _range = lun.locks.lock_read(cmd.lba, cmd.blocks);
     compare_medium(
         lun.device(),
         cmd.lba,

@@ -50,7 +50,10 @@ pub(crate) fn block_limits(limits: &Limits) -> Vec<u8> {
     BigEndian::write_u32(&mut b[at(24)..at(28)], u32_of(limits.max_unmap_descriptors));
     // OPTIMAL UNMAP GRANULARITY and alignment not reported: any block.
     BigEndian::write_u64(&mut b[at(36)..at(44)], limits.max_write_same);
-    // No atomic writes: the remaining fields stay zero.
+    // MAXIMUM ATOMIC TRANSFER LENGTH (0: no WRITE ATOMIC). ATOMIC
+    // ALIGNMENT and ATOMIC TRANSFER LENGTH GRANULARITY stay 0 (any LBA and
+    // length), and so do the two atomic boundary fields: no boundaries.
+    BigEndian::write_u32(&mut b[at(44)..at(48)], u32_of(limits.max_atomic_transfer));
     b
 }
 
@@ -139,7 +142,31 @@ mod tests {
         assert_eq!(BigEndian::read_u32(&b[20..24]), 0, "no unmap");
         assert_eq!(BigEndian::read_u32(&b[24..28]), 0, "no unmap");
         assert_eq!(BigEndian::read_u64(&b[36..44]), 1 << 21);
-        assert!(b[44..].iter().all(|&x| x == 0));
+        assert!(b[44..].iter().all(|&x| x == 0), "no atomic writes");
+    }
+
+    #[test]
+    fn block_limits_page_reports_atomic_writes_within_the_transfer_limit() {
+        // Declared blocks per atomic write, bytes per command, reported.
+        for (atomic, max_io, reported) in [
+            (64, 1 << 20, 64),
+            (u64::MAX, 1 << 20, 2048),
+            (4096, 1 << 20, 2048),
+            (8, 2048, 4),
+        ] {
+            let emu = emulator(VecDevice::new(512, 8).with_atomic_writes(atomic))
+                .with_max_io_bytes(max_io);
+            let b = page(&emu, 0xB0);
+            assert_eq!(
+                BigEndian::read_u32(&b[44..48]),
+                reported,
+                "MAXIMUM ATOMIC TRANSFER LENGTH for {atomic}"
+            );
+            assert_eq!(BigEndian::read_u32(&b[48..52]), 0, "ATOMIC ALIGNMENT");
+            assert_eq!(BigEndian::read_u32(&b[52..56]), 0, "GRANULARITY");
+            assert_eq!(BigEndian::read_u32(&b[56..60]), 0, "WITH ATOMIC BOUNDARY");
+            assert_eq!(BigEndian::read_u32(&b[60..64]), 0, "MAXIMUM BOUNDARY SIZE");
+        }
     }
 
     #[test]

@@ -669,6 +669,8 @@ mod tests {
         assert_eq!(dev.block_size(), 4096);
         assert_eq!(dev.num_blocks(), 256);
         assert!(!dev.capabilities().read_only);
+        // Its writes are all-or-nothing: WRITE ATOMIC is offered.
+        assert_eq!(dev.capabilities().atomic_write_blocks, u64::MAX);
     }
 
     #[test]
@@ -687,6 +689,7 @@ mod tests {
         };
         let dev = spec.open(&create).unwrap();
         assert_eq!(dev.num_blocks(), 2048);
+        assert_eq!(dev.capabilities().atomic_write_blocks, 0, "no WRITE ATOMIC");
         dev.write(1, &[8; 512]).unwrap();
         drop(dev);
         assert_eq!(std::fs::metadata(&path.0).unwrap().len(), 1 << 20);

@@ -392,7 +392,8 @@ impl BlockDevice for FileDevice {
 
     /// The page cache holds written data until a flush (a write cache).
     /// Regular files punch holes (which read as zeros) and report them;
-    /// block devices do neither.
+    /// block devices do neither. No atomic writes: a crash or an error in
+    /// the middle of a `pwritev` can leave part of it stored.
     fn capabilities(&self) -> DeviceCapabilities {
         let regular = self.kind == FileKind::Regular;
         DeviceCapabilities::new()

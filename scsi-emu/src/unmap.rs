@@ -8,6 +8,15 @@
 //! the capacity (LBA OUT OF RANGE). An incomplete last descriptor, cut by
 //! the PARAMETER LIST LENGTH or the UNMAP BLOCK DESCRIPTOR DATA LENGTH, is
 //! ignored, as SBC-4 says.
+//!
+//! SBC-4 5.32 defines the two header lengths but no error for them:
+//! lengths larger than the list that arrived mean the PARAMETER LIST
+//! LENGTH cut it, and the complete descriptors received are processed
+//! (GOOD); a BLOCK DESCRIPTOR DATA LENGTH of zero is no error. Only lengths
+//! that contradict each other (UNMAP DATA LENGTH too short to hold the
+//! descriptors the other announces) are refused, with INVALID FIELD IN
+//! PARAMETER LIST at byte 0, as the T10 reflector's reading of the text
+//! advises; LIO's fileio ignores UNMAP DATA LENGTH instead.
 
 use byteorder::{BigEndian, ByteOrder};
 use scsi_sense_codes::Sense;
@@ -191,6 +200,18 @@ mod tests {
         BigEndian::write_u16(&mut p[2..4], 20);
         assert_eq!(run(&emu, p), ScsiResponse::good());
         assert_eq!(emu.device().calls(), [('u', 0, BS), ('u', 8, BS)]);
+        // Both header lengths larger than the list sent (the PARAMETER LIST
+        // LENGTH cut it): the one complete descriptor is unmapped.
+        let mut p = list(&[(12, 1)]);
+        BigEndian::write_u16(&mut p[0..2], 0x100);
+        BigEndian::write_u16(&mut p[2..4], 0xF0);
+        assert_eq!(run(&emu, p), ScsiResponse::good());
+        assert_eq!(emu.device().calls()[2..], [('u', 12, BS)]);
+        // A descriptor data length of zero: nothing, and no error.
+        let mut p = list(&[(13, 1)]);
+        BigEndian::write_u16(&mut p[2..4], 0);
+        assert_eq!(run(&emu, p), ScsiResponse::good());
+        assert_eq!(emu.device().calls().len(), 3);
         // Less data than the CDB announces.
         let mut p = list(&[(0, 1)]);
         assert_invalid_field(&emu.execute(&unmap_cdb(100), &mut p), 7, 7);

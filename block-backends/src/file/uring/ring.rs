@@ -262,6 +262,8 @@ impl Future for Pending {
     type Output = Answer;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        // Its slot may already serve another request.
+        assert!(!self.answered, "io_uring request polled after its answer");
         let answer = lock(&self.shared.slots).take(self.index, cx.waker());
         match answer {
             Some(answer) => {

@@ -3,7 +3,8 @@
 //!
 //! - [`MemoryDevice`]: a sparse RAM disk whose unwritten blocks read as
 //!   zeros and take no memory.
-//! - [`FileDevice`]: a regular file (an image) or a block device.
+//! - [`FileDevice`]: a regular file (an image) or a block device;
+//!   [`UringFileDevice`] serves the same asynchronously through io_uring.
 //! - [`ReadOnly`] and [`FaultInjector`]: wrappers around any device that
 //!   refuse writes, or fail and delay chosen blocks for testing.
 //! - `RbdDevice` (feature `rbd`): an image of a Ceph cluster, through
@@ -22,7 +23,8 @@
 //! ```
 
 // Unsafe code is denied everywhere but in the Ceph FFI module
-// (`rbd::ffi`, feature `rbd`), which allows it for itself.
+// (`rbd::ffi`, feature `rbd`) and the io_uring ring (`file::uring::ring`),
+// which allow it for themselves.
 #![deny(unsafe_code)]
 
 pub mod file;
@@ -34,7 +36,7 @@ pub mod rbd;
 mod test_support;
 pub mod wrappers;
 
-pub use file::{FileDevice, FileDeviceError, FileKind, FileOptions};
+pub use file::{FileDevice, FileDeviceError, FileKind, FileOptions, UringFileDevice};
 pub use memory::{CHUNK_SIZE, MemoryDevice, MemoryDeviceError};
 pub use nbd::{NbdAddress, NbdAddressParseError, NbdDevice, NbdError, NbdOptions};
 #[cfg(feature = "rbd")]

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use block_backends::{
     FaultInjector, FileDevice, FileDeviceError, FileOptions, MemoryDevice, NbdAddress, NbdDevice,
-    NbdOptions, ReadOnly,
+    NbdOptions, ReadOnly, UringFileDevice,
 };
 use scsi_emu::{BlockDevice, BlockError, Blocking};
+
+use crate::io_engine::IoEngine;
 
 /// A parsed `--backend` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,12 +86,21 @@ impl BackendSpec {
     }
 
     /// Open the device to serve it: an NBD export or an RBD image without
-    /// wrappers is served asynchronously (its requests wait on the
-    /// connection or on librbd's callbacks, not on worker threads);
-    /// everything else as [`open`](Self::open) says.
+    /// wrappers, or a file with `--io-engine io_uring`, is served
+    /// asynchronously (its requests wait on the connection, on librbd's
+    /// callbacks or on the io_uring, not on worker threads); everything
+    /// else as [`open`](Self::open) says.
     pub fn open_served(&self, options: &DeviceOptions) -> Result<Opened, String> {
         let wrapped = options.read_only || !options.faults.is_empty();
         match self {
+            // Read-only is the file device's own option: no wrapper.
+            BackendSpec::File(path) if options.io_engine == IoEngine::IoUring => {
+                if !options.faults.is_empty() {
+                    return Err("--inject-fault needs --io-engine threads".into());
+                }
+                let device = UringFileDevice::open(path, file_options(options));
+                Ok(Opened::FileUring(device.map_err(file_error)?))
+            }
             BackendSpec::Nbd { address, export } if !wrapped => {
                 Ok(Opened::Nbd(connect_nbd(address, export, options)?))
             }
@@ -108,14 +119,7 @@ impl BackendSpec {
                 Arc::new(MemoryDevice::new(options.block_size, blocks).map_err(|e| e.to_string())?)
             }
             BackendSpec::File(path) => {
-                let file_options = FileOptions {
-                    block_size: options.block_size,
-                    size: options.size,
-                    create: options.create,
-                    read_only: options.read_only,
-                    direct: options.direct,
-                };
-                Arc::new(FileDevice::open(path, file_options).map_err(file_error)?)
+                Arc::new(FileDevice::open(path, file_options(options)).map_err(file_error)?)
             }
             BackendSpec::Nbd { address, export } => {
                 Arc::new(Blocking(connect_nbd(address, export, options)?))
@@ -161,6 +165,19 @@ pub enum Opened {
     Nbd(NbdDevice),
     #[cfg(feature = "rbd")]
     Rbd(block_backends::RbdDevice),
+    /// A file with `--io-engine io_uring`.
+    FileUring(UringFileDevice),
+}
+
+/// The file device's options, from the command line's.
+fn file_options(options: &DeviceOptions) -> FileOptions {
+    FileOptions {
+        block_size: options.block_size,
+        size: options.size,
+        create: options.create,
+        read_only: options.read_only,
+        direct: options.direct,
+    }
 }
 
 /// Connect to an NBD export and check its size against `--size`.
@@ -383,6 +400,8 @@ pub struct DeviceOptions {
     pub read_only: bool,
     /// `--direct`: O_DIRECT on the backing file.
     pub direct: bool,
+    /// `--io-engine`: how a file backend does its I/O.
+    pub io_engine: IoEngine,
     /// `--inject-fault` values.
     pub faults: Vec<FaultSpec>,
 }
@@ -702,6 +721,32 @@ mod tests {
             err.contains("size mismatch") && err.contains("1048576") && err.contains("2097152"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn io_uring_engine_serves_the_file_asynchronously() {
+        let path = TempPath::new("uring.img");
+        let spec = BackendSpec::File(path.0.clone());
+        let uring = |read_only| DeviceOptions {
+            create: true,
+            read_only,
+            io_engine: IoEngine::IoUring,
+            ..options(Some(1 << 20), 512)
+        };
+        let Ok(Opened::FileUring(dev)) = spec.open_served(&uring(false)) else {
+            panic!("not served through io_uring");
+        };
+        assert_eq!(scsi_emu::AsyncBlockDevice::num_blocks(&dev), 2048);
+        drop(dev);
+        let Ok(Opened::FileUring(dev)) = spec.open_served(&uring(true)) else {
+            panic!("not served through io_uring");
+        };
+        assert!(scsi_emu::AsyncBlockDevice::capabilities(&dev).read_only);
+        // The default engine: worker threads.
+        assert!(matches!(
+            spec.open_served(&options(None, 512)),
+            Ok(Opened::Sync(_))
+        ));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use scsi_emu::BlockSize;
 
 use crate::export::{ExportSpec, parse_export};
+use crate::io_engine::IoEngine;
 
 /// Serve a block device to the Linux kernel as a SCSI disk (TCMU).
 #[derive(Debug, Parser)]
@@ -94,6 +95,12 @@ pub struct DeviceArgs {
     /// Bypass the page cache for a `file:` backend (O_DIRECT).
     #[arg(long)]
     pub direct: bool,
+    /// How a `file:` backend does its I/O: `threads` (positioned reads and
+    /// writes on the worker threads; the default) or `io_uring` (submitted
+    /// to an io_uring, completed by the kernel; a request in flight holds
+    /// no thread).
+    #[arg(long, value_name = "threads|io_uring")]
+    pub io_engine: Option<IoEngine>,
     /// Testing aid: fail reads or writes of some blocks with MEDIUM ERROR
     /// (OP `read` or `write`), or make the first access to them hang for
     /// an hour (OP `hang`); e.g. read:2048, or write:100+8 for COUNT blocks from

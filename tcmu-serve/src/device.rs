@@ -14,6 +14,10 @@ pub fn start_target(plan: &Plan) -> Result<Target, String> {
             log::info!("{}: NBD requests are served asynchronously", plan.name);
             start_with(AsyncDevice(device), plan)
         }
+        Opened::FileUring(device) => {
+            log::info!("{}: file requests are served through io_uring", plan.name);
+            start_with(AsyncDevice(device), plan)
+        }
         #[cfg(feature = "rbd")]
         Opened::Rbd(device) => {
             log::info!("{}: RBD requests are served asynchronously", plan.name);

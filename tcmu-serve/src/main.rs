@@ -17,6 +17,7 @@ mod control;
 mod daemon;
 mod device;
 mod export;
+mod io_engine;
 mod plan;
 mod size;
 mod standalone;

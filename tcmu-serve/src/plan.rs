@@ -9,6 +9,7 @@ use tcmu_target::{Export, IscsiAuth};
 use crate::backend::{BackendSpec, DeviceOptions, FaultSpec};
 use crate::cli::DeviceArgs;
 use crate::export::{ExportSpec, read_chap_password};
+use crate::io_engine::IoEngine;
 use crate::size;
 
 /// Everything checked before touching the system.
@@ -47,6 +48,13 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
     }
     if args.direct && !backend.is_file() {
         return Err("--direct only applies to a file: backend".into());
+    }
+    if args.io_engine.is_some() && !backend.is_file() {
+        return Err("--io-engine only applies to a file: backend".into());
+    }
+    let io_engine = args.io_engine.unwrap_or_default();
+    if io_engine == IoEngine::IoUring && !args.inject_fault.is_empty() {
+        return Err("--inject-fault needs --io-engine threads".into());
     }
     let size = match (&args.size, backend.needs_size(args.create)) {
         (Some(s), _) => Some(size::parse_size(s)?),
@@ -165,6 +173,7 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
             create: args.create,
             read_only: args.read_only,
             direct: args.direct,
+            io_engine,
             faults,
         },
         name,
@@ -282,6 +291,46 @@ mod tests {
         // Room for at least one command of --max-io.
         let err = args(&["--size", "1MiB", "--max-io", "4MiB", "--data-area", "2MiB"]).unwrap_err();
         assert!(err.contains("between 4MiB and"), "{err}");
+    }
+
+    #[test]
+    fn io_engine_applies_to_file_backends_only() {
+        let p = cli(&["--backend", "file:/tmp/x.img"]).unwrap();
+        assert_eq!(p.device.io_engine, IoEngine::Threads);
+        let p = cli(&["--backend", "file:/tmp/x.img", "--io-engine", "io_uring"]).unwrap();
+        assert_eq!(p.device.io_engine, IoEngine::IoUring);
+        for (argv, want) in [
+            (
+                &[
+                    "--backend",
+                    "mem",
+                    "--size",
+                    "1M",
+                    "--io-engine",
+                    "io_uring",
+                ][..],
+                "--io-engine only applies to a file: backend",
+            ),
+            (
+                &["--backend", "file:/a", "--io-engine", "aio"][..],
+                "unknown I/O engine \"aio\" (supported: threads, io_uring)",
+            ),
+            (
+                &[
+                    "--backend",
+                    "file:/a",
+                    "--io-engine",
+                    "io_uring",
+                    "--inject-fault",
+                    "read:1",
+                ][..],
+                "--inject-fault needs --io-engine threads",
+            ),
+        ] {
+            let err = cli(argv).unwrap_err();
+            assert!(err.contains(want), "{argv:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
     }
 
     #[test]

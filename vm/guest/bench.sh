@@ -8,8 +8,15 @@
 #            no file handler), with a private system D-Bus
 #   rd_mcp   LIO's in-kernel RAM backstore
 #   fileio   LIO's in-kernel file backstore on a tmpfs file
-# and, asked for by BENCH_ONLY, three slow ones where requests wait on a
-# network (for asynchronous completion):
+# and, asked for by BENCH_ONLY, the file backend on its other I/O engine
+# and on a file system that is not tmpfs (ext4 on a loop device over a
+# tmpfs file, the image opened with O_DIRECT, so that requests wait on the
+# loop device's worker like on a disk):
+#   file_uring       tcmu-serve --backend file: on a tmpfs file, --io-engine io_uring
+#   file_ext4        tcmu-serve --backend file: on ext4, --direct
+#   file_uring_ext4  the same with --io-engine io_uring
+# and three slow ones where requests wait on a network (for asynchronous
+# completion):
 #   nbd_delay    tcmu-serve --backend nbd+unix: on nbdkit's memory plugin
 #                behind its delay filter (2 ms per read and per write)
 #   rbd          tcmu-serve --backend rbd: on an image of a single-node
@@ -324,6 +331,53 @@ stop_file() {
   rm -f "$FS/bench.img"
 }
 
+# The same file served as an async device through io_uring.
+start_file_uring() {
+  local help
+  help=$(bounded 10 "$TCMU_SERVE" --help 2>&1 || true)
+  [[ "$help" == *--io-engine* ]] || fail "--io-engine missing" || return
+  SERVE_ARGS=(--backend "file:$FS/bench.img" --create --size 512MiB --io-engine io_uring
+    --name bench-file-uring)
+  serve_start
+}
+stop_file_uring() { stop_file; }
+
+# ext4 on a loop device over a tmpfs file, mounted at $EXT4.
+EXT4=/tmp/bench-ext4
+EXT4_LOOP=""
+ext4_up() {
+  command -v mkfs.ext4 > /dev/null || fail "mkfs.ext4 not installed" || return
+  modprobe loop 2> /dev/null || true
+  truncate -s $((SIZE + (64 << 20))) "$FS/ext4.img" || fail "cannot create $FS/ext4.img" || return
+  EXT4_LOOP=$(bounded 30 losetup --find --show "$FS/ext4.img") || fail "losetup failed" || return
+  bounded 60 mkfs.ext4 -q -F "$EXT4_LOOP" || fail "mkfs.ext4 failed" || return
+  mkdir -p "$EXT4"
+  mount -t ext4 "$EXT4_LOOP" "$EXT4" || fail "cannot mount ext4" || return
+}
+ext4_down() {
+  mountpoint -q "$EXT4" && umount "$EXT4"
+  [[ -n "$EXT4_LOOP" ]] && losetup -d "$EXT4_LOOP"
+  EXT4_LOOP=""
+  rm -f "$FS/ext4.img"
+}
+start_file_ext4() {
+  ext4_up || return
+  SERVE_ARGS=(--backend "file:$EXT4/bench.img" --create --size 512MiB --direct
+    --name bench-file-ext4)
+  serve_start
+}
+stop_file_ext4() {
+  serve_stop
+  ext4_down
+}
+start_file_uring_ext4() {
+  ext4_up || return
+  SERVE_ARGS=(--backend "file:$EXT4/bench.img" --create --size 512MiB --direct
+    --io-engine io_uring --name bench-file-uring-ext4)
+  serve_start
+}
+stop_file_uring_ext4() { stop_file_ext4; }
+
 RUNNER_BS=$CFS/core/user_$HBA_IDX/bench-runner
 DBUS_STARTED=0
 start_runner() {
@@ -632,6 +686,9 @@ labels = {
     "mem": "tcmu-serve mem",
     "mem_inline": "tcmu-serve mem, --workers 0",
     "file": "tcmu-serve file (tmpfs)",
+    "file_uring": "tcmu-serve file (tmpfs), io_uring",
+    "file_ext4": "tcmu-serve file (ext4 on loop, O_DIRECT)",
+    "file_uring_ext4": "tcmu-serve file (ext4 on loop, O_DIRECT), io_uring",
     "runner": "tcmu-runner qcow (raw tmpfs file)",
     "rd_mcp": "LIO rd_mcp",
     "fileio": "LIO fileio (tmpfs)",

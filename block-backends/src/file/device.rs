@@ -119,7 +119,7 @@ impl FileDevice {
 
     /// Byte offset of `len` bytes at `lba`, or `OutOfRange` unless they are
     /// whole blocks inside the disk.
-    fn offset(&self, lba: u64, len: usize) -> Result<u64, BlockError> {
+    pub(super) fn offset(&self, lba: u64, len: usize) -> Result<u64, BlockError> {
         let block_size = u64::from(self.block_size);
         let len = len as u64;
         if len % block_size != 0 {
@@ -140,7 +140,7 @@ impl FileDevice {
         }
     }
 
-    fn check_writable(&self) -> Result<(), BlockError> {
+    pub(super) fn check_writable(&self) -> Result<(), BlockError> {
         if self.read_only {
             Err(BlockError::ReadOnly)
         } else {

@@ -92,6 +92,19 @@ pub enum FileDeviceError {
         /// What the system said.
         source: io::Error,
     },
+    /// The kernel refused to set up an io_uring for the file (a kernel
+    /// older than 5.6, io_uring disabled by `kernel.io_uring_disabled`, or
+    /// a seccomp filter).
+    #[error(
+        "{}: cannot set up io_uring: {source} (kernel too old, io_uring disabled, or blocked by seccomp)",
+        path.display()
+    )]
+    IoUring {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
 }
 
 /// The message of [`FileDeviceError::InvalidSize`]: which rule the size breaks.

@@ -2,7 +2,8 @@
 //!
 //! [`FileDevice`] serves the blocks of a regular file (an image file) or of
 //! a block device with positioned I/O, so requests from several threads
-//! never share a file offset.
+//! never share a file offset. [`UringFileDevice`] serves the same file
+//! asynchronously, through an io_uring.
 //!
 //! Rules for the size of the disk:
 //! - A regular file that exists keeps its size: without a requested size
@@ -27,7 +28,9 @@ mod open;
 mod options;
 #[cfg(test)]
 mod tests;
+mod uring;
 
 pub use device::FileDevice;
 pub use error::FileDeviceError;
 pub use options::{FileKind, FileOptions};
+pub use uring::UringFileDevice;

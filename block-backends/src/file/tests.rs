@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 /// A path in the temporary directory, unique to this test run, removed
 /// on drop.
-struct TempPath(PathBuf, #[allow(dead_code)] tempfile::TempDir); // the directory goes on drop
+pub(super) struct TempPath(pub(super) PathBuf, #[allow(dead_code)] tempfile::TempDir); // the directory goes on drop
 
 impl TempPath {
-    fn new(name: &str) -> TempPath {
+    pub(super) fn new(name: &str) -> TempPath {
         let dir = tempfile::tempdir().unwrap();
         TempPath(dir.path().join(name), dir)
     }
@@ -42,7 +42,7 @@ impl Drop for TempPath {
     }
 }
 
-fn create(path: &TempPath, block_size: u32, size: u64) -> FileDevice {
+pub(super) fn create(path: &TempPath, block_size: u32, size: u64) -> FileDevice {
     let options = FileOptions {
         size: Some(size),
         create: true,

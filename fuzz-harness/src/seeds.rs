@@ -125,6 +125,33 @@ pub fn cdb_parser() -> Vec<Seed> {
             ],
         ),
         cdb_seed(
+            "verify_prefetch_defects",
+            true,
+            vec![
+                data_in(&[0xAF, 0, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0], 0),
+                data_in(&[0x34, 0x02, 0, 0, 0, 5, 0, 0, 2, 0], 0),
+                data_in(&[0x90, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0], 0),
+                data_in(&[0x37, 0, 0x18, 0, 0, 0, 0, 0, 32, 0], 32),
+                data_in(&[0xB7, 0x18, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], 32),
+            ],
+        ),
+        cdb_seed(
+            "orwrite_and_write_and_verify_12",
+            true,
+            vec![
+                write(&[0x8B, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 1, 0, 0]),
+                write(&[0xAE, 0, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0]),
+            ],
+        ),
+        cdb_seed(
+            "receive_copy_operating_parameters",
+            true,
+            vec![data_in(
+                &[0x84, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+                256,
+            )],
+        ),
+        cdb_seed(
             "mode_sense",
             true,
             vec![

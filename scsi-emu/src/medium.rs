@@ -114,6 +114,26 @@ pub(crate) fn check_transfer<D: BlockDevice>(
     Ok(bs)
 }
 
+/// [`check_transfer`] for a command that writes the data-out buffer, which
+/// must hold the whole transfer: writing part of it, or blocks padded with
+/// garbage, would corrupt the disk (extra bytes are ignored). Returns the
+/// block size and the transfer's length in bytes.
+pub(crate) fn check_write_transfer<D: BlockDevice>(
+    lun: &Lun<D>,
+    lba: u64,
+    blocks: u64,
+    length_field: u16,
+    data_len: usize,
+) -> Result<(usize, usize), ScsiResponse> {
+    let bs = check_transfer(lun, lba, blocks, length_field)?;
+    let len = byte_len(blocks, bs);
+    if len > data_len {
+        log::debug!("write of {blocks} blocks at LBA {lba} with only {data_len} data bytes");
+        return Err(invalid_field(length_field, 7).into());
+    }
+    Ok((bs, len))
+}
+
 /// Cut the segments to the first `len` bytes in place, dropping empty
 /// ones; how many remain, or `None` unless each holds whole blocks (the
 /// caller then goes block by block).

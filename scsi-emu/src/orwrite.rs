@@ -5,10 +5,9 @@
 //! the medium held when the command started.
 
 use crate::block_device::BlockDevice;
-use crate::cdb::invalid_field;
 use crate::data_buffer::DataBuffer;
 use crate::lun::Lun;
-use crate::medium::{Direction, backend_failure, byte_len, check_transfer};
+use crate::medium::{Direction, backend_failure, check_write_transfer};
 use crate::read_write::Transfer;
 use crate::response::ScsiResponse;
 
@@ -19,15 +18,11 @@ pub(crate) fn orwrite<D: BlockDevice>(
     cmd: &Transfer,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
-    let bs = match check_transfer(lun, cmd.lba, cmd.blocks, cmd.length_field) {
-        Ok(bs) => bs,
-        Err(resp) => return resp,
-    };
-    let len = byte_len(cmd.blocks, bs);
-    // As for WRITE: too little data would OR garbage into the medium.
-    if len > data.len() {
-        return invalid_field(cmd.length_field, 7).into();
-    }
+    let (_, len) =
+        match check_write_transfer(lun, cmd.lba, cmd.blocks, cmd.length_field, data.len()) {
+            Ok(checked) => checked,
+            Err(resp) => return resp,
+        };
     if cmd.blocks == 0 {
         return ScsiResponse::good();
     }

@@ -29,7 +29,10 @@ use crate::block_device::BlockDevice;
 use crate::cdb::{Cdb, invalid_field, lba_and_length, length_field};
 use crate::data_buffer::DataBuffer;
 use crate::lun::Lun;
-use crate::medium::{Direction, backend_failure, byte_len, check_transfer, read_into, write_from};
+use crate::medium::{
+    Direction, backend_failure, byte_len, check_transfer, check_write_transfer, read_into,
+    write_from,
+};
 use crate::response::ScsiResponse;
 
 /// A decoded READ or WRITE: which blocks, and whether to force them to
@@ -106,20 +109,11 @@ pub(crate) fn write<D: BlockDevice>(
     cmd: &Transfer,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
-    let bs = match check_transfer(lun, cmd.lba, cmd.blocks, cmd.length_field) {
-        Ok(bs) => bs,
-        Err(resp) => return resp,
-    };
-    let len = byte_len(cmd.blocks, bs);
-    if len > data.len() {
-        log::debug!(
-            "WRITE of {} blocks at LBA {} with only {} data bytes",
-            cmd.blocks,
-            cmd.lba,
-            data.len()
-        );
-        return invalid_field(cmd.length_field, 7).into();
-    }
+    let (bs, len) =
+        match check_write_transfer(lun, cmd.lba, cmd.blocks, cmd.length_field, data.len()) {
+            Ok(checked) => checked,
+            Err(resp) => return resp,
+        };
     let flags = lun.write_flags(cmd.fua);
     let _range = lun.locks.lock(cmd.lba, cmd.blocks);
     match write_from(lun.device(), cmd.lba, bs, data, len, flags) {

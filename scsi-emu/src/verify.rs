@@ -15,7 +15,9 @@ use crate::cdb::{Cdb, invalid_field};
 use crate::cdb::{lba_and_length, length_field};
 use crate::data_buffer::DataBuffer;
 use crate::lun::Lun;
-use crate::medium::{Direction, backend_failure, byte_len, check_transfer, write_from};
+use crate::medium::{
+    Direction, backend_failure, byte_len, check_transfer, check_write_transfer, write_from,
+};
 use crate::response::ScsiResponse;
 use crate::write_flags::WriteFlags;
 
@@ -156,14 +158,11 @@ pub(crate) fn write_and_verify<D: BlockDevice>(
     cmd: &WriteAndVerify,
     data: &dyn DataBuffer,
 ) -> ScsiResponse {
-    let bs = match check_transfer(lun, cmd.lba, cmd.blocks, cmd.length_field) {
-        Ok(bs) => bs,
-        Err(resp) => return resp,
-    };
-    let len = byte_len(cmd.blocks, bs);
-    if len > data.len() {
-        return invalid_field(cmd.length_field, 7).into();
-    }
+    let (bs, len) =
+        match check_write_transfer(lun, cmd.lba, cmd.blocks, cmd.length_field, data.len()) {
+            Ok(checked) => checked,
+            Err(resp) => return resp,
+        };
     let device = lun.device();
     let _range = lun.locks.lock(cmd.lba, cmd.blocks);
     // Durable first: the verification reads what the medium holds.

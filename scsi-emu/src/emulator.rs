@@ -41,7 +41,9 @@ pub struct Emulator<D: BlockDevice> {
     /// another unit can reach it.
     pub(crate) lun: Arc<Lun<D>>,
     /// The copy registry this unit is registered in, and its entry's id.
-    copy: Option<(CopyRegistry, u64)>,
+    /// The registry, this unit's entry in it, and the designator it was
+    /// registered under (the serial may change later).
+    copy: Option<(CopyRegistry, u64, [u8; 8])>,
 }
 
 impl<D: BlockDevice> Emulator<D> {
@@ -78,20 +80,21 @@ impl<D: BlockDevice> Emulator<D> {
         D: 'static,
     {
         self.leave_copy_registry();
-        let id = registry.register(self.lun.identity.naa(), self.lun.clone());
-        self.copy = Some((registry, id));
+        let naa = self.lun.identity().naa();
+        let id = registry.register(naa, self.lun.clone());
+        self.copy = Some((registry, id, naa));
         self
     }
 
     /// The copy registry, when the unit copies between units.
     pub fn copy_registry(&self) -> Option<&CopyRegistry> {
-        self.copy.as_ref().map(|(registry, _)| registry)
+        self.copy.as_ref().map(|(registry, _, _)| registry)
     }
 
     /// Leave the copy registry (if any) and give it back.
     fn leave_copy_registry(&mut self) -> Option<CopyRegistry> {
-        let (registry, id) = self.copy.take()?;
-        registry.unregister(&self.lun.identity.naa(), id);
+        let (registry, id, naa) = self.copy.take()?;
+        registry.unregister(&naa, id);
         Some(registry)
     }
 
@@ -122,8 +125,18 @@ impl<D: BlockDevice> Emulator<D> {
     }
 
     /// The identity reported by INQUIRY.
-    pub fn identity(&self) -> &LunIdentity {
+    pub fn identity(&self) -> LunIdentity {
         self.lun.identity()
+    }
+
+    /// Report `serial` as the unit serial number from the next INQUIRY on
+    /// (VPD page 0x80, and the NAA designator of page 0x83 that derives
+    /// from it). For handlers whose serial is set after the unit starts:
+    /// rtslib writes a TCMU backstore's `wwn/vpd_unit_serial` only after
+    /// enabling it. A unit in a [`CopyRegistry`] stays registered under the
+    /// designator it had when it joined.
+    pub fn set_serial(&self, serial: impl Into<String>) {
+        self.lun.set_serial(serial.into());
     }
 
     /// Whether CHECK CONDITION sense data goes out in descriptor format
@@ -284,7 +297,7 @@ impl<D: BlockDevice + std::fmt::Debug> std::fmt::Debug for Emulator<D> {
         let lun = &self.lun;
         f.debug_struct("Emulator")
             .field("device", &lun.device)
-            .field("identity", &lun.identity)
+            .field("identity", &lun.identity())
             .field("max_io_bytes", &lun.max_io_bytes)
             .field("modes", &lun.modes.current())
             .field("stopped", &lun.stopped)

@@ -114,6 +114,7 @@ pub(crate) fn inquiry<D: BlockDevice>(
     data: &mut dyn DataBuffer,
 ) -> ScsiResponse {
     let identity = lun.identity();
+    let identity = &identity;
     let payload = match cmd.page {
         None => standard_data(identity),
         Some(page) => {
@@ -348,5 +349,21 @@ mod tests {
         assert_eq!(usize::from(t10[3]), 255);
         assert_eq!(t10.len(), 4 + 255);
         assert_eq!(usize::from(BigEndian::read_u16(&b[2..4])) + 4, b.len());
+    }
+
+    #[test]
+    fn a_serial_set_later_is_reported_in_both_pages() {
+        let emu = emulator(VecDevice::new(512, 8));
+        let naa_before = emu.identity().naa();
+        emu.set_serial("set-by-admin");
+        let (_, b) = run(&emu, cdb(true, 0x80, 255), 255);
+        assert_eq!(&b[4..], b"set-by-admin");
+        let naa = emu.identity().naa();
+        assert_ne!(naa, naa_before, "the NAA designator follows the serial");
+        let (_, b) = run(&emu, cdb(true, 0x83, 255), 255);
+        assert!(
+            b.windows(8).any(|w| w == naa),
+            "VPD 0x83 carries the new NAA designator"
+        );
     }
 }

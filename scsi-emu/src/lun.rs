@@ -6,6 +6,7 @@
 //! and the copy registry holds it to reach the unit from EXTENDED COPY on
 //! another one.
 
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
@@ -38,7 +39,9 @@ pub(crate) fn not_ready() -> Sense {
 /// commands run on it from several threads at once.
 pub(crate) struct Lun<D> {
     pub(crate) device: D,
-    pub(crate) identity: LunIdentity,
+    /// Behind a lock: a TCMU handler learns the serial the administrator
+    /// sets after the unit starts (rtslib writes it after `enable`).
+    pub(crate) identity: RwLock<LunIdentity>,
     /// What the device declared, once.
     pub(crate) declared: DeviceCapabilities,
     /// What the unit advertises, derived from that and the configuration.
@@ -75,7 +78,7 @@ impl<D: BlockDevice> Lun<D> {
         let modes = ModeState::new(declared.write_cache);
         Lun {
             device,
-            identity,
+            identity: RwLock::new(identity),
             declared,
             caps,
             max_io_bytes,
@@ -99,8 +102,19 @@ impl<D: BlockDevice> Lun<D> {
         &self.device
     }
 
-    pub(crate) fn identity(&self) -> &LunIdentity {
-        &self.identity
+    pub(crate) fn identity(&self) -> LunIdentity {
+        self.identity
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Report `serial` from now on (VPD pages 0x80 and 0x83).
+    pub(crate) fn set_serial(&self, serial: String) {
+        self.identity
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .serial = serial;
     }
 
     /// Whether START STOP UNIT stopped the unit.

@@ -347,6 +347,7 @@ fn family_absent<T, P>(e: &RouterError<T, P>) -> bool {
 pub struct TcmuNetlink {
     router: NlRouter,
     family: u16,
+    group: u32,
     events: Mutex<Receiver<DeviceEvent>>,
     // One byte per queued event; EOF once the reader thread has ended.
     wake: File,
@@ -399,9 +400,22 @@ impl TcmuNetlink {
         Ok(TcmuNetlink {
             router,
             family,
+            group,
             events: Mutex::new(rx),
             wake: File::from(read_end),
         })
+    }
+
+    /// The `config` multicast group's number (`/proc/net/netlink` shows
+    /// a socket's membership of groups 1 to 32 as a bit mask).
+    pub fn group(&self) -> u32 {
+        self.group
+    }
+
+    /// This socket's netlink port id (the `Pid` column of
+    /// `/proc/net/netlink`).
+    pub fn port_id(&self) -> u32 {
+        self.router.pid()
     }
 
     /// Tell the kernel whether this (or any) handler answers events

@@ -41,6 +41,7 @@
 
 #![forbid(unsafe_code)]
 
+mod adopted;
 mod builder;
 mod error;
 mod export;
@@ -51,6 +52,7 @@ mod servable;
 mod signals;
 mod target;
 
+pub use adopted::{AdoptedLun, Adoption};
 pub use builder::TargetBuilder;
 pub use error::TargetError;
 pub use export::Export;

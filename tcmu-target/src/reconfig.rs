@@ -226,7 +226,7 @@ fn apply<D: BlockDevice>(
 /// Write `value` back to `attrib/<attribute>`. The writer of the refused
 /// value may still be finishing (the kernel stores it after sending the
 /// event), so the value is read back and written again until it stays.
-fn restore_attribute(dir: &Path, attribute: &str, value: &str) -> io::Result<()> {
+pub(crate) fn restore_attribute(dir: &Path, attribute: &str, value: &str) -> io::Result<()> {
     let path = dir.join("attrib").join(attribute);
     for _ in 0..10 {
         std::fs::write(&path, value)?;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::attribute::{check_attr, io_err, rmdir, write_attr};
 use super::error::ConfigfsError;
+use super::user_backstore::UserBackstore;
 
 /// Whether `name` is usable as a configfs object name.
 pub fn valid_name(name: &str) -> bool {
@@ -165,25 +166,24 @@ impl Backstore {
     }
 
     /// Block new commands (the kernel answers them BUSY) and reset the
-    /// ring: commands a dead handler left in flight fail with BUSY, so
-    /// initiators retry them; old entries are never replayed.
+    /// ring: see [`UserBackstore::block_and_reset`].
     pub fn block_and_reset(&self) -> Result<(), ConfigfsError> {
-        write_attr(&self.dir.join("action/block_dev"), "1")?;
-        write_attr(&self.dir.join("action/reset_ring"), "1")
+        self.view().block_and_reset()
     }
 
     /// Write an attribute under `attrib/` (e.g. `cmd_time_out`).
     pub fn set_attrib(&self, name: &str, value: &str) -> Result<(), ConfigfsError> {
-        write_attr(&self.dir.join("attrib").join(name), value)
+        self.view().set_attrib(name, value)
     }
 
     /// The unit serial number configured in `wwn/vpd_unit_serial`.
     pub fn unit_serial(&self) -> Result<String, ConfigfsError> {
-        let path = self.dir.join("wwn/vpd_unit_serial");
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        // The attribute reads "T10 VPD Unit Serial Number: <serial>".
-        let serial = text.rsplit(": ").next().unwrap_or("").trim();
-        Ok(serial.to_string())
+        self.view().unit_serial()
+    }
+
+    /// The backstore as any handler sees it in configfs.
+    fn view(&self) -> UserBackstore {
+        UserBackstore::at(&self.dir)
     }
 
     /// Forget the backstore without removing it (it belongs to someone else).
@@ -193,7 +193,7 @@ impl Backstore {
 
     /// Let new commands reach the ring again after [`attach`](Self::attach).
     pub fn unblock(&self) -> Result<(), ConfigfsError> {
-        write_attr(&self.dir.join("action/block_dev"), "0")
+        self.view().unblock()
     }
 
     /// The backstore's configfs directory.

@@ -15,6 +15,7 @@ mod iscsi;
 mod loopback;
 mod modules;
 mod portal;
+mod user_backstore;
 
 pub use backstore::{Backstore, BackstoreConfig, valid_name};
 pub use chap::IscsiAuth;
@@ -24,3 +25,4 @@ pub use iscsi::{IscsiConfig, IscsiExport};
 pub use loopback::LoopbackExport;
 pub use modules::{TARGET_ROOT, ensure_target_root, load_modules};
 pub use portal::{ISCSI_DEFAULT_PORT, parse_portal, portal_dir_name};
+pub use user_backstore::UserBackstore;

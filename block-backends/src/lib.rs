@@ -5,6 +5,8 @@
 //!   zeros and take no memory.
 //! - [`FileDevice`]: a regular file (an image) or a block device;
 //!   [`UringFileDevice`] serves the same asynchronously through io_uring.
+//! - [`QcowDevice`]: a qcow2 image (what tcmu-runner serves as
+//!   `qcow/PATH`), through the `imago` crate.
 //! - [`ReadOnly`] and [`FaultInjector`]: wrappers around any device that
 //!   refuse writes, or fail and delay chosen blocks for testing.
 //! - `RbdDevice` (feature `rbd`): an image of a Ceph cluster, through
@@ -30,6 +32,7 @@
 pub mod file;
 pub mod memory;
 pub mod nbd;
+pub mod qcow;
 #[cfg(feature = "rbd")]
 pub mod rbd;
 #[cfg(test)]
@@ -39,6 +42,7 @@ pub mod wrappers;
 pub use file::{FileDevice, FileDeviceError, FileKind, FileOptions, UringFileDevice};
 pub use memory::{CHUNK_SIZE, MemoryDevice, MemoryDeviceError};
 pub use nbd::{NbdAddress, NbdAddressParseError, NbdDevice, NbdError, NbdOptions};
+pub use qcow::{QcowDevice, QcowError, QcowOptions};
 #[cfg(feature = "rbd")]
 pub use rbd::{RbdDevice, RbdError, RbdOptions, RbdSpec};
 pub use wrappers::{FaultInjector, ReadOnly};

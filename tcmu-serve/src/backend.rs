@@ -252,64 +252,71 @@ fn parse_rbd(rest: &str) -> Result<RbdBackend, String> {
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
     };
-    let Some((pool, image)) = path.split_once('/') else {
-        return Err(bad("needs POOL/IMAGE".into()));
-    };
-    if pool.is_empty() {
-        return Err(bad("the pool name is empty".into()));
-    }
-    if image.is_empty() {
-        return Err(bad("the image name is empty".into()));
-    }
-    if image.contains('/') {
-        return Err(bad(
-            "RADOS namespaces (POOL/NAMESPACE/IMAGE) are not supported".into(),
-        ));
-    }
-    if image.contains('@') {
-        return Err(bad("snapshots (IMAGE@SNAP) are not supported".into()));
-    }
-    let mut spec = RbdBackend {
-        pool: pool.to_string(),
-        image: image.to_string(),
-        conf: None,
-        id: None,
-        timeout: None,
-    };
-    let Some(query) = query else {
-        return Ok(spec);
-    };
-    for item in query.split('&') {
+    let mut spec = RbdBackend::named(path).map_err(bad)?;
+    for item in query.into_iter().flat_map(|q| q.split('&')) {
         let Some((key, value)) = item.split_once('=') else {
             return Err(bad(format!("{item:?} is not KEY=VALUE")));
         };
+        spec.set_option(key, value, "timeout").map_err(bad)?;
+    }
+    Ok(spec)
+}
+
+impl RbdBackend {
+    /// `POOL/IMAGE`, with no options yet.
+    pub fn named(path: &str) -> Result<RbdBackend, String> {
+        let Some((pool, image)) = path.split_once('/') else {
+            return Err("needs POOL/IMAGE".into());
+        };
+        if pool.is_empty() {
+            return Err("the pool name is empty".into());
+        }
+        if image.is_empty() {
+            return Err("the image name is empty".into());
+        }
+        if image.contains('/') {
+            return Err("RADOS namespaces (POOL/NAMESPACE/IMAGE) are not supported".into());
+        }
+        if image.contains('@') {
+            return Err("snapshots (IMAGE@SNAP) are not supported".into());
+        }
+        Ok(RbdBackend {
+            pool: pool.to_string(),
+            image: image.to_string(),
+            conf: None,
+            id: None,
+            timeout: None,
+        })
+    }
+
+    /// Set option `key` (`conf`, `id`, or `timeout_key` for the timeout
+    /// in seconds) once.
+    pub fn set_option(&mut self, key: &str, value: &str, timeout_key: &str) -> Result<(), String> {
         if value.is_empty() {
-            return Err(bad(format!("{key}= has no value")));
+            return Err(format!("{key}= has no value"));
         }
         let duplicate = match key {
-            "conf" => spec.conf.replace(PathBuf::from(value)).is_some(),
-            "id" => spec.id.replace(value.to_string()).is_some(),
-            "timeout" => {
+            "conf" => self.conf.replace(PathBuf::from(value)).is_some(),
+            "id" => self.id.replace(value.to_string()).is_some(),
+            _ if key == timeout_key => {
                 let secs = value
                     .parse::<u64>()
                     .ok()
                     .filter(|&secs| secs > 0)
-                    .ok_or_else(|| {
-                        bad(format!("timeout={value} is not a number of seconds >= 1"))
-                    })?;
-                spec.timeout.replace(secs).is_some()
+                    .ok_or_else(|| format!("{key}={value} is not a number of seconds >= 1"))?;
+                self.timeout.replace(secs).is_some()
             }
             _ => {
-                return Err(bad(format!(
-                    "unknown option {key:?} (known: conf, id, timeout)"
-                )));
+                return Err(format!(
+                    "unknown option {key:?} (known: conf, id, {timeout_key})"
+                ));
             }
         };
         if duplicate {
-            return Err(bad(format!("{key}= is given twice")));
+            return Err(format!("{key}= is given twice"));
         }
+        Ok(())
     }
-    Ok(spec)
 }
 
 #[cfg(feature = "rbd")]

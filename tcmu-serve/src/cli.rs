@@ -8,6 +8,7 @@ use scsi_emu::BlockSize;
 
 use crate::export::{ExportSpec, parse_export};
 use crate::io_engine::IoEngine;
+use crate::runner::RunnerArgs;
 
 /// Serve a block device to the Linux kernel as a SCSI disk (TCMU).
 #[derive(Debug, Parser)]
@@ -26,9 +27,16 @@ pub struct Cli {
     pub request: Option<Request>,
 }
 
-/// A request to the daemon at `--control PATH`.
+/// A request to the daemon at `--control PATH`, or runner mode.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Request {
+    /// Runner mode, in place of tcmu-runner: serve the `user:file`,
+    /// `user:qcow` and `user:rbd` backstores that targetcli, rtslib or
+    /// ceph-iscsi create (found at start and announced by the kernel
+    /// afterwards), and own org.kernel.TCMUService1 on the system bus.
+    /// Prints `ready: runner` once serving. On SIGINT or SIGTERM it stops
+    /// serving and leaves the backstores in place.
+    Runner(RunnerArgs),
     /// Serve one more device, given by the device flags above (e.g. `add
     /// --backend mem --size 1GiB --name d2`); prints its `ready:` line.
     Add {
@@ -58,6 +66,7 @@ impl Request {
                 .collect(),
             Request::Remove { name } => vec!["remove".into(), name.clone()],
             Request::List => vec!["list".into()],
+            Request::Runner(_) => vec!["runner".into()],
         }
     }
 
@@ -67,6 +76,7 @@ impl Request {
             Request::Add { .. } => "add",
             Request::Remove { .. } => "remove",
             Request::List => "list",
+            Request::Runner(_) => "runner",
         }
     }
 }

@@ -7,6 +7,9 @@
 //! serves until SIGINT or SIGTERM, then removes everything it created.
 //! Errors are one line on stderr and a non-zero exit status.
 //!
+//! `tcmu-serve runner` serves the `user:` backstores other tools create,
+//! in place of tcmu-runner (see `runner/`).
+//!
 //! With `--control PATH` it is a daemon serving any number of devices,
 //! added and removed at run time through a Unix socket (see `daemon.rs`);
 //! `tcmu-serve --control PATH add|remove|list ...` sends one request to it.
@@ -19,8 +22,6 @@ mod device;
 mod export;
 mod io_engine;
 mod plan;
-// Not called from main yet: the runner subcommand comes with the rest of runner/.
-#[allow(dead_code)]
 mod runner;
 mod size;
 mod standalone;
@@ -29,13 +30,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::Cli;
+use cli::{Cli, Request};
 use plan::Plan;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp_millis()
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
@@ -44,7 +42,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A system daemon logs what it serves; a command says only what fails.
+    let default_level = match cli.request {
+        Some(Request::Runner(_)) => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp_millis()
+        .init();
     let result = match (&cli.control, &cli.request) {
+        (None, Some(Request::Runner(args))) if cli.device.backend.is_none() => {
+            runner::run(args.clone())
+        }
+        (_, Some(Request::Runner(_))) => {
+            Err("runner mode takes no --control and no device flags".to_string())
+        }
         (Some(control), Some(request)) => control::send_request(control, &request.words()),
         (None, Some(request)) => Err(format!(
             "unexpected argument {:?} (a request needs --control PATH)",

@@ -37,6 +37,7 @@ pub const HANDLER_INTERFACE: &str = "org.kernel.TCMUService1";
 /// The object through which tcmu-runner registers external handlers.
 pub const MANAGER_PATH: &str = "/org/kernel/TCMUService1/HandlerManager1";
 /// The interface of [`MANAGER_PATH`].
+#[cfg(test)]
 pub const MANAGER_INTERFACE: &str = "org.kernel.TCMUService1.HandlerManager1";
 
 /// How long our own calls to the bus daemon (Hello, RequestName,

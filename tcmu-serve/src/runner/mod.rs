@@ -1,3 +1,16 @@
-//! Runner mode: serve targetcli's `user:<subtype>` backstores in place of tcmu-runner.
+//! Runner mode: serve the `user:` backstores that targetcli, rtslib and
+//! ceph-iscsi create, in place of tcmu-runner.
 
+mod args;
+mod backing;
+mod config_string;
 pub mod dbus;
+mod devices;
+mod guard;
+mod listeners;
+mod lock;
+mod netlink_waits;
+mod service;
+
+pub use args::RunnerArgs;
+pub use service::run;

@@ -30,6 +30,9 @@ RN_DBUS_STARTED=0
 RN_SERIAL=runner-serial-0001
 # Bound for a configfs write that may wait for the runner's answer (s).
 RN_WRITE_LIMIT=20
+RN_KLOG_BASE=$(klog_problems | wc -l)
+# The user_N HBAs that exist before this file runs.
+RN_HBAS_BEFORE=$(echo "$CFS"/core/user_*)
 
 # rn_release: end configfs writes stuck in a netlink wait.
 rn_release() {
@@ -339,21 +342,44 @@ rn_bounded_rmdir() {
   ((rc == 0)) || fail "rmdir $1 failed"
 }
 
+# What the kernel logs, at warning level or worse, for what this file does
+# on purpose: the disk grown through dev_size, and every targetcli start
+# (rtslib asks to move db_root, which is in use by then).
+RN_KLOG_EXPECTED="Capacity data has changed|db_root: cannot be changed because it's in use"
+
 runner_cleanup() {
-  local d
+  local d left
   rn_unexpose
-  [[ -n "$RN_PID" ]] && kill -TERM "$RN_PID" 2> /dev/null && sleep 1
-  rn_targetcli clearconfig confirm=True > /dev/null 2>&1
+  if [[ -n "$RN_PID" ]]; then
+    kill -TERM "$RN_PID" 2> /dev/null || true
+    sleep 1
+  fi
+  rn_targetcli clearconfig confirm=True > /dev/null 2>&1 || true
   for d in "$RN_HBA"/*/; do
-    [[ -d "$d" ]] && rmdir "$d" 2> /dev/null
+    if [[ -d "$d" ]]; then rmdir "$d" 2> /dev/null || true; fi
   done
-  rmdir "$RN_HBA" 2> /dev/null
+  # HBAs that rtslib made (user_N) and left empty.
+  for d in "$CFS"/core/user_*; do
+    if [[ -d "$d" && " $RN_HBAS_BEFORE " != *" $d "* ]]; then rmdir "$d" 2> /dev/null || true; fi
+  done
   if ((RN_DBUS_STARTED)) && [[ -s /run/dbus/pid ]]; then
-    kill "$(cat /run/dbus/pid)" 2> /dev/null
+    kill "$(cat /run/dbus/pid)" 2> /dev/null || true
     rm -f /run/dbus/pid /run/dbus/system_bus_socket
   fi
   rm -rf "$RN_DIR"
-  return 0
+  left=$(cfs_leftovers)
+  [[ -z "$left" ]] || fail "configfs not clean: $(tr '\n' ' ' <<< "$left")"
+}
+
+runner_kernel_log() {
+  local new unexpected
+  new=$(klog_problems | tail -n +$((RN_KLOG_BASE + 1)))
+  echo "$new"
+  unexpected=$(grep -Ev "$RN_KLOG_EXPECTED" <<< "$new" | grep -v '^$' || true)
+  [[ -z "$unexpected" ]] ||
+    fail "$(wc -l <<< "$unexpected") unexpected kernel warnings/errors, first: $(head -n 1 <<< "$unexpected")" || return
+  # Later files check the log from here on.
+  klog_mark
 }
 
 step runner_start runner_start
@@ -368,4 +394,5 @@ step runner_targetcli_refuses_a_bad_cfgstring runner_targetcli_refuses_a_bad_cfg
 step runner_targetcli_file_save_clear_restore runner_targetcli_file_save_clear_restore
 step runner_sigkill_under_fio_loses_nothing runner_sigkill_under_fio_loses_nothing
 step runner_sigterm_leaves_backstores runner_sigterm_leaves_backstores
-runner_cleanup
+step runner_cleanup runner_cleanup
+step runner_kernel_log runner_kernel_log

@@ -10,13 +10,20 @@
 # - targetcli lists the user: subtypes from our D-Bus service, refuses a
 #   bad cfgstring with our message, creates a backstore, exports it, and
 #   saveconfig / clearconfig / restoreconfig bring it back with its data;
+# - targetcli makes a user:qcow backstore on a qemu-img image and exports
+#   it over iSCSI: fio verify and ext4 through open-iscsi, then qemu-img
+#   check finds the image clean;
 # - a standalone tcmu-serve runs beside the runner;
-# - SIGKILL under fio verify: `enable` of a new backstore does not hang
-#   meanwhile, and the runner started again serves both and fio verifies;
+# - SIGKILL under fio verify: `enable` of a new backstore and `rmdir` of a
+#   served one do not hang meanwhile, and the runner started again serves both and fio verifies;
 # - SIGTERM leaves the backstores in configfs, and rmdir does not hang.
 # Sourced by vm/guest/suite inside the VM (helpers: vm/guest/lib.sh).
 
+# shellcheck source=vm/guest/iscsi-initiator.sh
+source "$GUEST_DIR/iscsi-initiator.sh"
+
 RN_DIR=/tmp/runner-test
+RN_IQN=iqn.2026-12.org.tcmu-rs:runner
 RN_HBA=$CFS/core/user_5
 RN_OUT=$VM_RUN/runner
 RN_PID=""
@@ -292,6 +299,38 @@ runner_targetcli_file_save_clear_restore() {
   [[ "$after" == "$before" ]] || fail "the data did not survive saveconfig/clearconfig/restoreconfig"
 }
 
+# targetcli makes a user:qcow backstore on an image from qemu-img and
+# exports it over iSCSI; ext4 with checksums and fio verify pass through
+# open-iscsi; afterwards qemu-img check finds the image clean.
+runner_targetcli_qcow_over_iscsi() {
+  local img=$RN_DIR/tqcow.qcow2 out rc=0
+  # iscsi_logout unmounts the disk checks' mount point if mounted; none here.
+  # shellcheck disable=SC2034 # read by iscsi_logout
+  local SK_MNT=$RN_DIR/not-mounted
+  must "qemu-img create" qemu-img create -q -f qcow2 "$img" 64M || return
+  out=$(rn_targetcli /backstores/user:qcow create name=tqcow size=64M cfgstring="$img") ||
+    fail "create failed: $(tail -n 1 <<< "$out")" || return
+  echo "$out"
+  # targetcli adds the portal 0.0.0.0:3260 to a new target by itself.
+  must "iSCSI target" targetcli /iscsi create "$RN_IQN" || return
+  must "iSCSI LUN" targetcli "/iscsi/$RN_IQN/tpg1/luns" create /backstores/user:qcow/tqcow || return
+  must "open access" targetcli "/iscsi/$RN_IQN/tpg1" set attribute authentication=0 \
+    generate_node_acls=1 demo_mode_write_protect=0 cache_dynamic_acls=1 || return
+  iscsid_start "$VM_RUN/runner-iscsid.log" || return
+  iscsi_discover "$RN_IQN" && iscsi_login "$RN_IQN" || rc=1
+  if ((rc == 0)); then
+    iscsi_fio "$ISCSI_DEV" 16M runner-qcow || rc=1
+    ((rc == 0)) && { must "mkfs.ext4" mkfs.ext4 -q -F -O metadata_csum "$ISCSI_DEV" || rc=1; }
+    ((rc == 0)) && { must "e2fsck" e2fsck -f -n "$ISCSI_DEV" || rc=1; }
+    iscsi_logout "$RN_IQN" || rc=1
+  fi
+  iscsid_stop || rc=1
+  must "delete the iSCSI target" targetcli /iscsi delete "$RN_IQN" || rc=1
+  must "delete tqcow" targetcli /backstores/user:qcow delete tqcow || rc=1
+  ((rc == 0)) || return 1
+  must "qemu-img check after our writes" qemu-img check "$img"
+}
+
 runner_sigkill_under_fio_loses_nothing() {
   local bs fio_pid rc=0 t0 t1
   bs=$(rn_bs rfile0)
@@ -300,6 +339,8 @@ runner_sigkill_under_fio_loses_nothing() {
   "${FIO_VERIFY[@]}" --name=kill --filename="$RN_DEV" --iodepth=16 --size=32M \
     --output="$VM_RUN/runner-fio-kill.txt" &
   fio_pid=$!
+  rn_backstore rspare "dev_config=file/$RN_DIR/rspare.img,dev_size=$((16 << 20))" ||
+    { kill "$fio_pid"; fail "enable of rspare failed"; return; }
   sleep 3
   kill -KILL "$RN_PID"
   wait "$RN_PID" 2> /dev/null
@@ -310,6 +351,8 @@ runner_sigkill_under_fio_loses_nothing() {
   t1=$(date +%s)
   echo "enable without a runner: status $rc after $((t1 - t0))s"
   ((rc == 0)) || { kill "$fio_pid"; fail "enable without a runner: status $rc"; return; }
+  # Nor must the removal of a backstore the killed runner served.
+  rn_bounded_rmdir "$RN_HBA/rspare" || { kill "$fio_pid"; return 1; }
   rn_run_runner || { kill "$fio_pid"; return 1; }
   rn_until 120 bash -c "! kill -0 $fio_pid 2> /dev/null" || { kill "$fio_pid"; fail "fio still running 120s after the restart"; return; }
   wait "$fio_pid" || rc=$?
@@ -350,6 +393,7 @@ RN_KLOG_EXPECTED="Capacity data has changed|db_root: cannot be changed because i
 runner_cleanup() {
   local d left
   rn_unexpose
+  iscsid_kill
   if [[ -n "$RN_PID" ]]; then
     kill -TERM "$RN_PID" 2> /dev/null || true
     sleep 1
@@ -392,6 +436,7 @@ step runner_standalone_serves_beside runner_standalone_serves_beside
 step runner_targetcli_lists_our_subtypes runner_targetcli_lists_our_subtypes
 step runner_targetcli_refuses_a_bad_cfgstring runner_targetcli_refuses_a_bad_cfgstring
 step runner_targetcli_file_save_clear_restore runner_targetcli_file_save_clear_restore
+step runner_targetcli_qcow_over_iscsi runner_targetcli_qcow_over_iscsi
 step runner_sigkill_under_fio_loses_nothing runner_sigkill_under_fio_loses_nothing
 step runner_sigterm_leaves_backstores runner_sigterm_leaves_backstores
 step runner_cleanup runner_cleanup

@@ -3,11 +3,12 @@
 //!
 //! Start-up: take the lock; join the kernel's `config` netlink group
 //! (events are queued from here on); refuse if another daemon listens
-//! there or owns org.kernel.TCMUService1; start the guard; block the
-//! kernel's netlink waits and end any a dead runner left; SET_FEATURES(1)
-//! (the kernel waits for our answers from now on, so a bad backstore's
-//! `enable` fails with our error); serve the backstores that exist;
-//! unblock; print `ready: runner`.
+//! there; start the guard; block the kernel's netlink waits and end any a
+//! dead runner left; SET_FEATURES(1) (the kernel waits for our answers
+//! from now on, so a bad backstore's `enable` fails with our error); serve
+//! the backstores that exist; unblock; own org.kernel.TCMUService1 (or
+//! stop, with one line, when another daemon owns it); print
+//! `ready: runner`.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -59,10 +60,6 @@ pub fn run(args: RunnerArgs) -> Result<(), String> {
             other.command
         ));
     }
-    let _dbus = match (&args.no_dbus, &args.dbus_address) {
-        (true, _) => None,
-        (false, address) => Some(start_dbus(address.clone())?),
-    };
     let _guard = guard::spawn(&lock)?;
     netlink_waits::block_and_reset()?;
     let mut serve = ServeOptions::default();
@@ -76,6 +73,19 @@ pub fn run(args: RunnerArgs) -> Result<(), String> {
         .and_then(|()| devices.serve_existing());
     netlink_waits::unblock()?;
     started?;
+    // The bus name last: systemd (Type=dbus) and bus activation take it
+    // for "ready", and only from here on does `enable` work again.
+    let _dbus = match args.no_dbus {
+        true => None,
+        false => match start_dbus(args.dbus_address.clone()) {
+            Ok(service) => Some(service),
+            Err(e) => {
+                let _ = devices.stop_all();
+                let _ = netlink_waits::release();
+                return Err(e);
+            }
+        },
+    };
     log::info!("serving {} existing backstores", devices.len());
     println!("ready: runner");
     let _ = std::io::stdout().flush();

@@ -12,65 +12,29 @@
 source "$GUEST_DIR/disk-suite.sh"
 # shellcheck source=vm/guest/iscsi-initiator.sh
 source "$GUEST_DIR/iscsi-initiator.sh"
+# shellcheck source=vm/guest/ceph-cluster.sh
+source "$GUEST_DIR/ceph-cluster.sh"
 
-CI_CLUSTER=/tmp/ceph
-CI_CONF=$CI_CLUSTER/ceph.conf
-CI_CEPH=$REPO_ROOT/scripts/ceph-cluster
 CI_IMAGE=rbd/vmdisk
 CI_NAME=ceph0
 CI_IQN=iqn.2026-11.org.tcmu-rs:ceph0
 CI_PORTAL=$ISCSI_PORTAL
-CI_RBD=0
-CI_UP=0
 CI_PID=""
 CI_OUT=""
 CI_DEV=""
 CI_DD=""
 
-# ci_cluster ARGS...: scripts/ceph-cluster ARGS --dir $CI_CLUSTER, bounded.
-# Under TCG a start takes far longer than on a host.
-ci_cluster() {
-  local limit=$1
-  shift
-  echo "+ scripts/ceph-cluster $* --dir $CI_CLUSTER"
-  timeout -k 5 "$limit" "$CI_CEPH" "$@" --dir "$CI_CLUSTER"
-}
-
-ci_rbd_support() {
-  [[ -x "$TCMU_SERVE" ]] || fail "no executable $TCMU_SERVE" || return
-  # The rbd feature links librbd; without it the rbd: backend only says so.
-  local libs
-  libs=$(ldd "$TCMU_SERVE" 2>&1 | grep -E 'librbd|librados')
-  echo "$libs"
-  grep -q 'librbd\.so' <<< "$libs" ||
-    fail "tcmu-serve built without the rbd feature: install librbd-dev librados-dev" || return
-  CI_RBD=1
-}
-ci_need_rbd() { ((CI_RBD)) || fail "skipped: tcmu-serve has no rbd support"; }
-
-ci_cluster_start() {
-  ci_need_rbd || return
-  local out rc=0
-  out=$(ci_cluster 300 start 2>&1) || rc=$?
-  echo "$out"
-  ((rc != 124 && rc != 137)) || fail "scripts/ceph-cluster start did not finish within 300s" || return
-  ((rc == 0)) || fail "scripts/ceph-cluster start exited $rc: $(tail -n1 <<< "$out")" || return
-  CI_UP=1
-  grep -qx "ready: $CI_CONF" <<< "$out" || fail "no 'ready: $CI_CONF' line"
-}
-ci_need_cluster() { ((CI_UP)) || fail "skipped: no Ceph cluster"; }
-
 ci_image_create() {
-  ci_need_cluster || return
+  ceph_need_cluster || return
   # layering only: no exclusive lock to hand over between clients.
-  must "rbd create" rbd -c "$CI_CONF" create --size 256M --image-feature layering "$CI_IMAGE" || return
-  timeout 60 rbd -c "$CI_CONF" info "$CI_IMAGE"
+  must "rbd create" rbd -c "$CEPH_CONF" create --size 256M --image-feature layering "$CI_IMAGE" || return
+  timeout 60 rbd -c "$CEPH_CONF" info "$CI_IMAGE"
 }
 
 ci_serve() {
-  ci_need_cluster || return
+  ceph_need_cluster || return
   CI_OUT=$VM_RUN/tcmu-serve-$CI_NAME
-  serve_start "$CI_OUT" --backend "rbd:$CI_IMAGE?conf=$CI_CONF&timeout=10" --name "$CI_NAME" \
+  serve_start "$CI_OUT" --backend "rbd:$CI_IMAGE?conf=$CEPH_CONF&timeout=10" --name "$CI_NAME" \
     --export iscsi --iscsi-no-auth
   local rc=$?
   if [[ -n "$SERVE_PID" ]] && kill -0 "$SERVE_PID" 2> /dev/null; then CI_PID=$SERVE_PID; fi
@@ -123,7 +87,7 @@ ci_outage() {
   CI_DD=$!
   sleep 1
   kill -0 "$CI_DD" 2> /dev/null || info "ceph-iscsi: the write ended before the OSD was stopped"
-  ci_cluster 120 stop-osd || fail "scripts/ceph-cluster stop-osd failed" || return
+  ceph_cluster 120 stop-osd || fail "scripts/ceph-cluster stop-osd failed" || return
   kill -0 "$CI_DD" 2> /dev/null && echo "the write is still running with the OSD down"
   # Beyond the rbd timeout (10 s) and tcmu-serve's own bound (2 x 10 + 1 s):
   # failed requests have come back by then.
@@ -138,9 +102,9 @@ ci_outage() {
 
 ci_recover() {
   ci_need_dev || return
-  ci_need_cluster || return
+  ceph_need_cluster || return
   local t0=$SECONDS rc=0
-  ci_cluster 180 start-osd || fail "scripts/ceph-cluster start-osd failed" || return
+  ceph_cluster 180 start-osd || fail "scripts/ceph-cluster start-osd failed" || return
   echo "OSD back after $((SECONDS - t0))s"
   if [[ -n "$CI_DD" ]]; then
     # The write started before the outage ends (well or with an error)
@@ -196,7 +160,7 @@ ci_resize() {
   grep -q "refused dev_size $new: the device cannot take that size" "$CI_OUT.stderr" || fail "no refusal in the log" || return
   ci_blocks_wait 524288 || return
   # Resized in Ceph first, the new size is taken.
-  must "rbd resize" rbd -c "$CI_CONF" resize --size 384M "$CI_IMAGE" || return
+  must "rbd resize" rbd -c "$CEPH_CONF" resize --size 384M "$CI_IMAGE" || return
   must "dev_size=$new after rbd resize" sh -c "echo $new > $dir/attrib/dev_size" || return
   ci_blocks_wait $((new / 512))
 }
@@ -219,14 +183,8 @@ ci_sigterm() {
   ! grep -q 'panicked' "$CI_OUT.stderr" || fail "tcmu-serve panicked: $(grep -m1 panicked "$CI_OUT.stderr")"
 }
 
-ci_cluster_stop() {
-  ((CI_UP)) || fail "skipped: no Ceph cluster" || return
-  ci_cluster 60 stop || fail "scripts/ceph-cluster stop failed" || return
-  CI_UP=0
-}
-
-step ceph_iscsi_rbd_support ci_rbd_support
-step ceph_iscsi_cluster_start ci_cluster_start
+step ceph_iscsi_rbd_support ceph_rbd_support
+step ceph_iscsi_cluster_start ceph_cluster_start
 step ceph_iscsi_image_create ci_image_create
 step ceph_iscsi_iscsid_start iscsid_start "$VM_RUN/iscsid-ceph.log"
 step ceph_iscsi_start ci_serve
@@ -244,12 +202,12 @@ step ceph_iscsi_resize_on_reconfig ci_resize
 step ceph_iscsi_logout ci_logout
 step ceph_iscsi_sigterm_teardown ci_sigterm
 step ceph_iscsi_iscsid_stop iscsid_stop
-step ceph_iscsi_cluster_stop ci_cluster_stop
+step ceph_iscsi_cluster_stop ceph_cluster_stop
 # The outage makes the initiator and the target log I/O errors on purpose.
 klog_mark
 # Whatever failed above: nothing of this file outlives it.
 if [[ -n "$CI_DD" ]]; then kill -KILL "$CI_DD" 2> /dev/null || true; fi
 if [[ -n "$CI_PID" ]]; then kill -KILL "$CI_PID" 2> /dev/null || true; fi
 iscsid_kill
-if ((CI_UP)); then ci_cluster 60 stop > /dev/null 2>&1 || true; fi
+ceph_cluster_kill
 rm -f /tmp/ceph-iscsi-pattern

@@ -21,161 +21,15 @@
 
 # shellcheck source=vm/guest/iscsi-initiator.sh
 source "$GUEST_DIR/iscsi-initiator.sh"
+# shellcheck source=vm/guest/runner-lib.sh
+source "$GUEST_DIR/runner-lib.sh"
 
 RN_DIR=/tmp/runner-test
 RN_IQN=iqn.2026-12.org.tcmu-rs:runner
-RN_HBA=$CFS/core/user_5
-RN_OUT=$VM_RUN/runner
-RN_PID=""
-RN_STARTS=0
-RN_PARAMS=/sys/module/target_core_user/parameters
-RN_LOOP_WWN=naa.5001405bec0000a1
-RN_LOOP_INIT=naa.5001405bec0000b1
-RN_LOOP_TPG=$CFS/loopback/$RN_LOOP_WWN/tpgt_1
-RN_DEV=""
-RN_DBUS_STARTED=0
 RN_SERIAL=runner-serial-0001
-# Bound for a configfs write that may wait for the runner's answer (s).
-RN_WRITE_LIMIT=20
-RN_KLOG_BASE=$(klog_problems | wc -l)
-# The user_N HBAs that exist before this file runs.
-RN_HBAS_BEFORE=$(echo "$CFS"/core/user_*)
-
-# rn_release: end configfs writes stuck in a netlink wait.
-rn_release() {
-  echo 1 > "$RN_PARAMS/block_netlink"
-  echo 1 > "$RN_PARAMS/reset_netlink"
-  echo 0 > "$RN_PARAMS/block_netlink"
-}
-
-# rn_bounded CMD...: run CMD (a configfs write or rmdir that may wait for
-# a netlink answer); if it still runs after RN_WRITE_LIMIT s, release the
-# netlink waits and return 124. Otherwise CMD's status.
-rn_bounded() {
-  local pid i rc=0
-  "$@" &
-  pid=$!
-  for ((i = 0; i < RN_WRITE_LIMIT * 10; i++)); do
-    kill -0 "$pid" 2> /dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2> /dev/null; then
-    echo "$* still blocked after ${RN_WRITE_LIMIT}s: releasing"
-    rn_release
-    wait "$pid" 2> /dev/null
-    return 124
-  fi
-  wait "$pid" || rc=$?
-  return "$rc"
-}
-
-# rn_write PATH VALUE: write a configfs attribute, bounded.
-rn_write() {
-  echo "+ $1 <- $2"
-  # shellcheck disable=SC2016 # expanded by the inner bash
-  rn_bounded bash -c 'printf "%s" "$2" > "$1"' _ "$1" "$2"
-}
-
-# rn_backstore NAME CONTROL: create and enable user_5/NAME; the enable's status.
-rn_backstore() {
-  mkdir -p "$RN_HBA/$1" || fail "cannot create $RN_HBA/$1" || return
-  rn_write "$RN_HBA/$1/control" "$2" || fail "control write to $1 failed" || return
-  rn_write "$RN_HBA/$1/enable" 1
-}
-
-# rn_until SECONDS CMD...: poll CMD every 0.1 s until it succeeds.
-rn_until() {
-  local limit=$1 i
-  shift
-  for ((i = 0; i < limit * 10; i++)); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-# rn_expose BACKSTORE_DIR: tcm_loop target, nexus and LUN 0; sets RN_DEV.
-rn_expose() {
-  local addr sysdev
-  RN_DEV=""
-  mkdir -p "$RN_LOOP_TPG/lun/lun_0" || fail "cannot create the tcm_loop target" || return
-  rn_write "$RN_LOOP_TPG/nexus" "$RN_LOOP_INIT" || fail "cannot create the tcm_loop nexus" || return
-  ln -s "$1" "$RN_LOOP_TPG/lun/lun_0/runner" || fail "cannot link the LUN" || return
-  addr=$(cat "$RN_LOOP_TPG/address") || fail "no tcm_loop address" || return
-  sysdev=/sys/bus/scsi/devices/$addr:0/block
-  rn_until 30 compgen -G "$sysdev/sd*" > /dev/null || fail "no disk at $addr:0" || return
-  RN_DEV=/dev/$(basename "$(compgen -G "$sysdev/sd*" | head -n 1)")
-  rn_until 10 test -b "$RN_DEV" || fail "no device node $RN_DEV"
-}
-
-rn_unexpose() {
-  [[ -d "$CFS/loopback/$RN_LOOP_WWN" ]] || return 0
-  rm -f "$RN_LOOP_TPG/lun/lun_0/runner"
-  rmdir "$RN_LOOP_TPG/lun/lun_0" 2> /dev/null
-  rmdir "$RN_LOOP_TPG" 2> /dev/null
-  rmdir "$CFS/loopback/$RN_LOOP_WWN" 2> /dev/null
-  RN_DEV=""
-}
-
-# rn_run_runner: start the runner; its output goes to $RN_OUT-N.*.
-rn_run_runner() {
-  RN_STARTS=$((RN_STARTS + 1))
-  serve_start "$RN_OUT-$RN_STARTS" runner || return
-  RN_PID=$SERVE_PID
-  [[ "$READY" == runner ]] || fail "ready line says '$READY', want 'runner'"
-}
-
-rn_log() { cat "$RN_OUT-$RN_STARTS.stderr"; }
-
-# rn_bs NAME: the configfs directory of backstore NAME (targetcli's
-# restoreconfig may put it in another user_N).
-rn_bs() { compgen -G "$CFS/core/user_*/$1" | head -n 1; }
-
-# rn_start_bus: a system bus whose only policy for org.kernel.TCMUService1
-# is ours (packaging/), and without service activation, so that no call
-# starts the distribution's tcmu-runner behind the test's back.
-rn_start_bus() {
-  local conf=$VM_RUN/runner-system-bus.conf
-  [[ ! -S /run/dbus/system_bus_socket ]] || fail "a system bus is already running" || return
-  mkdir -p /run/dbus
-  cat > "$conf" << EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=/run/dbus/system_bus_socket</listen>
-  <pidfile>/run/dbus/pid</pidfile>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <include>$REPO_ROOT/packaging/org.kernel.TCMUService1.conf</include>
-</busconfig>
-EOF
-  must "dbus-daemon with our policy" dbus-daemon --config-file="$conf" --fork || return
-  RN_DBUS_STARTED=1
-}
 
 runner_start() {
-  local tool
-  for tool in targetcli dbus-daemon sg_inq fio mkfs.ext4 e2fsck; do
-    command -v "$tool" > /dev/null || fail "$tool is not installed (scripts/install-deps vm)" || return
-  done
-  must "modprobe" modprobe -a configfs target_core_mod target_core_user tcm_loop || return
-  mountpoint -q /sys/kernel/config || must "mount configfs" mount -t configfs configfs /sys/kernel/config || return
-  rm -rf "$RN_DIR" && mkdir -p "$RN_DIR" || fail "cannot create $RN_DIR" || return
+  rn_prepare "$RN_DIR" targetcli dbus-daemon sg_inq fio mkfs.ext4 e2fsck || return
   rn_start_bus || return
   rn_run_runner
 }
@@ -219,17 +73,6 @@ runner_file_grows_through_dev_size() {
   must "e2fsck after growing" e2fsck -f -n "$RN_DEV"
 }
 
-# rn_refused NAME CONTROL WHY: enable must fail (not hang) and the runner
-# must say WHY in its log.
-rn_refused() {
-  local rc=0
-  rn_backstore "$1" "$2" || rc=$?
-  rmdir "$RN_HBA/$1" 2> /dev/null
-  ((rc != 124)) || fail "enable hung" || return
-  ((rc != 0)) || fail "enable succeeded" || return
-  rn_log | grep -q "$3" || fail "the runner's log does not say '$3': $(rn_log | tail -n 1)"
-}
-
 runner_unknown_subtype_fails_enable() {
   rn_refused rbad0 "dev_config=glfs/vol@host/f.img,dev_size=$((16 << 20))" 'unknown subtype "glfs"'
 }
@@ -246,11 +89,6 @@ runner_standalone_serves_beside() {
   ((SERVE_RC == 0)) || fail "the standalone exited $SERVE_RC: $(stderr_tail "$out.stderr")" || return
   [[ -z "$(rn_bs rn-standalone)" ]] || fail "the standalone left its backstore behind" || return
   [[ $(cat "$RN_HBA/rfile0/enable") == 1 ]] || fail "the runner's backstore is gone"
-}
-
-rn_targetcli() {
-  echo "+ targetcli $*"
-  timeout -k 2 60 targetcli "$@" 2>&1
 }
 
 runner_targetcli_lists_our_subtypes() {
@@ -377,53 +215,11 @@ runner_sigterm_leaves_backstores() {
   return "$rc"
 }
 
-# rn_bounded_rmdir DIR: rmdir that must finish within RN_WRITE_LIMIT s.
-rn_bounded_rmdir() {
-  local rc=0
-  rn_bounded rmdir "$1" || rc=$?
-  ((rc != 124)) || fail "rmdir $1 hung" || return
-  ((rc == 0)) || fail "rmdir $1 failed"
-}
-
-# What the kernel logs, at warning level or worse, for what this file does
-# on purpose: the disk grown through dev_size, and every targetcli start
-# (rtslib asks to move db_root, which is in use by then).
-RN_KLOG_EXPECTED="Capacity data has changed|db_root: cannot be changed because it's in use"
-
 runner_cleanup() {
-  local d left
-  rn_unexpose
   iscsid_kill
-  if [[ -n "$RN_PID" ]]; then
-    kill -TERM "$RN_PID" 2> /dev/null || true
-    sleep 1
-  fi
-  rn_targetcli clearconfig confirm=True > /dev/null 2>&1 || true
-  for d in "$RN_HBA"/*/; do
-    if [[ -d "$d" ]]; then rmdir "$d" 2> /dev/null || true; fi
-  done
-  # HBAs that rtslib made (user_N) and left empty.
-  for d in "$CFS"/core/user_*; do
-    if [[ -d "$d" && " $RN_HBAS_BEFORE " != *" $d "* ]]; then rmdir "$d" 2> /dev/null || true; fi
-  done
-  if ((RN_DBUS_STARTED)) && [[ -s /run/dbus/pid ]]; then
-    kill "$(cat /run/dbus/pid)" 2> /dev/null || true
-    rm -f /run/dbus/pid /run/dbus/system_bus_socket
-  fi
+  rn_teardown
   rm -rf "$RN_DIR"
-  left=$(cfs_leftovers)
-  [[ -z "$left" ]] || fail "configfs not clean: $(tr '\n' ' ' <<< "$left")"
-}
-
-runner_kernel_log() {
-  local new unexpected
-  new=$(klog_problems | tail -n +$((RN_KLOG_BASE + 1)))
-  echo "$new"
-  unexpected=$(grep -Ev "$RN_KLOG_EXPECTED" <<< "$new" | grep -v '^$' || true)
-  [[ -z "$unexpected" ]] ||
-    fail "$(wc -l <<< "$unexpected") unexpected kernel warnings/errors, first: $(head -n 1 <<< "$unexpected")" || return
-  # Later files check the log from here on.
-  klog_mark
+  rn_configfs_clean
 }
 
 step runner_start runner_start
@@ -440,4 +236,4 @@ step runner_targetcli_qcow_over_iscsi runner_targetcli_qcow_over_iscsi
 step runner_sigkill_under_fio_loses_nothing runner_sigkill_under_fio_loses_nothing
 step runner_sigterm_leaves_backstores runner_sigterm_leaves_backstores
 step runner_cleanup runner_cleanup
-step runner_kernel_log runner_kernel_log
+step runner_kernel_log rn_kernel_log

@@ -15,6 +15,8 @@ RN_PARAMS=/sys/module/target_core_user/parameters
 RN_LOOP_WWN=naa.5001405bec0000a1
 RN_LOOP_INIT=naa.5001405bec0000b1
 RN_LOOP_TPG=$CFS/loopback/$RN_LOOP_WWN/tpgt_1
+# The tcm_loop target targetcli makes.
+RN_TLOOP_WWN=naa.5001405bec0000c1
 RN_DEV=""
 RN_DBUS_STARTED=0
 # Bound for a configfs write that may wait for the runner's answer (s).
@@ -90,18 +92,48 @@ rn_until() {
   return 1
 }
 
-# rn_expose BACKSTORE_DIR: tcm_loop target, nexus and LUN 0; sets RN_DEV.
-rn_expose() {
+# rn_loop_disk TPG_DIR: wait for the disk of LUN 0 of a tcm_loop TPG;
+# sets RN_DEV.
+rn_loop_disk() {
   local addr sysdev
   RN_DEV=""
-  mkdir -p "$RN_LOOP_TPG/lun/lun_0" || fail "cannot create the tcm_loop target" || return
-  rn_write "$RN_LOOP_TPG/nexus" "$RN_LOOP_INIT" || fail "cannot create the tcm_loop nexus" || return
-  ln -s "$1" "$RN_LOOP_TPG/lun/lun_0/runner" || fail "cannot link the LUN" || return
-  addr=$(cat "$RN_LOOP_TPG/address") || fail "no tcm_loop address" || return
+  addr=$(cat "$1/address") || fail "no tcm_loop address in $1" || return
   sysdev=/sys/bus/scsi/devices/$addr:0/block
   rn_until 30 compgen -G "$sysdev/sd*" > /dev/null || fail "no disk at $addr:0" || return
   RN_DEV=/dev/$(basename "$(compgen -G "$sysdev/sd*" | head -n 1)")
   rn_until 10 test -b "$RN_DEV" || fail "no device node $RN_DEV"
+}
+
+# rn_expose BACKSTORE_DIR: tcm_loop target, nexus and LUN 0 by raw
+# configfs writes; sets RN_DEV.
+rn_expose() {
+  mkdir -p "$RN_LOOP_TPG/lun/lun_0" || fail "cannot create the tcm_loop target" || return
+  rn_write "$RN_LOOP_TPG/nexus" "$RN_LOOP_INIT" || fail "cannot create the tcm_loop nexus" || return
+  ln -s "$1" "$RN_LOOP_TPG/lun/lun_0/runner" || fail "cannot link the LUN" || return
+  rn_loop_disk "$RN_LOOP_TPG"
+}
+
+# rn_targetcli_loop BACKSTORE: a tcm_loop target made by targetcli (rtslib
+# adds the nexus) with BACKSTORE (e.g. /backstores/user:file/NAME) as
+# LUN 0; sets RN_DEV.
+rn_targetcli_loop() {
+  must "targetcli loopback" targetcli /loopback create "$RN_TLOOP_WWN" || return
+  must "targetcli loopback LUN" targetcli "/loopback/$RN_TLOOP_WWN/luns" create "$1" || return
+  rn_loop_disk "$CFS/loopback/$RN_TLOOP_WWN/tpgt_1"
+}
+
+rn_targetcli_unloop() {
+  RN_DEV=""
+  must "delete the targetcli loopback" targetcli /loopback delete "$RN_TLOOP_WWN"
+}
+
+# rn_disk_checks DEV NAME: the disk checks on a served LUN: INQUIRY, fio
+# verify, ext4 with checksums made and checked.
+rn_disk_checks() {
+  must "sg_inq" sg_inq "$1" || return
+  must "fio verify" "${FIO_VERIFY[@]}" --name="$2" --filename="$1" --iodepth=16 --size=16M || return
+  must "mkfs.ext4" mkfs.ext4 -q -F -O metadata_csum "$1" || return
+  must "e2fsck" e2fsck -f -n "$1"
 }
 
 rn_unexpose() {

@@ -6,9 +6,10 @@
 #   and while another process owns org.kernel.TCMUService1 (and then leaves
 #   no netlink wait behind: an enable right after does not hang);
 # - targetcli: CheckConfig refuses a missing image with our message;
-#   `user:rbd` on an image passes fio verify through tcm_loop, VPD 0x80
-#   shows the serial rtslib wrote, and what was written is in the image
-#   (`rbd export`) once the backstore is deleted;
+#   `user:rbd` on an image, exported through a targetcli loopback LUN,
+#   passes sg_inq, fio verify and ext4 with checksums, VPD 0x80 shows the
+#   serial rtslib wrote, and what was written is in the image (`rbd
+#   export`) once the backstore is deleted;
 # - ceph-iscsi's layout: a backstore named <pool>.<image> on an image with
 #   the exclusive lock, its control string and timeouts, ext4 with
 #   checksums; a dev_size the image does not have yet is refused (the write
@@ -122,17 +123,17 @@ runner_rbd_targetcli_serves_an_image() {
   echo "$out"
   bs=$(rn_bs trbd)
   [[ -n "$bs" ]] || fail "no trbd in configfs" || return
-  rn_expose "$bs" || return
+  rn_targetcli_loop /backstores/user:rbd/trbd || return
   want=$(cat "$bs/wwn/vpd_unit_serial")
   want=${want##*: }
   serial=$(sg_inq -p 0x80 "$RN_DEV" 2>&1)
   echo "$serial"
   grep -qw -- "$want" <<< "$serial" || fail "VPD 0x80 does not show rtslib's serial $want" || return
-  must "fio verify" "${FIO_VERIFY[@]}" --name=trbd --filename="$RN_DEV" --iodepth=16 --size=16M || return
+  rn_disk_checks "$RN_DEV" trbd || return
   must "write a pattern" dd if=/dev/urandom of="$RR_DIR/pattern" bs=1M count=4 status=none || return
   must "dd the pattern to the disk" dd if="$RR_DIR/pattern" of="$RN_DEV" bs=1M seek=32 oflag=direct status=none || return
   before=$(md5sum < "$RR_DIR/pattern")
-  rn_unexpose
+  rn_targetcli_unloop || return
   must "delete trbd" targetcli /backstores/user:rbd delete trbd || return
   after=$(timeout 120 rbd -c "$CEPH_CONF" export "rbd/$RR_TIMAGE" - 2> /dev/null | tail -c +$((32 * 1048576 + 1)) | head -c 4M | md5sum)
   [[ "$after" == "$before" ]] || fail "the image does not hold what was written"
@@ -150,9 +151,7 @@ runner_rbd_as_ceph_iscsi_makes_it() {
   serial=$(sg_inq -p 0x80 "$RN_DEV" 2>&1)
   echo "$serial"
   grep -qw "$RR_SERIAL" <<< "$serial" || fail "VPD 0x80 does not show $RR_SERIAL" || return
-  must "fio verify" "${FIO_VERIFY[@]}" --name=cimg --filename="$RN_DEV" --iodepth=16 --size=16M || return
-  must "mkfs.ext4" mkfs.ext4 -q -F -O metadata_csum "$RN_DEV" || return
-  must "e2fsck" e2fsck -f -n "$RN_DEV"
+  rn_disk_checks "$RN_DEV" cimg
 }
 
 runner_rbd_resize_follows_the_image() {

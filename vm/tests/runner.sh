@@ -8,8 +8,9 @@
 #   attrib/dev_size;
 # - an unknown subtype and a bad path make `enable` fail, never hang;
 # - targetcli lists the user: subtypes from our D-Bus service, refuses a
-#   bad cfgstring with our message, creates a backstore, exports it, and
-#   saveconfig / clearconfig / restoreconfig bring it back with its data;
+#   bad cfgstring with our message, creates a user:file backstore and a
+#   loopback LUN on it (sg_inq, fio verify, ext4 with checksums), and
+#   saveconfig / clearconfig / restoreconfig bring the LUN back with its data;
 # - targetcli makes a user:qcow backstore on a qemu-img image and exports
 #   it over iSCSI: fio verify and ext4 through open-iscsi, then qemu-img
 #   check finds the image clean;
@@ -57,9 +58,7 @@ runner_file_as_ceph_iscsi_makes_it() {
   serial=$(sg_inq -p 0x80 "$RN_DEV" 2>&1)
   echo "$serial"
   grep -qw "$RN_SERIAL" <<< "$serial" || fail "VPD 0x80 does not show $RN_SERIAL: $(tail -n 1 <<< "$serial")" || return
-  must "fio verify" "${FIO_VERIFY[@]}" --name=rfile0 --filename="$RN_DEV" --iodepth=16 --size=16M || return
-  must "mkfs.ext4" mkfs.ext4 -q -F -O metadata_csum "$RN_DEV" || return
-  must "e2fsck" e2fsck -f -n "$RN_DEV"
+  rn_disk_checks "$RN_DEV" rfile0
 }
 
 runner_file_grows_through_dev_size() {
@@ -111,29 +110,31 @@ runner_targetcli_refuses_a_bad_cfgstring() {
   fi
 }
 
+# targetcli makes a user:file backstore and a loopback LUN on it; the disk
+# checks pass, and saveconfig / clearconfig / restoreconfig bring the LUN
+# back with its data.
 runner_targetcli_file_save_clear_restore() {
-  local out bs before after
+  local out before after
   rn_unexpose
   out=$(rn_targetcli /backstores/user:file create name=tfile0 size=32M cfgstring="$RN_DIR/tfile0.img") ||
     fail "create failed: $(tail -n 1 <<< "$out")" || return
   echo "$out"
-  bs=$(compgen -G "$CFS/core/user_*/tfile0" | head -n 1)
-  [[ -n "$bs" ]] || fail "no tfile0 in configfs" || return
-  rn_expose "$bs" || return
+  [[ -n "$(rn_bs tfile0)" ]] || fail "no tfile0 in configfs" || return
+  rn_targetcli_loop /backstores/user:file/tfile0 || return
+  rn_disk_checks "$RN_DEV" tfile0 || return
   must "write a pattern" dd if=/dev/urandom of="$RN_DIR/pattern" bs=1M count=8 status=none || return
   must "dd the pattern to the disk" dd if="$RN_DIR/pattern" of="$RN_DEV" bs=1M oflag=direct status=none || return
   before=$(md5sum < "$RN_DIR/pattern")
-  rn_unexpose
   must "saveconfig" targetcli saveconfig "$RN_DIR/saved.json" || return
   # Every rmdir waits for the runner's answer to REMOVED_DEVICE.
   must "clearconfig" targetcli clearconfig confirm=True || return
-  [[ -z "$(compgen -G "$CFS/core/user_*/tfile0")" ]] || fail "tfile0 is still there after clearconfig" || return
+  [[ -z "$(rn_bs tfile0)" ]] || fail "tfile0 is still there after clearconfig" || return
+  [[ ! -d "$CFS/loopback/$RN_TLOOP_WWN" ]] || fail "the loopback target is still there after clearconfig" || return
   must "restoreconfig" targetcli restoreconfig "$RN_DIR/saved.json" || return
-  bs=$(compgen -G "$CFS/core/user_*/tfile0" | head -n 1)
-  [[ -n "$bs" ]] || fail "restoreconfig did not bring tfile0 back" || return
-  rn_expose "$bs" || return
+  [[ -n "$(rn_bs tfile0)" ]] || fail "restoreconfig did not bring tfile0 back" || return
+  rn_loop_disk "$CFS/loopback/$RN_TLOOP_WWN/tpgt_1" || fail "restoreconfig did not bring the LUN back" || return
   after=$(dd if="$RN_DEV" bs=1M count=8 iflag=direct status=none | md5sum)
-  rn_unexpose
+  rn_targetcli_unloop || return
   [[ "$after" == "$before" ]] || fail "the data did not survive saveconfig/clearconfig/restoreconfig"
 }
 
@@ -157,9 +158,7 @@ runner_targetcli_qcow_over_iscsi() {
   iscsid_start "$VM_RUN/runner-iscsid.log" || return
   iscsi_discover "$RN_IQN" && iscsi_login "$RN_IQN" || rc=1
   if ((rc == 0)); then
-    iscsi_fio "$ISCSI_DEV" 16M runner-qcow || rc=1
-    ((rc == 0)) && { must "mkfs.ext4" mkfs.ext4 -q -F -O metadata_csum "$ISCSI_DEV" || rc=1; }
-    ((rc == 0)) && { must "e2fsck" e2fsck -f -n "$ISCSI_DEV" || rc=1; }
+    rn_disk_checks "$ISCSI_DEV" tqcow || rc=1
     iscsi_logout "$RN_IQN" || rc=1
   fi
   iscsid_stop || rc=1

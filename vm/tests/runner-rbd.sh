@@ -5,6 +5,8 @@
 # - it refuses to start, with one line, while Debian's tcmu-runner runs,
 #   and while another process owns org.kernel.TCMUService1 (and then leaves
 #   no netlink wait behind: an enable right after does not hang);
+# - an image whose cluster does not answer is refused after its timeout,
+#   and a backstore enabled meanwhile does not wait for it;
 # - targetcli: CheckConfig refuses a missing image with our message;
 #   `user:rbd` on an image, exported through a targetcli loopback LUN,
 #   passes sg_inq, fio verify and ext4 with checksums, VPD 0x80 shows the
@@ -108,6 +110,28 @@ runner_rbd_start() {
   rn_run_runner
 }
 
+# An image whose cluster does not answer takes its whole timeout to be
+# refused; another backstore enabled meanwhile must not wait for that.
+runner_rbd_slow_open_holds_up_no_other() {
+  local slow_pid rc=0 t0 quick_s slow_s
+  sed 's/^mon host = .*/mon host = v2:127.0.0.1:6999/' "$CEPH_CONF" > "$RR_DIR/dead.conf" || fail "cannot write dead.conf" || return
+  grep -q '^mon host = v2:127.0.0.1:6999$' "$RR_DIR/dead.conf" || fail "no mon host line in $CEPH_CONF" || return
+  t0=$SECONDS
+  rn_backstore rslow "dev_config=rbd/rbd/$RR_TIMAGE;osd_op_timeout=12;conf=$RR_DIR/dead.conf,dev_size=$RR_SIZE" &
+  slow_pid=$!
+  sleep 1
+  rn_backstore rquick "dev_config=file/$RR_DIR/quick.img,dev_size=$((16 << 20))" || rc=$?
+  quick_s=$((SECONDS - t0))
+  wait "$slow_pid" && slow_s=0 || slow_s=$?
+  echo "quick enable: status $rc after ${quick_s}s; slow enable: status $slow_s after $((SECONDS - t0))s"
+  rn_bounded_rmdir "$RN_HBA/rquick" || return
+  rmdir "$RN_HBA/rslow" 2> /dev/null
+  ((rc == 0)) || fail "the quick enable failed with status $rc" || return
+  ((quick_s < 8)) || fail "the quick enable took ${quick_s}s: it waited for the slow one" || return
+  ((slow_s != 0 && slow_s != 124)) || fail "the slow enable ended with status $slow_s, want a refusal" || return
+  rn_log | grep -q "rslow: .*refused" || fail "the runner's log does not say why rslow was refused"
+}
+
 runner_rbd_targetcli_refuses_a_missing_image() {
   local out
   out=$(rn_targetcli /backstores/user:rbd create name=tnone size=64M "cfgstring=rbd/nosuch;conf=$CEPH_CONF")
@@ -199,6 +223,7 @@ step runner_rbd_prepare runner_rbd_prepare
 step runner_rbd_refused_beside_tcmu_runner runner_rbd_refused_beside_tcmu_runner
 step runner_rbd_refused_when_the_name_is_owned runner_rbd_refused_when_the_name_is_owned
 step runner_rbd_start runner_rbd_start
+step runner_rbd_slow_open_holds_up_no_other runner_rbd_slow_open_holds_up_no_other
 step runner_rbd_targetcli_refuses_a_missing_image runner_rbd_targetcli_refuses_a_missing_image
 step runner_rbd_targetcli_serves_an_image runner_rbd_targetcli_serves_an_image
 step runner_rbd_as_ceph_iscsi_makes_it runner_rbd_as_ceph_iscsi_makes_it

@@ -1,8 +1,10 @@
 //! The backstores the runner serves, and what it does with each device
-//! event: serve an added one, stop serving a removed one, apply a change,
-//! and answer the kernel whenever it waits for an answer.
+//! event: serve an added one (opened on a thread of its own, so a slow
+//! backing store holds up no other device), stop serving a removed one,
+//! apply a change, and answer the kernel whenever it waits for an answer.
 
 use std::collections::BTreeMap;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -14,6 +16,7 @@ use tcmu_target::{AdoptedLun, Adoption, AsyncDevice, Servable};
 use crate::backend::Opened;
 use crate::runner::backing::{self, Geometry};
 use crate::runner::config_string::{self, ConfigError};
+use crate::runner::opening::{OpenResult, OpeningEnded, Openings};
 
 /// The served backstores, by the minor number of their UIO device (which,
 /// unlike the device's name, stays when `dev_config` changes).
@@ -26,17 +29,32 @@ pub struct Devices {
     /// because during its `rmdir` its attributes cannot be read — the
     /// read would wait for the removal, which waits for our answer.
     awaits: BTreeMap<u32, bool>,
+    openings: Openings,
 }
 
 impl Devices {
     /// No device yet; backstores are looked for under `root` (the configfs
     /// target directory).
-    pub fn new(root: &Path, serve: ServeOptions) -> Devices {
-        Devices {
+    pub fn new(root: &Path, serve: ServeOptions) -> Result<Devices, String> {
+        Ok(Devices {
             root: root.to_path_buf(),
             serve,
             served: BTreeMap::new(),
             awaits: BTreeMap::new(),
+            openings: Openings::new().map_err(|e| format!("cannot make a doorbell: {e}"))?,
+        })
+    }
+
+    /// Readable when a device being opened is ready to be answered for
+    /// (then call [`answer_opened`](Self::answer_opened)).
+    pub fn doorbell(&self) -> BorrowedFd<'_> {
+        self.openings.doorbell()
+    }
+
+    /// Serve the devices whose opening ended, and answer their ADDED events.
+    pub fn answer_opened(&mut self, netlink: &TcmuNetlink) {
+        for opened in self.openings.ended() {
+            self.finish(opened, netlink);
         }
     }
 
@@ -69,8 +87,9 @@ impl Devices {
                     continue;
                 }
             }
-            if let Err((_, why)) = self.adopt(backstore.clone(), Adoption::Existing) {
-                log::error!("{}: {why}; not served", backstore.name());
+            match open_and_adopt(backstore.clone(), Adoption::Existing, self.serve) {
+                Ok(lun) => self.insert(lun),
+                Err((_, why)) => log::error!("{}: {why}; not served", backstore.name()),
             }
         }
         Ok(())
@@ -78,6 +97,13 @@ impl Devices {
 
     /// Handle one event; answer it if the kernel waits for the answer.
     pub fn handle(&mut self, event: &DeviceEvent, netlink: &TcmuNetlink) {
+        // Any later event of a device being opened sees it served or
+        // refused, with its ADDED answered first.
+        if self.openings.contains(event.minor) {
+            for opened in self.openings.wait_for(event.minor) {
+                self.finish(opened, netlink);
+            }
+        }
         let backstore = UserBackstore::from_uio_name(&self.root, &event.device);
         // The kernel fixed at enable whether it waits for this device's
         // answers. Read it when the device comes, never while it goes.
@@ -96,7 +122,7 @@ impl Devices {
             EventKind::Reconfig(_) => *self.awaits.entry(event.minor).or_insert_with(read),
         };
         let status = match (&event.kind, backstore) {
-            (EventKind::Added, Some(backstore)) => self.added(event, backstore),
+            (EventKind::Added, Some(backstore)) => self.added(event, backstore, awaited),
             (EventKind::Added, None) => {
                 log::warn!("{event}: not a TCMU device name; not served");
                 Some(-(Errno::EINVAL as i32))
@@ -131,9 +157,14 @@ impl Devices {
         }
     }
 
-    /// ADDED_DEVICE: serve it if the subtype is ours. `None` for a device
-    /// that is not ours to answer (a standalone tcmu-serve's).
-    fn added(&mut self, event: &DeviceEvent, backstore: UserBackstore) -> Option<i32> {
+    /// ADDED_DEVICE: start opening it if the subtype is ours; it is
+    /// answered when the opening ends. `None`: no answer now.
+    fn added(
+        &mut self,
+        event: &DeviceEvent,
+        backstore: UserBackstore,
+        awaited: bool,
+    ) -> Option<i32> {
         let dev_config = event
             .device
             .splitn(4, '/')
@@ -144,14 +175,38 @@ impl Devices {
             return None; // served by the tcmu-serve that created it
         }
         let name = backstore.name().to_string();
-        match self.adopt(backstore, Adoption::Added) {
-            Ok(()) => {
+        let serve = self.serve;
+        self.openings
+            .start(event.clone(), awaited, name, dev_config, move || {
+                open_and_adopt(backstore, Adoption::Added, serve)
+            });
+        None
+    }
+
+    /// An opening ended: serve the device or log why not, and answer its
+    /// ADDED event if the kernel waits.
+    fn finish(&mut self, opened: OpeningEnded, netlink: &TcmuNetlink) {
+        let OpeningEnded {
+            event,
+            awaited,
+            name,
+            dev_config,
+            result,
+        } = opened;
+        let status = match result {
+            Ok(lun) => {
                 log::info!("{name}: serving {dev_config}");
-                Some(0)
+                self.insert(lun);
+                0
             }
             Err((errno, why)) => {
                 log::error!("{name}: {why}; refused");
-                Some(-(errno as i32))
+                -(errno as i32)
+            }
+        };
+        if awaited {
+            if let Err(e) = netlink.reply(&event, status) {
+                log::error!("{event}: answering: {e}");
             }
         }
     }
@@ -167,35 +222,12 @@ impl Devices {
         }
     }
 
-    /// Open the backing store and serve the backstore.
-    fn adopt(&mut self, backstore: UserBackstore, how: Adoption) -> Result<(), (Errno, String)> {
-        let invalid = |e: String| (Errno::EINVAL, e);
-        let dev_config = backstore.dev_config().map_err(|e| invalid(e.to_string()))?;
-        let config = config_string::parse(&dev_config).map_err(|e| match e {
-            ConfigError::UnknownSubtype(_) => (Errno::ENOENT, e.to_string()),
-            ConfigError::Invalid(why) => (Errno::EINVAL, why),
-        })?;
-        let number = |attrib: &str| {
-            backstore
-                .attrib_number(attrib)
-                .map_err(|e| invalid(e.to_string()))
+    /// Serve `lun` (by its minor); one served already under that minor stops.
+    fn insert(&mut self, lun: AdoptedLun) {
+        // open_and_adopt serves nothing without a minor.
+        let Some(minor) = lun.minor() else {
+            return;
         };
-        let geometry = Geometry {
-            block_size: u32::try_from(number("hw_block_size")?)
-                .map_err(|_| invalid("hw_block_size out of range".into()))?,
-            dev_size: u64::try_from(number("dev_size")?)
-                .map_err(|_| invalid("dev_size out of range".into()))?,
-        };
-        if let Some(secs) = config.cmd_time_out {
-            backstore
-                .set_attrib("cmd_time_out", &secs.to_string())
-                .map_err(|e| invalid(e.to_string()))?;
-        }
-        let opened = backing::open(&config.backing, geometry).map_err(|e| (Errno::EIO, e))?;
-        let lun = adopt_opened(opened, backstore, how, self.serve).map_err(|e| (Errno::EIO, e))?;
-        let minor = lun
-            .minor()
-            .ok_or_else(|| (Errno::EIO, "its UIO device has no minor number".to_string()))?;
         if let Some(old) = self.served.insert(minor, lun) {
             log::warn!(
                 "{}: served twice; the older one stops",
@@ -203,7 +235,6 @@ impl Devices {
             );
             let _ = old.stop();
         }
-        Ok(())
     }
 
     /// Stop the backstores whose serving ended on its own (a corrupt
@@ -224,7 +255,11 @@ impl Devices {
     }
 
     /// Stop serving everything; the backstores stay, for the next runner.
-    pub fn stop_all(self) -> Result<(), String> {
+    /// Devices still being opened are answered first.
+    pub fn stop_all(mut self, netlink: &TcmuNetlink) -> Result<(), String> {
+        for opened in self.openings.wait_all() {
+            self.finish(opened, netlink);
+        }
         let mut first_error = None;
         for (_, lun) in self.served {
             let name = lun.backstore().name().to_string();
@@ -235,6 +270,39 @@ impl Devices {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Open the backing store `backstore` names and serve the backstore.
+fn open_and_adopt(backstore: UserBackstore, how: Adoption, serve: ServeOptions) -> OpenResult {
+    let invalid = |e: String| (Errno::EINVAL, e);
+    let dev_config = backstore.dev_config().map_err(|e| invalid(e.to_string()))?;
+    let config = config_string::parse(&dev_config).map_err(|e| match e {
+        ConfigError::UnknownSubtype(_) => (Errno::ENOENT, e.to_string()),
+        ConfigError::Invalid(why) => (Errno::EINVAL, why),
+    })?;
+    let number = |attrib: &str| {
+        backstore
+            .attrib_number(attrib)
+            .map_err(|e| invalid(e.to_string()))
+    };
+    let geometry = Geometry {
+        block_size: u32::try_from(number("hw_block_size")?)
+            .map_err(|_| invalid("hw_block_size out of range".into()))?,
+        dev_size: u64::try_from(number("dev_size")?)
+            .map_err(|_| invalid("dev_size out of range".into()))?,
+    };
+    if let Some(secs) = config.cmd_time_out {
+        backstore
+            .set_attrib("cmd_time_out", &secs.to_string())
+            .map_err(|e| invalid(e.to_string()))?;
+    }
+    let opened = backing::open(&config.backing, geometry).map_err(|e| (Errno::EIO, e))?;
+    let lun = adopt_opened(opened, backstore, how, serve).map_err(|e| (Errno::EIO, e))?;
+    if lun.minor().is_none() {
+        let _ = lun.stop();
+        return Err((Errno::EIO, "its UIO device has no minor number".into()));
+    }
+    Ok(lun)
 }
 
 /// Serve `opened` as `backstore`.

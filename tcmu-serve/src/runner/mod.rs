@@ -10,6 +10,7 @@ mod guard;
 mod listeners;
 mod lock;
 mod netlink_waits;
+mod opening;
 mod service;
 
 pub use args::RunnerArgs;

@@ -66,7 +66,7 @@ pub fn run(args: RunnerArgs) -> Result<(), String> {
     if let Some(workers) = args.workers {
         serve.workers = workers;
     }
-    let mut devices = Devices::new(root, serve);
+    let mut devices = Devices::new(root, serve)?;
     let started = netlink
         .set_features(true)
         .map_err(|e| e.to_string())
@@ -80,7 +80,7 @@ pub fn run(args: RunnerArgs) -> Result<(), String> {
         false => match start_dbus(args.dbus_address.clone()) {
             Ok(service) => Some(service),
             Err(e) => {
-                let _ = devices.stop_all();
+                let _ = devices.stop_all(&netlink);
                 let _ = netlink_waits::release();
                 return Err(e);
             }
@@ -91,7 +91,7 @@ pub fn run(args: RunnerArgs) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     let result = event_loop(&netlink, &mut devices, &mut signals);
     log::info!("stopping: the backstores stay in configfs for the next runner");
-    let stopped = devices.stop_all();
+    let stopped = devices.stop_all(&netlink);
     // No runner answers now: the kernel must not wait for one.
     let released = netlink_waits::release();
     result.and(stopped).and(released)
@@ -117,14 +117,18 @@ fn event_loop(
 ) -> Result<(), String> {
     loop {
         // Signals first: a stop wins over an event arriving at once.
-        let ready = wait_readable(signals.as_fd(), &[netlink.as_fd()], Some(REAP_INTERVAL))
-            .map_err(|e| format!("waiting for device events: {e}"))?;
+        let ready = wait_readable(
+            signals.as_fd(),
+            &[netlink.as_fd(), devices.doorbell()],
+            Some(REAP_INTERVAL),
+        )
+        .map_err(|e| format!("waiting for device events: {e}"))?;
         match ready {
             Some(0) => {
                 signals.take();
                 return Ok(());
             }
-            Some(_) => {
+            Some(1) => {
                 while let Some(event) = netlink
                     .recv_event(Some(Duration::ZERO))
                     .map_err(|e| e.to_string())?
@@ -133,8 +137,11 @@ fn event_loop(
                     devices.handle(&event, netlink);
                 }
             }
-            None => {}
+            _ => {}
         }
+        // Every turn, not only on the doorbell: a busy netlink socket
+        // must not keep finished openings from being answered.
+        devices.answer_opened(netlink);
         devices.reap_failed();
     }
 }

@@ -28,6 +28,9 @@ source "$GUEST_DIR/runner-lib.sh"
 RN_DIR=/tmp/runner-test
 RN_IQN=iqn.2026-12.org.tcmu-rs:runner
 RN_SERIAL=runner-serial-0001
+# restoreconfig puts the loopback LUN back into its ALUA group, and LIO
+# (target_core_alua.c) tells the initiator that the inquiry data changed.
+RN_KLOG_EXPECTED+="|Inquiry data has changed"
 
 runner_start() {
   rn_prepare "$RN_DIR" targetcli dbus-daemon sg_inq fio mkfs.ext4 e2fsck || return

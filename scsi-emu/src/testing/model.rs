@@ -1,0 +1,202 @@
+//! The conformance check's model of the medium: for each block, the
+//! contents it may hold, each with where it came from, so a disagreement
+//! can be told in words ("the data step 3 wrote at LBA 5").
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Contents a block may hold, and where they came from.
+#[derive(Debug, Clone)]
+pub(super) struct Candidate {
+    pub(super) bytes: Rc<[u8]>,
+    pub(super) label: String,
+}
+
+impl Candidate {
+    pub(super) fn new(bytes: &[u8], label: String) -> Candidate {
+        Candidate {
+            bytes: bytes.into(),
+            label,
+        }
+    }
+}
+
+/// What a block may hold. A block the model has no cell for may hold
+/// anything (its contents when the device was made are unknown).
+#[derive(Debug, Clone)]
+enum Cell {
+    /// One of these; once read, what was read (nothing else runs then).
+    Settles(Vec<Candidate>),
+    /// Deallocated on a device that does not promise zeros: any of these,
+    /// and it may go from one to another by itself.
+    Drifts(Vec<Candidate>),
+}
+
+impl Cell {
+    fn candidates(&self) -> &[Candidate] {
+        match self {
+            Cell::Settles(c) | Cell::Drifts(c) => c,
+        }
+    }
+}
+
+/// A read that disagrees with the model.
+#[derive(Debug)]
+pub(super) struct Mismatch {
+    pub(super) lba: u64,
+    pub(super) got: String,
+    pub(super) allowed: Vec<String>,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LBA {} read back {}, but the model allows only: {}",
+            self.lba,
+            self.got,
+            self.allowed.join("; or ")
+        )
+    }
+}
+
+/// The medium as the model sees it.
+pub(super) struct Model {
+    pub(super) block_size: usize,
+    /// The number of blocks now.
+    pub(super) blocks: u64,
+    cells: HashMap<u64, Cell>,
+    /// Every block of data ever sent, to name what a wrong read returned.
+    history: Vec<Candidate>,
+}
+
+impl Model {
+    pub(super) fn new(block_size: usize, blocks: u64) -> Model {
+        Model {
+            block_size,
+            blocks,
+            cells: HashMap::new(),
+            history: Vec::new(),
+        }
+    }
+
+    pub(super) fn zeros(&self, why: &str) -> Candidate {
+        Candidate::new(&vec![0; self.block_size], format!("zeros ({why})"))
+    }
+
+    /// Remember `candidate` as data sent to the device.
+    pub(super) fn sent(&mut self, candidate: &Candidate) {
+        self.history.push(candidate.clone());
+    }
+
+    /// The block at `lba` holds `candidate`.
+    pub(super) fn set(&mut self, lba: u64, candidate: Candidate) {
+        self.cells.insert(lba, Cell::Settles(vec![candidate]));
+    }
+
+    /// The block at `lba` holds one of `candidates` (writes that raced).
+    pub(super) fn set_any(&mut self, lba: u64, candidates: Vec<Candidate>) {
+        self.cells.insert(lba, Cell::Settles(candidates));
+    }
+
+    /// The block at `lba` was deallocated: zeros if `reads_zeroes`, else
+    /// zeros or what it held.
+    pub(super) fn unmap(&mut self, lba: u64, reads_zeroes: bool, why: &str) {
+        let zeros = self.zeros(why);
+        if reads_zeroes {
+            self.set(lba, zeros);
+            return;
+        }
+        match self.cells.get(&lba) {
+            // Unknown before: unknown still.
+            None => {}
+            Some(cell) => {
+                let mut candidates = cell.candidates().to_vec();
+                candidates.push(zeros);
+                self.cells.insert(lba, Cell::Drifts(candidates));
+            }
+        }
+    }
+
+    /// The device now has `blocks` blocks; blocks that come (back) read
+    /// as zeros.
+    pub(super) fn resize(&mut self, blocks: u64, why: &str) {
+        self.cells.retain(|&lba, _| lba < blocks);
+        for lba in self.blocks..blocks {
+            let zeros = self.zeros(why);
+            self.set(lba, zeros);
+        }
+        self.blocks = blocks;
+    }
+
+    /// Whether the block at `lba` may change by itself or hold one of
+    /// several values, so that reading it proves nothing about the next read.
+    pub(super) fn uncertain(&self, lba: u64) -> bool {
+        match self.cells.get(&lba) {
+            None => true,
+            Some(Cell::Drifts(_)) => true,
+            Some(Cell::Settles(c)) => c.len() > 1,
+        }
+    }
+
+    /// The one value the block must hold, if the model knows it.
+    pub(super) fn known(&self, lba: u64) -> Option<&Candidate> {
+        match self.cells.get(&lba) {
+            Some(Cell::Settles(c)) if c.len() == 1 => c.first(),
+            _ => None,
+        }
+    }
+
+    /// Blocks the model has a cell for, in order.
+    pub(super) fn tracked(&self) -> Vec<u64> {
+        let mut lbas: Vec<u64> = self.cells.keys().copied().collect();
+        lbas.sort_unstable();
+        lbas
+    }
+
+    /// Check the block `got` read at `lba`, which may also hold any of
+    /// `racing` (writes in flight with the read).
+    pub(super) fn check(&self, lba: u64, got: &[u8], racing: &[Candidate]) -> Result<(), Mismatch> {
+        let Some(cell) = self.cells.get(&lba) else {
+            return Ok(());
+        };
+        let allowed = cell.candidates().iter().chain(racing);
+        if allowed.clone().any(|c| *c.bytes == *got) {
+            return Ok(());
+        }
+        Err(Mismatch {
+            lba,
+            got: self.name(got),
+            allowed: allowed.map(|c| c.label.clone()).collect(),
+        })
+    }
+
+    /// After a read with nothing in flight: the block holds what was read.
+    pub(super) fn settle(&mut self, lba: u64, got: &[u8], step: usize) {
+        match self.cells.get(&lba) {
+            Some(Cell::Drifts(_)) => {}
+            Some(Cell::Settles(c)) => {
+                if let Some(found) = c.iter().find(|c| *c.bytes == *got) {
+                    let found = found.clone();
+                    self.set(lba, found);
+                }
+            }
+            None => {
+                let first = Candidate::new(got, format!("what step {step} first read there"));
+                self.set(lba, first);
+            }
+        }
+    }
+
+    /// Words for the contents of a block.
+    fn name(&self, got: &[u8]) -> String {
+        if got.iter().all(|&b| b == 0) {
+            return "zeros".into();
+        }
+        if let Some(c) = self.history.iter().rev().find(|c| *c.bytes == *got) {
+            return c.label.clone();
+        }
+        let head: Vec<String> = got.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("bytes {} ... (no data the check sent)", head.join(" "))
+    }
+}

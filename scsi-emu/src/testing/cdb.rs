@@ -70,6 +70,15 @@ pub(super) fn mode_sense_caching() -> Vec<u8> {
     cdb
 }
 
+/// MODE SELECT(10) of a `len`-byte parameter list in page format.
+pub(super) fn mode_select10(len: u16) -> Vec<u8> {
+    let mut cdb = vec![0u8; 10];
+    cdb[0] = 0x55;
+    cdb[1] = 0x10;
+    cdb[7..9].copy_from_slice(&len.to_be_bytes());
+    cdb
+}
+
 fn rw16(opcode: u8, flags: u8, lba: u64, blocks: u32) -> Vec<u8> {
     let mut cdb = vec![0u8; 16];
     cdb[0] = opcode;

@@ -103,7 +103,8 @@ impl std::error::Error for CheckFailure {}
 /// CAPACITY and the caching mode page must show the geometry, LBPME/LBPRZ
 /// and the write cache it declares. Blocks never written may hold
 /// anything; overlapping writes in flight together may leave any of their
-/// data in each block.
+/// data in each block, and a READ in flight with WRITEs of its blocks may
+/// see any mix of their data and the old.
 pub fn check_device<D, F>(make: F, options: CheckOptions)
 where
     D: BlockDevice + 'static,
@@ -159,6 +160,9 @@ fn run(start: &Start<'_>, options: &CheckOptions) -> Result<(), CheckFailure> {
         // A device's author runs this in their crate: no files left there.
         failure_persistence: None,
         max_shrink_iters: 2048,
+        // A failure that depends on timing may not come back while
+        // shrinking: do not try for ever.
+        max_shrink_time: 30_000,
         ..Config::default()
     });
     let result = runner.run(&steps(window, options.max_steps), |steps| {
@@ -325,6 +329,22 @@ impl Case<'_> {
                 miscompare,
             } => self.compare_and_write(n, *at, *blocks, *seed, *miscompare),
             Step::Resize { grow, by } => self.resize(n, *grow, u64::from(*by)),
+            Step::WriteCache(on) => {
+                if !self.caps.write_cache {
+                    return Ok(());
+                }
+                self.trace.push(format!(
+                    "{n}. MODE SELECT: write cache {}",
+                    if *on {
+                        "on"
+                    } else {
+                        "off (every write with FUA)"
+                    }
+                ));
+                self.lun
+                    .set_write_cache(*on)
+                    .map_err(|e| format!("step {n}: {e}"))
+            }
         }
     }
 
@@ -337,7 +357,7 @@ impl Case<'_> {
                 fua,
             } => {
                 let lba = at.resolve(self.model.blocks);
-                let (data, written) = self.pattern(n, lba, blocks, seed);
+                let (data, written) = self.pattern(n, None, lba, blocks, seed);
                 let request = Request::Write { lba, data, fua };
                 let note = format!("(data of step {n})");
                 let outcome = self.send(n, request, &note)?;
@@ -372,8 +392,10 @@ impl Case<'_> {
     }
 
     /// READs and WRITEs in the ring together: a READ may see a block's
-    /// data from before or from any WRITE in flight; afterwards each block
-    /// holds the data of one of the WRITEs that covered it.
+    /// data from before or from any WRITE in flight, or a mix of them byte
+    /// by byte (the emulator makes no command atomic against another, and
+    /// a page cache copies while another copy runs); afterwards each block
+    /// holds the data of the WRITEs that covered it, in the same way.
     fn together(&mut self, n: usize, ios: &[Io]) -> Result<(), String> {
         let mut requests = Vec::new();
         let mut racing: BTreeMap<u64, Vec<Candidate>> = BTreeMap::new();
@@ -388,8 +410,7 @@ impl Case<'_> {
                 } => {
                     let lba = at.resolve(self.model.blocks);
                     // Each write of the batch its own data.
-                    let (data, written) =
-                        self.pattern(n, lba, blocks, seed.wrapping_add(k as u8 * 16));
+                    let (data, written) = self.pattern(n, Some(k), lba, blocks, seed);
                     let expect = self.write_expect(lba, u64::from(blocks));
                     if expect == Expect::Good {
                         for (i, c) in written.into_iter().enumerate() {
@@ -493,7 +514,7 @@ impl Case<'_> {
                 format!("zeros (WRITE SAME of step {n})"),
             )
         } else {
-            let (_, mut one) = self.pattern(n, lba, 1, fill);
+            let (_, mut one) = self.pattern(n, None, lba, 1, fill);
             one.remove(0)
         };
         self.model.sent(&block);
@@ -550,7 +571,7 @@ impl Case<'_> {
             }
             None => "(compare: the blocks' data)".to_owned(),
         };
-        let (write, written) = self.pattern(n, lba, u32::from(blocks), seed);
+        let (write, written) = self.pattern(n, None, lba, u32::from(blocks), seed);
         let request = Request::CompareAndWrite {
             lba,
             compare,
@@ -724,14 +745,27 @@ impl Case<'_> {
         }
     }
 
-    /// Data for `blocks` blocks at `lba`, different for every step, block
-    /// and seed, with a label per block; remembered as sent.
-    fn pattern(&mut self, n: usize, lba: u64, blocks: u32, seed: u8) -> (Vec<u8>, Vec<Candidate>) {
+    /// Data for `blocks` blocks at `lba`, different for every step,
+    /// command of a step (`part`), block and seed, with a label per block;
+    /// remembered as sent.
+    fn pattern(
+        &mut self,
+        n: usize,
+        part: Option<usize>,
+        lba: u64,
+        blocks: u32,
+        seed: u8,
+    ) -> (Vec<u8>, Vec<Candidate>) {
         let bs = self.model.block_size;
         let mut data = Vec::with_capacity(blocks as usize * bs);
         let mut labels = Vec::new();
+        let who = match part {
+            None => format!("step {n}"),
+            Some(k) => format!("command {} of step {n}", k + 1),
+        };
+        let salt = part.map_or(0, |k| k as u64 + 1) << 32;
         for i in 0..u64::from(blocks) {
-            let mut x = (n as u64) << 40 ^ (lba + i) << 8 ^ u64::from(seed);
+            let mut x = (n as u64) << 40 ^ salt ^ (lba + i) << 8 ^ u64::from(seed);
             let start = data.len();
             while data.len() < start + bs {
                 x = splitmix(x);
@@ -740,7 +774,7 @@ impl Case<'_> {
             data.truncate(start + bs);
             let c = Candidate::new(
                 &data[start..],
-                format!("the data step {n} wrote at LBA {}", lba + i),
+                format!("the data {who} wrote at LBA {}", lba + i),
             );
             self.model.sent(&c);
             labels.push(c);

@@ -426,6 +426,50 @@ impl TestLun {
         self.typed(Request::SynchronizeCache).map(drop)
     }
 
+    /// Turn the write cache on or off the way an initiator does: MODE
+    /// SENSE of the caching page, then MODE SELECT of it with WCE changed.
+    /// With the cache off, every write reaches the device with FUA.
+    pub fn set_write_cache(&self, on: bool) -> Result<(), CommandFailure> {
+        let sense = self.typed(Request::Raw {
+            cdb: cdb::mode_sense_caching(),
+            data_out: Vec::new(),
+            data_in_len: 64,
+        })?;
+        let mut list = sense.data;
+        let name = format!("MODE SELECT(10) of the caching page, WCE {}", u8::from(on));
+        // Header (8 bytes, no block descriptors) and the caching page.
+        let page_len = list.get(9).map_or(0, |&l| usize::from(l) + 2);
+        if list.len() < 8 + page_len || page_len < 3 {
+            return Err(CommandFailure::Ring {
+                command: name,
+                reason: format!("MODE SENSE gave a short caching page: {list:02x?}"),
+            });
+        }
+        list.truncate(8 + page_len);
+        // MODE DATA LENGTH is reserved in MODE SELECT, and so is PS.
+        list[0] = 0;
+        list[1] = 0;
+        list[8] &= 0x7F;
+        if on {
+            list[10] |= 0x04;
+        } else {
+            list[10] &= !0x04;
+        }
+        let outcome = self.run(Request::Raw {
+            cdb: cdb::mode_select10(list.len() as u16),
+            data_out: list,
+            data_in_len: 0,
+        })?;
+        if outcome.is_good() {
+            Ok(())
+        } else {
+            Err(CommandFailure::Status {
+                command: name,
+                outcome,
+            })
+        }
+    }
+
     /// Stop serving: wait for the serving loop to end and report an error
     /// of it or a broken ring.
     pub fn shutdown(self) -> Result<(), CommandFailure> {

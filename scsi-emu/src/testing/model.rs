@@ -25,7 +25,9 @@ impl Candidate {
 /// anything (its contents when the device was made are unknown).
 #[derive(Debug, Clone)]
 enum Cell {
-    /// One of these; once read, what was read (nothing else runs then).
+    /// One of these, or (with several, left by writes that raced) a mix
+    /// of them byte by byte; once read, what was read (nothing else runs
+    /// then).
     Settles(Vec<Candidate>),
     /// Deallocated on a device that does not promise zeros: any of these,
     /// and it may go from one to another by itself.
@@ -155,13 +157,17 @@ impl Model {
     }
 
     /// Check the block `got` read at `lba`, which may also hold any of
-    /// `racing` (writes in flight with the read).
+    /// `racing` (writes in flight with the read), or a mix of them.
     pub(super) fn check(&self, lba: u64, got: &[u8], racing: &[Candidate]) -> Result<(), Mismatch> {
         let Some(cell) = self.cells.get(&lba) else {
             return Ok(());
         };
         let allowed = cell.candidates().iter().chain(racing);
         if allowed.clone().any(|c| *c.bytes == *got) {
+            return Ok(());
+        }
+        let mixes = !racing.is_empty() || matches!(cell, Cell::Settles(c) if c.len() > 1);
+        if mixes && mix_of(got, allowed.clone()) {
             return Ok(());
         }
         Err(Mismatch {
@@ -176,10 +182,14 @@ impl Model {
         match self.cells.get(&lba) {
             Some(Cell::Drifts(_)) => {}
             Some(Cell::Settles(c)) => {
-                if let Some(found) = c.iter().find(|c| *c.bytes == *got) {
-                    let found = found.clone();
-                    self.set(lba, found);
-                }
+                let found = match c.iter().find(|c| *c.bytes == *got) {
+                    Some(found) => found.clone(),
+                    None => Candidate::new(
+                        got,
+                        format!("the mix of racing writes step {step} read there"),
+                    ),
+                };
+                self.set(lba, found);
             }
             None => {
                 let first = Candidate::new(got, format!("what step {step} first read there"));
@@ -199,4 +209,12 @@ impl Model {
         let head: Vec<String> = got.iter().take(8).map(|b| format!("{b:02x}")).collect();
         format!("bytes {} ... (no data the check sent)", head.join(" "))
     }
+}
+
+/// Whether every byte of `got` is the byte at the same place of one of
+/// `candidates`.
+fn mix_of<'a>(got: &[u8], candidates: impl Iterator<Item = &'a Candidate> + Clone) -> bool {
+    got.iter()
+        .enumerate()
+        .all(|(i, b)| candidates.clone().any(|c| c.bytes.get(i) == Some(b)))
 }

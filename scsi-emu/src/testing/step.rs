@@ -63,6 +63,9 @@ pub(super) enum Step {
         grow: bool,
         by: u8,
     },
+    /// Turn the write cache on or off (MODE SELECT of the caching page):
+    /// off, every write reaches the device with FUA.
+    WriteCache(bool),
 }
 
 fn lba(window: u64) -> impl Strategy<Value = Lba> {
@@ -72,9 +75,15 @@ fn lba(window: u64) -> impl Strategy<Value = Lba> {
     ]
 }
 
+/// Mostly a few blocks; now and then enough for a buffer of several
+/// pages (ring segments), which takes the device's vectored paths.
+fn length() -> impl Strategy<Value = u32> {
+    prop_oneof![6 => 1..5u32, 1 => 5..24u32]
+}
+
 fn io(at: BoxedStrategy<Lba>) -> impl Strategy<Value = Io> {
     prop_oneof![
-        (at.clone(), 1..5u32, any::<u8>(), any::<bool>()).prop_map(|(at, blocks, seed, fua)| {
+        (at.clone(), length(), any::<u8>(), any::<bool>()).prop_map(|(at, blocks, seed, fua)| {
             Io::Write {
                 at,
                 blocks,
@@ -82,7 +91,7 @@ fn io(at: BoxedStrategy<Lba>) -> impl Strategy<Value = Io> {
                 fua,
             }
         }),
-        (at, 1..5u32).prop_map(|(at, blocks)| Io::Read { at, blocks }),
+        (at, length()).prop_map(|(at, blocks)| Io::Read { at, blocks }),
     ]
 }
 
@@ -107,7 +116,8 @@ pub(super) fn steps(window: u64, max_steps: usize) -> impl Strategy<Value = Vec<
                 seed,
                 miscompare,
             }),
-        1 => (any::<bool>(), 1..8u8).prop_map(|(grow, by)| Step::Resize { grow, by }),
+        2 => (any::<bool>(), 1..8u8).prop_map(|(grow, by)| Step::Resize { grow, by }),
+        1 => any::<bool>().prop_map(Step::WriteCache),
     ];
     proptest::collection::vec(step, 1..max_steps.max(2))
 }

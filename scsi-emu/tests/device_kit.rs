@@ -385,3 +385,37 @@ impl AsyncBlockDevice for AsyncRam {
 fn an_async_device_passes_the_check() {
     check_async_device(|| AsyncRam(Ram::new(48)), CheckOptions::default());
 }
+
+/// Panics on every read.
+struct Panics;
+
+impl BlockDevice for Panics {
+    fn block_size(&self) -> u32 {
+        BS as u32
+    }
+    fn num_blocks(&self) -> u64 {
+        8
+    }
+    fn read(&self, _lba: u64, _buf: &mut [u8]) -> Result<(), BlockError> {
+        panic!("a bug in the device");
+    }
+    fn write(&self, _lba: u64, _buf: &[u8]) -> Result<(), BlockError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panicking_device_is_an_error_not_a_hang() {
+    let options = TestLunOptions::default().timeout(Duration::from_secs(2));
+    let lun = TestLun::with_options(Panics, options).unwrap();
+    let failure = lun.read(0, 1).unwrap_err();
+    assert!(failure.command().starts_with("READ(16) LBA 0"), "{failure}");
+    // The command dropped by the unwinding worker is failed, not lost.
+    assert_eq!(
+        failure.sense().map(|s| s.key),
+        Some(SenseKey::HardwareError),
+        "{failure}"
+    );
+    // The unit still serves commands that do not read.
+    lun.write(0, &[1; BS]).unwrap();
+}

@@ -218,3 +218,84 @@ fn mix_of<'a>(got: &[u8], candidates: impl Iterator<Item = &'a Candidate> + Clon
         .enumerate()
         .all(|(i, b)| candidates.clone().any(|c| c.bytes.get(i) == Some(b)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(byte: u8) -> Vec<u8> {
+        vec![byte; 4]
+    }
+
+    fn written(model: &mut Model, lba: u64, byte: u8) -> Candidate {
+        let c = Candidate::new(&block(byte), format!("{byte:#x} at {lba}"));
+        model.sent(&c);
+        model.set(lba, c.clone());
+        c
+    }
+
+    #[test]
+    fn unknown_blocks_take_anything_then_what_was_read() {
+        let mut model = Model::new(4, 8);
+        assert!(model.check(3, &block(9), &[]).is_ok());
+        model.settle(3, &block(9), 1);
+        let wrong = model.check(3, &block(8), &[]).unwrap_err();
+        assert_eq!(wrong.lba, 3);
+        assert_eq!(wrong.allowed, ["what step 1 first read there"]);
+    }
+
+    #[test]
+    fn unmapped_blocks_read_zeros_or_also_their_old_data() {
+        let mut model = Model::new(4, 8);
+        written(&mut model, 1, 7);
+        written(&mut model, 2, 8);
+        model.unmap(1, true, "LBPRZ");
+        model.unmap(2, false, "no LBPRZ");
+        let stale = model.check(1, &block(7), &[]).unwrap_err();
+        assert_eq!(stale.got, "0x7 at 1");
+        assert_eq!(stale.allowed, ["zeros (LBPRZ)"]);
+        assert!(model.check(2, &block(8), &[]).is_ok());
+        assert!(model.check(2, &block(0), &[]).is_ok());
+        assert!(model.check(2, &block(7), &[]).is_err());
+        // Reading does not pin a block that may still drift.
+        model.settle(2, &block(8), 3);
+        assert!(model.check(2, &block(0), &[]).is_ok());
+    }
+
+    #[test]
+    fn racing_writes_may_mix_byte_by_byte_but_bring_nothing_else() {
+        let mut model = Model::new(4, 8);
+        let old = written(&mut model, 0, 1);
+        let new = Candidate::new(&block(2), "new".into());
+        assert!(
+            model
+                .check(0, &[1, 2, 2, 1], std::slice::from_ref(&new))
+                .is_ok()
+        );
+        let wrong = model
+            .check(0, &[1, 3, 2, 1], std::slice::from_ref(&new))
+            .unwrap_err();
+        assert_eq!(wrong.got, "bytes 01 03 02 01 ... (no data the check sent)");
+        // Without a racing write, the old data only.
+        assert!(model.check(0, &[1, 2, 2, 1], &[]).is_err());
+        model.set_any(0, vec![old, new]);
+        assert!(model.check(0, &[2, 1, 1, 2], &[]).is_ok());
+        model.settle(0, &[2, 1, 1, 2], 4);
+        assert!(
+            model.check(0, &block(2), &[]).is_err(),
+            "settled by the read"
+        );
+    }
+
+    #[test]
+    fn resizing_drops_cut_blocks_and_brings_zeros() {
+        let mut model = Model::new(4, 8);
+        written(&mut model, 7, 5);
+        model.resize(6, "shrunk");
+        model.resize(8, "grown");
+        assert_eq!(model.tracked(), [6, 7]);
+        let old = model.check(7, &block(5), &[]).unwrap_err();
+        assert_eq!(old.allowed, ["zeros (grown)"]);
+        assert_eq!(old.got, "0x5 at 7");
+    }
+}

@@ -280,6 +280,23 @@ fn the_check_names_the_lost_fua_write() {
 }
 
 #[test]
+fn a_seed_repeats_a_run() {
+    let broken = || Ram {
+        loses_fua_writes: true,
+        ..Ram::new(48)
+    };
+    let options = CheckOptions::default().seed(0x5eed);
+    let first = try_check_device(broken, options).unwrap_err();
+    assert!(
+        first
+            .message()
+            .starts_with("device check failed (seed 0x5eed: "),
+        "{first}"
+    );
+    assert_eq!(try_check_device(broken, options).unwrap_err(), first);
+}
+
+#[test]
 fn the_check_names_stale_data_after_unmap_on_a_device_claiming_lbprz() {
     let broken = || Ram {
         stale_after_unmap: true,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use scsi_sense_codes::{AdditionalSense, SenseKey};
 
 use super::lun::TestLun;
@@ -32,6 +32,9 @@ pub struct CheckOptions {
     pub resize: bool,
     /// How each device is served.
     pub lun: TestLunOptions,
+    /// The seed of the random sequences; `None` takes a new one each run
+    /// (a failure names it, so the run can be repeated).
+    pub seed: Option<u64>,
 }
 
 impl Default for CheckOptions {
@@ -44,19 +47,28 @@ impl Default for CheckOptions {
             window: 32,
             resize: true,
             lun: TestLunOptions::default().timeout(std::time::Duration::from_secs(5)),
+            seed: None,
         }
     }
 }
 
 impl CheckOptions {
-    /// The defaults with `cases` sequences.
+    /// These options with `cases` sequences.
     #[must_use]
     pub fn cases(mut self, cases: u32) -> Self {
         self.cases = cases;
         self
     }
 
-    /// The defaults with or without resizes.
+    /// These options with the random sequences of `seed` (as a failure
+    /// reports it).
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// These options with or without resizes.
     #[must_use]
     pub fn resize(mut self, resize: bool) -> Self {
         self.resize = resize;
@@ -105,6 +117,30 @@ impl std::error::Error for CheckFailure {}
 /// anything; overlapping writes in flight together may leave any of their
 /// data in each block, and a READ in flight with WRITEs of its blocks may
 /// see any mix of their data and the old.
+///
+/// ```
+/// use scsi_emu::testing::{CheckOptions, check_device};
+/// # use scsi_emu::{BlockDevice, BlockError};
+/// # use std::sync::Mutex;
+/// # struct Ram(Mutex<Vec<u8>>);
+/// # impl BlockDevice for Ram {
+/// #     fn block_size(&self) -> u32 { 512 }
+/// #     fn num_blocks(&self) -> u64 { 64 }
+/// #     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+/// #         let at = lba as usize * 512;
+/// #         buf.copy_from_slice(&self.0.lock().unwrap()[at..at + buf.len()]);
+/// #         Ok(())
+/// #     }
+/// #     fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+/// #         let at = lba as usize * 512;
+/// #         self.0.lock().unwrap()[at..at + buf.len()].copy_from_slice(buf);
+/// #         Ok(())
+/// #     }
+/// # }
+///
+/// // A fresh device for each sequence.
+/// check_device(|| Ram(Mutex::new(vec![0; 64 * 512])), CheckOptions::default());
+/// ```
 pub fn check_device<D, F>(make: F, options: CheckOptions)
 where
     D: BlockDevice + 'static,
@@ -155,23 +191,35 @@ fn run(start: &Start<'_>, options: &CheckOptions) -> Result<(), CheckFailure> {
     let lun = start().map_err(|e| fail(format!("could not serve the device: {e}")))?;
     let window = options.window.min(lun.num_blocks()).max(1);
     drop(lun);
-    let mut runner = TestRunner::new(Config {
-        cases: options.cases,
-        // A device's author runs this in their crate: no files left there.
-        failure_persistence: None,
-        max_shrink_iters: 2048,
-        // A failure that depends on timing may not come back while
-        // shrinking: do not try for ever.
-        max_shrink_time: 30_000,
-        ..Config::default()
-    });
+    let seed = options.seed.unwrap_or_else(fresh_seed);
+    let mut bytes = [0u8; 32];
+    let mut x = seed;
+    for chunk in bytes.chunks_mut(8) {
+        x = splitmix(x);
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: options.cases,
+            // A device's author runs this in their crate: no files left there.
+            failure_persistence: None,
+            max_shrink_iters: 2048,
+            // A failure that depends on timing may not come back while
+            // shrinking: do not try for ever.
+            max_shrink_time: 30_000,
+            ..Config::default()
+        },
+        rng,
+    );
     let result = runner.run(&steps(window, options.max_steps), |steps| {
         Case::run(start, &steps, options).map_err(TestCaseError::fail)
     });
     match result {
         Ok(()) => Ok(()),
         Err(TestError::Fail(reason, _)) => Err(fail(format!(
-            "device check failed; the shortest failing sequence found:\n{reason}"
+            "device check failed (seed {seed:#x}: CheckOptions::seed repeats the run); \
+             the shortest failing sequence found:\n{reason}"
         ))),
         Err(TestError::Abort(reason)) => Err(fail(format!("device check gave up: {reason}"))),
     }
@@ -781,6 +829,15 @@ impl Case<'_> {
         }
         (data, labels)
     }
+}
+
+/// A seed that differs from run to run.
+fn fresh_seed() -> u64 {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one(now)
 }
 
 fn splitmix(x: u64) -> u64 {

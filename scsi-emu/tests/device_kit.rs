@@ -9,7 +9,10 @@ use scsi_emu::testing::{
     CheckOptions, CommandFailure, Request, SenseKey, TestLun, TestLunOptions, check_async_device,
     check_device, try_check_device,
 };
-use scsi_emu::{AsyncBlockDevice, BlockDevice, BlockError, DeviceCapabilities, Extent, WriteFlags};
+use scsi_emu::{
+    AsyncBlockDevice, BlockDevice, BlockError, DeviceCapabilities, Extent, ExtentStatus,
+    Provisioning, WriteFlags,
+};
 
 const BS: usize = 512;
 
@@ -24,6 +27,8 @@ struct Ram {
     stale_after_unmap: bool,
     /// Fill every buffer of a vectored read from the first LBA.
     vectored_reads_repeat: bool,
+    /// Declare GET LBA STATUS and call every block deallocated.
+    lba_status_lies: bool,
 }
 
 impl Ram {
@@ -85,6 +90,13 @@ impl BlockDevice for Ram {
         DeviceCapabilities::new()
             .unmap(true)
             .unmap_reads_zeroes(true)
+            .lba_status(self.lba_status_lies)
+    }
+    fn lba_status(&self, lba: u64) -> Result<ExtentStatus, BlockError> {
+        Ok(ExtentStatus {
+            extent: Extent::new(lba, 1),
+            provisioning: Provisioning::Deallocated,
+        })
     }
     fn unmap(&self, extent: Extent) -> Result<(), BlockError> {
         if !self.stale_after_unmap {
@@ -275,6 +287,20 @@ fn the_check_names_the_lost_fua_write() {
     assert!(message.contains(": LBA "), "{message}");
     assert!(
         message.contains("but the model allows only: the data "),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_check_names_a_written_block_reported_deallocated() {
+    let broken = || Ram {
+        lba_status_lies: true,
+        ..Ram::new(48)
+    };
+    let failure = try_check_device(broken, CheckOptions::default()).unwrap_err();
+    let message = failure.message();
+    assert!(
+        message.contains(": deallocated, but it holds written data"),
         "{message}"
     );
 }

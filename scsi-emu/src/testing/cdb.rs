@@ -70,6 +70,16 @@ pub(super) fn mode_sense_caching() -> Vec<u8> {
     cdb
 }
 
+/// GET LBA STATUS from `lba`, room for one descriptor.
+pub(super) fn get_lba_status(lba: u64) -> Vec<u8> {
+    let mut cdb = vec![0u8; 16];
+    cdb[0] = 0x9E;
+    cdb[1] = 0x12;
+    cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+    cdb[13] = 24;
+    cdb
+}
+
 /// MODE SELECT(10) of a `len`-byte parameter list in page format.
 pub(super) fn mode_select10(len: u16) -> Vec<u8> {
     let mut cdb = vec![0u8; 10];

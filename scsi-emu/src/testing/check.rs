@@ -111,7 +111,9 @@ impl std::error::Error for CheckFailure {}
 /// and a final read of every block touched are compared with the model.
 /// What the device declares is held against it: unmapped blocks must read
 /// as zeros when it declares `unmap_reads_zeroes` (else zeros or their
-/// old data), a read-only device must refuse every write, and READ
+/// old data), a read-only device must refuse every write, a device that
+/// reports provisioning must call every block holding written data
+/// mapped, and READ
 /// CAPACITY and the caching mode page must show the geometry, LBPME/LBPRZ
 /// and the write cache it declares. Blocks never written may hold
 /// anything; overlapping writes in flight together may leave any of their
@@ -725,6 +727,43 @@ impl Case<'_> {
             self.check_data(n, lba, blocks, &outcome.data, &BTreeMap::new())
                 .map_err(|e| format!("final read, {e}"))?;
         }
+        if self.caps.lba_status {
+            self.mapped(n)?;
+        }
+        Ok(())
+    }
+
+    /// A device that reports provisioning (GET LBA STATUS) reports every
+    /// block holding written data as mapped.
+    fn mapped(&mut self, n: usize) -> Result<(), String> {
+        let written: Vec<u64> = self
+            .model
+            .tracked()
+            .into_iter()
+            .filter(|&lba| self.model.stored(lba))
+            .collect();
+        if written.is_empty() {
+            return Ok(());
+        }
+        self.trace.push(format!(
+            "{n}. GET LBA STATUS of every block holding written data"
+        ));
+        for lba in written {
+            match self.lun.is_mapped(lba) {
+                Ok(Some(true)) => {}
+                Ok(other) => {
+                    let said = match other {
+                        Some(false) => "deallocated",
+                        _ => "neither mapped nor deallocated",
+                    };
+                    return Err(format!(
+                        "step {n}, GET LBA STATUS LBA {lba}: {said}, but it holds written data \
+                         (the device declares lba_status)"
+                    ));
+                }
+                Err(e) => return Err(format!("step {n}: {e}")),
+            }
+        }
         Ok(())
     }
 
@@ -820,7 +859,7 @@ impl Case<'_> {
                 data.extend_from_slice(&x.to_le_bytes());
             }
             data.truncate(start + bs);
-            let c = Candidate::new(
+            let c = Candidate::stored(
                 &data[start..],
                 format!("the data {who} wrote at LBA {}", lba + i),
             );

@@ -470,6 +470,36 @@ impl TestLun {
         }
     }
 
+    /// GET LBA STATUS of the block at `lba`: `Some(true)` mapped,
+    /// `Some(false)` deallocated, `None` any other provisioning status.
+    pub fn is_mapped(&self, lba: u64) -> Result<Option<bool>, CommandFailure> {
+        let outcome = self.typed(Request::Raw {
+            cdb: cdb::get_lba_status(lba),
+            data_out: Vec::new(),
+            data_in_len: 24,
+        })?;
+        let d = &outcome.data;
+        let starts = d
+            .get(8..16)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+        let blocks = d
+            .get(16..20)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
+        match (starts, blocks, d.get(20)) {
+            (Some(start), Some(blocks), Some(status)) if start == lba && blocks > 0 => {
+                Ok(match status & 0x0F {
+                    0 => Some(true),
+                    1 => Some(false),
+                    _ => None,
+                })
+            }
+            _ => Err(CommandFailure::Status {
+                command: format!("GET LBA STATUS LBA {lba}"),
+                outcome,
+            }),
+        }
+    }
+
     /// Stop serving: wait for the serving loop to end and report an error
     /// of it or a broken ring.
     pub fn shutdown(self) -> Result<(), CommandFailure> {

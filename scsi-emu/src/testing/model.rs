@@ -10,6 +10,8 @@ use std::rc::Rc;
 pub(super) struct Candidate {
     pub(super) bytes: Rc<[u8]>,
     pub(super) label: String,
+    /// Data a write stored (not zeros): its block must be mapped.
+    pub(super) stored: bool,
 }
 
 impl Candidate {
@@ -17,6 +19,15 @@ impl Candidate {
         Candidate {
             bytes: bytes.into(),
             label,
+            stored: false,
+        }
+    }
+
+    /// Data a write stored, not zeros.
+    pub(super) fn stored(bytes: &[u8], label: String) -> Candidate {
+        Candidate {
+            stored: bytes.iter().any(|&b| b != 0),
+            ..Candidate::new(bytes, label)
         }
     }
 }
@@ -146,6 +157,15 @@ impl Model {
         match self.cells.get(&lba) {
             Some(Cell::Settles(c)) if c.len() == 1 => c.first(),
             _ => None,
+        }
+    }
+
+    /// Whether every value the block at `lba` may hold is data a write
+    /// stored there, so that the block must be mapped.
+    pub(super) fn stored(&self, lba: u64) -> bool {
+        match self.cells.get(&lba) {
+            Some(Cell::Settles(c)) => c.iter().all(|c| c.stored),
+            _ => false,
         }
     }
 

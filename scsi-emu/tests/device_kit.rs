@@ -462,3 +462,43 @@ fn a_panicking_device_is_an_error_not_a_hang() {
     // The unit still serves commands that do not read.
     lun.write(0, &[1; BS]).unwrap();
 }
+
+/// Every UNMAP fails.
+struct FailingUnmap(Ram);
+
+impl BlockDevice for FailingUnmap {
+    fn block_size(&self) -> u32 {
+        BS as u32
+    }
+    fn num_blocks(&self) -> u64 {
+        self.0.num_blocks()
+    }
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.0.read(lba, buf)
+    }
+    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.0.write(lba, buf)
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.0.capabilities()
+    }
+    fn unmap(&self, _extent: Extent) -> Result<(), BlockError> {
+        Err(BlockError::Medium)
+    }
+}
+
+#[test]
+fn the_check_names_a_command_that_fails() {
+    let failure =
+        try_check_device(|| FailingUnmap(Ram::new(48)), CheckOptions::default()).unwrap_err();
+    let message = failure.message();
+    // Shrunk to the one UNMAP (or WRITE SAME with UNMAP) that fails.
+    assert!(message.contains("  1. "), "{message}");
+    assert!(!message.contains("  2. "), "{message}");
+    assert!(message.contains("step 1, "), "{message}");
+    assert!(message.contains("UNMAP LBA "), "{message}");
+    assert!(
+        message.contains(": expected GOOD, got CHECK CONDITION (MEDIUM ERROR"),
+        "{message}"
+    );
+}

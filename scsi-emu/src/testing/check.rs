@@ -783,9 +783,11 @@ impl Case<'_> {
         if expect.met_by(outcome) {
             return Ok(());
         }
-        let name = self.trace.last().map_or("", |l| l.as_str());
+        // The command as the trace shows it, without its step number.
+        let line = self.trace.last().map_or("", |l| l.as_str());
+        let name = line.split_once(". ").map_or(line, |(_, name)| name);
         Err(format!(
-            "step {name}: expected {expect}, got {outcome} (step {n})"
+            "step {n}, {name}: expected {expect}, got {outcome}"
         ))
     }
 

@@ -502,3 +502,53 @@ fn the_check_names_a_command_that_fails() {
         "{message}"
     );
 }
+
+/// Counts the most calls in the device at once; each call takes a while.
+struct Counting {
+    inner: Ram,
+    now: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Counting {
+    fn call<T>(&self, f: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        std::thread::sleep(Duration::from_micros(300));
+        let out = f();
+        self.now.fetch_sub(1, SeqCst);
+        out
+    }
+}
+
+impl BlockDevice for Counting {
+    fn block_size(&self) -> u32 {
+        BS as u32
+    }
+    fn num_blocks(&self) -> u64 {
+        self.inner.num_blocks()
+    }
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.call(|| self.inner.read(lba, buf))
+    }
+    fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.call(|| self.inner.write(lba, buf))
+    }
+}
+
+#[test]
+fn the_check_has_commands_in_the_device_at_once() {
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    check_device(
+        || Counting {
+            inner: Ram::new(48),
+            now: now.clone(),
+            most: most.clone(),
+        },
+        CheckOptions::default().cases(8),
+    );
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most >= 2, "at most {most} calls at once");
+}

@@ -1096,3 +1096,31 @@ fn requests_of_many_commands_wait_on_the_connection_together() {
     }
     assert_eq!(disk.in_flight(), 0);
 }
+
+/// The NBD client served through the asynchronous emulator and held
+/// against `scsi_emu::testing`'s model: one server, a new connection per
+/// sequence (the model takes blocks a sequence has not written as unknown,
+/// so what earlier sequences left there does not matter).
+#[test]
+fn nbdkit_memory_passes_the_device_check() {
+    let server = nbdkit(&["memory", "1M"]);
+    scsi_emu::testing::check_async_device(
+        || {
+            NbdDevice::connect(server.address(), "", options(512))
+                .unwrap_or_else(|e| panic!("connect: {e}; server says: {}", server.stderr()))
+        },
+        scsi_emu::testing::CheckOptions::default(),
+    );
+}
+
+#[test]
+fn qemu_nbd_passes_the_device_check() {
+    let server = qemu_nbd(1 << 20, &[]);
+    scsi_emu::testing::check_async_device(
+        || {
+            NbdDevice::connect(server.address(), "", options(4096))
+                .unwrap_or_else(|e| panic!("connect: {e}; server says: {}", server.stderr()))
+        },
+        scsi_emu::testing::CheckOptions::default(),
+    );
+}

@@ -986,3 +986,28 @@ fn requests_of_many_commands_wait_for_librbd_together() {
         },
     );
 }
+
+/// The RBD device served through the asynchronous emulator and held
+/// against `scsi_emu::testing`'s model, on an image of its own: a new
+/// client per sequence (blocks a sequence has not written are unknown to
+/// the model, so what earlier ones left does not matter).
+#[test]
+fn passes_the_device_check() {
+    with_cluster("passes_the_device_check", false, |cluster| {
+        let image = TestImage::create(cluster, "check", "4M");
+        scsi_emu::testing::check_async_device(
+            || {
+                RbdDevice::connect_with(
+                    cluster.spec(&image.name),
+                    RbdOptions {
+                        block_size: 512,
+                        timeout: TIMEOUT,
+                        ..RbdOptions::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("connect to rbd/{}: {e}", image.name))
+            },
+            scsi_emu::testing::CheckOptions::default(),
+        );
+    });
+}

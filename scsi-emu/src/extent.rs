@@ -40,7 +40,9 @@ pub enum Provisioning {
 /// provisioning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ExtentStatus {
+    /// The blocks that share the status, from the LBA asked about.
     pub extent: Extent,
+    /// Whether they are mapped or deallocated.
     pub provisioning: Provisioning,
 }
 

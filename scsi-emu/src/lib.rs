@@ -68,6 +68,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod async_block_device;
 mod async_emulator;
@@ -121,6 +122,9 @@ mod synchronize_cache;
 // the emulator (trait impls only, so the module stays private).
 #[cfg(feature = "tcmu")]
 mod tcmu;
+// The harness and conformance check for device authors.
+#[cfg(feature = "test-utils")]
+pub mod testing;
 #[cfg(test)]
 mod testutil;
 mod unmap;

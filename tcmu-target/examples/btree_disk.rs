@@ -76,3 +76,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     target.wait_for_signal()?;
     Ok(target.shutdown()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scsi_emu::testing::{CheckOptions, check_device};
+
+    /// Without root: through the emulator and the serving loop over a
+    /// simulated kernel, against a model of the medium.
+    #[test]
+    fn passes_the_device_check() {
+        check_device(
+            || BTreeDisk {
+                blocks: RwLock::new(BTreeMap::new()),
+                num_blocks: 256,
+            },
+            CheckOptions::default(),
+        );
+    }
+}

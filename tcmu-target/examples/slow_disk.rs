@@ -123,3 +123,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     target.wait_for_signal()?;
     Ok(target.shutdown()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scsi_emu::testing::{CheckOptions, check_async_device};
+
+    /// Without root: through the asynchronous emulator and the serving
+    /// loop over a simulated kernel, against a model of the medium.
+    #[test]
+    fn passes_the_device_check() {
+        let timer = Timer::start();
+        check_async_device(
+            || SlowDisk {
+                blocks: MemoryDevice::new(512, 256).unwrap(),
+                round_trip: Duration::from_millis(1),
+                timer: timer.clone(),
+            },
+            CheckOptions::default(),
+        );
+    }
+}

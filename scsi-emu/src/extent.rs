@@ -40,7 +40,9 @@ pub enum Provisioning {
 /// provisioning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ExtentStatus {
+    /// The blocks that share one provisioning status.
     pub extent: Extent,
+    /// Their status.
     pub provisioning: Provisioning,
 }
 

@@ -67,6 +67,7 @@
 //! assert_eq!(&data[16..32], b"tiny disk       ");
 //! ```
 
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod async_block_device;

@@ -14,6 +14,7 @@
 //! denies `unsafe_code` everywhere else), whose rules [`SharedMap`] and
 //! [`DataSegments`] document.
 
+#![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod bitmap;

@@ -37,7 +37,7 @@ pub mod uio;
 mod work_queue;
 
 pub use handler::{AsyncCommandHandler, CommandHandler};
-pub use mem::{AccessError, ClaimError, DataSegments, Lent, OutOfBounds, Region, SharedMap};
+pub use mem::{AccessError, DataSegments, Lent, OutOfBounds, Region, SharedMap};
 pub use pending::PendingCommand;
 pub use ring::{Command, Reply, Ring, RingEntry, RingError, TaskManagement};
 pub use server::serve;

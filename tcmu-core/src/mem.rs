@@ -463,7 +463,7 @@ pub struct DataSegments {
 
 /// Why a buffer could not be made from the regions an entry names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ClaimError {
+pub(crate) enum ClaimError {
     /// A region lies outside the data area, or two regions overlap.
     #[error("iovecs are outside the data area or overlap")]
     Invalid,

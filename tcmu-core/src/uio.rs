@@ -71,7 +71,7 @@ pub fn find_by_name(class_dir: &Path, name: &str) -> io::Result<Option<PathBuf>>
 }
 
 /// Parse a sysfs number such as `0x40800000` or `4096`.
-pub fn parse_sysfs_number(text: &str) -> Option<u64> {
+pub(crate) fn parse_sysfs_number(text: &str) -> Option<u64> {
     let t = text.trim();
     match t.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),

@@ -86,7 +86,7 @@ mod compare_and_write;
 mod completion;
 mod copy_registry;
 mod copy_status;
-pub mod data_buffer;
+mod data_buffer;
 mod device_capabilities;
 mod device_filter;
 mod emulator;

@@ -27,6 +27,7 @@
 // Unsafe code is denied everywhere but in the Ceph FFI module
 // (`rbd::ffi`, feature `rbd`) and the io_uring ring (`file::uring::ring`),
 // which allow it for themselves.
+#![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 pub mod file;

@@ -291,7 +291,7 @@ pub fn block_error(errno: i32) -> BlockError {
     BlockError::from_errno(errno)
 }
 
-/// An RBD image as a [`BlockDevice`]. See the [module](self) documentation.
+/// An RBD image as an [`AsyncBlockDevice`]. See the [module](self) documentation.
 ///
 /// Dropping it closes the image (`rbd_close` waits for the requests still
 /// in flight and releases the image's exclusive lock), then the cluster

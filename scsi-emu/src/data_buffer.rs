@@ -3,7 +3,7 @@
 /// The most segments lent together for one vectored backend call (they
 /// are lent on the stack); a buffer with more moves segment by segment.
 /// The kernel joins adjacent data-area blocks, so commands have few.
-pub const MAX_LENT_SEGMENTS: usize = 16;
+pub(crate) const MAX_LENT_SEGMENTS: usize = 16;
 
 /// The data buffer of a command: a list of byte segments.
 ///

@@ -67,6 +67,7 @@
 //! assert_eq!(&data[16..32], b"tiny disk       ");
 //! ```
 
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -86,7 +87,7 @@ mod compare_and_write;
 mod completion;
 mod copy_registry;
 mod copy_status;
-pub mod data_buffer;
+mod data_buffer;
 mod device_capabilities;
 mod device_filter;
 mod emulator;

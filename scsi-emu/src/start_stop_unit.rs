@@ -58,10 +58,11 @@ impl StartStopUnit {
 /// NO_FLUSH) and stops it: medium access commands then fail with NOT
 /// READY, INITIALIZING COMMAND REQUIRED until the next START.
 pub(crate) fn start_stop_unit<D: BlockDevice>(lun: &Lun<D>, cmd: &StartStopUnit) -> ScsiResponse {
-    if !cmd.start && !cmd.no_flush {
-        if let Err(err) = lun.device().flush() {
-            return backend_failure(&err, 0, Direction::Write);
-        }
+    if !cmd.start
+        && !cmd.no_flush
+        && let Err(err) = lun.device().flush()
+    {
+        return backend_failure(&err, 0, Direction::Write);
     }
     let was_stopped = lun.stopped.swap(!cmd.start, Ordering::SeqCst);
     if was_stopped == cmd.start {

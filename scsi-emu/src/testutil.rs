@@ -233,10 +233,10 @@ impl BlockDevice for VecDevice {
         );
         let len = self.byte_len(blocks);
         self.check('u', lba, len)?;
-        if self.unmap == UnmapMode::Zeroes {
-            if let Some(r) = self.range(lba, len) {
-                self.data.lock().unwrap()[r].fill(0);
-            }
+        if self.unmap == UnmapMode::Zeroes
+            && let Some(r) = self.range(lba, len)
+        {
+            self.data.lock().unwrap()[r].fill(0);
         }
         self.set_mapped(lba, blocks, false);
         Ok(())

@@ -23,6 +23,7 @@
 //! );
 //! ```
 
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod asc;

@@ -14,6 +14,7 @@
 //! denies `unsafe_code` everywhere else), whose rules [`SharedMap`] and
 //! [`DataSegments`] document.
 
+#![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod bitmap;
@@ -36,7 +37,7 @@ pub mod uio;
 mod work_queue;
 
 pub use handler::{AsyncCommandHandler, CommandHandler};
-pub use mem::{AccessError, ClaimError, DataSegments, Lent, OutOfBounds, Region, SharedMap};
+pub use mem::{AccessError, DataSegments, Lent, OutOfBounds, Region, SharedMap};
 pub use pending::PendingCommand;
 pub use ring::{Command, Reply, Ring, RingEntry, RingError, TaskManagement};
 pub use server::serve;

@@ -34,8 +34,11 @@ use crate::layout::DATA_PAGE as PAGE;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("access of {len} bytes at offset {offset:#x} is outside the {map_len:#x}-byte shared area")]
 pub struct OutOfBounds {
+    /// Offset of the access from the start of the shared area.
     pub offset: u64,
+    /// Length of the access in bytes.
     pub len: u64,
+    /// Size of the shared area in bytes.
     pub map_len: usize,
 }
 
@@ -54,15 +57,19 @@ enum Backing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{len} bytes at offset {offset:#x} are (partly) a data buffer handed out")]
 pub struct Lent {
+    /// Offset of the access from the start of the shared area.
     pub offset: u64,
+    /// Length of the access in bytes.
     pub len: u64,
 }
 
 /// Why an access checked against lent pages was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
+    /// The access leaves the shared area.
     #[error(transparent)]
     OutOfBounds(#[from] OutOfBounds),
+    /// The access touches a data buffer handed out.
     #[error(transparent)]
     Lent(#[from] Lent),
 }
@@ -425,7 +432,9 @@ scalar!(u8, u16, u32, u64);
 /// from the start of the shared area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
+    /// Offset from the start of the shared area.
     pub offset: u64,
+    /// Length in bytes.
     pub len: u64,
 }
 
@@ -454,9 +463,11 @@ pub struct DataSegments {
 
 /// Why a buffer could not be made from the regions an entry names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ClaimError {
+pub(crate) enum ClaimError {
+    /// A region lies outside the data area, or two regions overlap.
     #[error("iovecs are outside the data area or overlap")]
     Invalid,
+    /// A page is lent to another live buffer.
     #[error("data buffer shares pages with another in-flight command")]
     Shared,
 }

@@ -114,7 +114,7 @@ pub struct DeviceEvent {
 
 /// Why a generic netlink message is not a device event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EventParseError {
+pub(crate) enum EventParseError {
     /// The generic netlink header or an attribute header is cut short or
     /// inconsistent.
     #[error("malformed generic netlink message: {0}")]
@@ -137,7 +137,7 @@ impl DeviceEvent {
     /// Parse the payload of a generic netlink message (genl header plus
     /// attributes, as the kernel multicasts it). Attributes the kernel may
     /// add in the future (and its 64-bit alignment padding) are ignored.
-    pub fn from_genl_payload(payload: &[u8]) -> Result<DeviceEvent, EventParseError> {
+    pub(crate) fn from_genl_payload(payload: &[u8]) -> Result<DeviceEvent, EventParseError> {
         let msg =
             Genlmsghdr::<u8, u16>::from_bytes_with_input(&mut Cursor::new(payload), payload.len())
                 .map_err(|e| EventParseError::Malformed(e.to_string()))?;

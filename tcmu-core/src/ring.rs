@@ -26,12 +26,16 @@ use crate::mem::{DataSegments, OutOfBounds, Region, SharedMap};
 /// Why the ring cannot be used any more.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {
+    /// The mailbox has a layout version this crate does not know.
     #[error("unsupported mailbox version {0} (expected {TCMU_MAILBOX_VERSION})")]
     Version(u16),
+    /// The mailbox describes a ring that does not fit the shared area.
     #[error("invalid ring geometry: {0}")]
     Geometry(String),
+    /// An entry of the ring cannot be valid (bad length, opcode or iovecs).
     #[error("the command ring is corrupt: {0}")]
     Corrupt(String),
+    /// A read or write would leave the shared area.
     #[error(transparent)]
     OutOfBounds(#[from] OutOfBounds),
 }
@@ -165,7 +169,9 @@ pub struct TaskManagement {
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // boxing the command would allocate per command
 pub enum RingEntry {
+    /// A SCSI command, to be completed.
     Command(Command),
+    /// A task management notification; nothing to complete.
     TaskManagement(TaskManagement),
 }
 

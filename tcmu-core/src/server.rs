@@ -54,8 +54,10 @@ impl Doorbell for UioDevice {
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The ring became unusable.
     #[error(transparent)]
     Ring(#[from] RingError),
+    /// Waiting for or sending a notification on the UIO device failed.
     #[error("UIO device: {0}")]
     Io(#[from] io::Error),
 }

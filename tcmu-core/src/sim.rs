@@ -44,10 +44,13 @@ impl Default for SimConfig {
 /// Why a submission was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimError {
+    /// The command ring has no room for the entry.
     #[error("the command ring has no room for the entry")]
     RingFull,
+    /// The data area has no room for the buffer.
     #[error("the data area has no room for the buffer")]
     DataFull,
+    /// All command ids are in flight.
     #[error("no free command id")]
     NoId,
     /// The ring or a data page the entry needs is a buffer handed out: the
@@ -59,8 +62,11 @@ pub enum SimError {
 /// A completion the simulated kernel collected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimCompletion {
+    /// The command's id.
     pub id: u16,
+    /// The SCSI status.
     pub status: u8,
+    /// The response's whole sense buffer (`TCMU_SENSE_BUFFERSIZE` bytes).
     pub sense: Vec<u8>,
     /// `Some` when the handler set READ_LEN.
     pub read_len: Option<u32>,

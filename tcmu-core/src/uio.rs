@@ -19,12 +19,30 @@ pub const SYS_CLASS_UIO: &str = "/sys/class/uio";
 /// Errors while opening a UIO device.
 #[derive(Debug, thiserror::Error)]
 pub enum UioError {
+    /// No UIO device of that name appeared in time.
     #[error("no UIO device named {name:?} appeared within {waited:?}")]
-    NotFound { name: String, waited: Duration },
+    NotFound {
+        /// The UIO name looked for.
+        name: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// Opening, reading or mapping a file failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error of the system call.
+        source: io::Error,
+    },
+    /// The map size in sysfs is not a number.
     #[error("{path}: cannot parse map size {text:?}")]
-    BadSize { path: PathBuf, text: String },
+    BadSize {
+        /// The sysfs file.
+        path: PathBuf,
+        /// What it held.
+        text: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UioError + '_ {
@@ -53,7 +71,7 @@ pub fn find_by_name(class_dir: &Path, name: &str) -> io::Result<Option<PathBuf>>
 }
 
 /// Parse a sysfs number such as `0x40800000` or `4096`.
-pub fn parse_sysfs_number(text: &str) -> Option<u64> {
+pub(crate) fn parse_sysfs_number(text: &str) -> Option<u64> {
     let t = text.trim();
     match t.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),

@@ -1,6 +1,10 @@
 //! The command line: the flags of one device, daemon mode's `--control`,
 //! and the requests a client sends to a daemon.
 
+// The doc comments here are the --help text, where `<name>` is a
+// placeholder, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

@@ -10,6 +10,7 @@
 //! may change it at any time); it reads fields at `core::mem::offset_of!`
 //! offsets instead.
 
+#![deny(missing_docs)]
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -36,7 +37,9 @@ pub const TCMU_MAILBOX_FLAG_CAP_KEEP_BUF: u16 = 1 << 3;
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 pub struct tcmu_mailbox {
+    /// Mailbox layout version ([`TCMU_MAILBOX_VERSION`]).
     pub version: u16,
+    /// Capabilities of the kernel (`TCMU_MAILBOX_FLAG_CAP_*`).
     pub flags: u16,
     /// Offset of the command ring from the start of the shared area.
     pub cmdr_off: u32,
@@ -44,9 +47,11 @@ pub struct tcmu_mailbox {
     pub cmdr_size: u32,
     /// Written by the kernel: end of the published entries.
     pub cmd_head: u32,
+    /// Padding that puts `cmd_tail` on the next cache line.
     pub _pad_head: [u8; 48],
     /// Written by user space, on its own cache line: start of the unconsumed entries.
     pub cmd_tail: u32,
+    /// Padding up to the C struct's size of 128 bytes.
     pub _pad_tail: [u8; 60],
 }
 
@@ -77,8 +82,11 @@ pub const TCMU_SENSE_BUFFERSIZE: usize = 96;
 pub struct tcmu_cmd_entry_hdr {
     /// Length in bytes (bits 31..3) and opcode (bits 2..0).
     pub len_op: u32,
+    /// The command's id, echoed back in its completion.
     pub cmd_id: u16,
+    /// Flags set by the kernel.
     pub kflags: u8,
+    /// Flags set by user space (`TCMU_UFLAG_*`).
     pub uflags: u8,
 }
 
@@ -112,7 +120,9 @@ pub const fn tcmu_hdr_set_len(len_op: u32, len: u32) -> u32 {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct iovec {
+    /// Offset of the buffer from the start of the shared area.
     pub iov_base: u64,
+    /// Length of the buffer in bytes.
     pub iov_len: u64,
 }
 
@@ -120,12 +130,17 @@ pub struct iovec {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct tcmu_cmd_entry_req {
+    /// Number of data buffers of the command (data-out or data-in).
     pub iov_cnt: u32,
+    /// Number of bidirectional data-in buffers, after the `iov_cnt` ones.
     pub iov_bidi_cnt: u32,
+    /// Number of protection-information (DIF) buffers, after those.
     pub iov_dif_cnt: u32,
     /// Offset of the CDB from the start of the shared area.
     pub cdb_off: u64,
+    /// Padding (the C header's `__pad1`).
     pub __pad1: u64,
+    /// Padding (the C header's `__pad2`).
     pub __pad2: u64,
     /// Followed by `iov_cnt + iov_bidi_cnt + iov_dif_cnt` [`iovec`]s.
     pub iov: [iovec; 0],
@@ -135,10 +150,15 @@ pub struct tcmu_cmd_entry_req {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct tcmu_cmd_entry_rsp {
+    /// SCSI status of the completed command.
     pub scsi_status: u8,
+    /// Padding (the C header's `__pad1`).
     pub __pad1: u8,
+    /// Padding (the C header's `__pad2`).
     pub __pad2: u16,
+    /// Data-in bytes produced, when [`TCMU_UFLAG_READ_LEN`] is set.
     pub read_len: u32,
+    /// Sense data, when the status is CHECK CONDITION.
     pub sense_buffer: [u8; TCMU_SENSE_BUFFERSIZE],
 }
 
@@ -146,7 +166,9 @@ pub struct tcmu_cmd_entry_rsp {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub union tcmu_cmd_entry_body {
+    /// The command as the kernel wrote it.
     pub req: tcmu_cmd_entry_req,
+    /// The completion as user space writes it over the request.
     pub rsp: tcmu_cmd_entry_rsp,
 }
 
@@ -154,7 +176,9 @@ pub union tcmu_cmd_entry_body {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct tcmu_cmd_entry {
+    /// The entry header.
     pub hdr: tcmu_cmd_entry_hdr,
+    /// Request, then response.
     pub body: tcmu_cmd_entry_body,
 }
 
@@ -181,12 +205,19 @@ pub const TCMU_TMR_LUN_RESET_PRO: u8 = 128;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct tcmu_tmr_entry {
+    /// The entry header.
     pub hdr: tcmu_cmd_entry_hdr,
+    /// The task management function (`TCMU_TMR_*`).
     pub tmr_type: u8,
+    /// Padding (the C header's `__pad1`).
     pub __pad1: u8,
+    /// Padding (the C header's `__pad2`).
     pub __pad2: u16,
+    /// Number of aborted commands listed in `cmd_ids`.
     pub cmd_cnt: u32,
+    /// Padding (the C header's `__pad3`).
     pub __pad3: u64,
+    /// Padding (the C header's `__pad4`).
     pub __pad4: u64,
     /// Followed by `cmd_cnt` command ids.
     pub cmd_ids: [u16; 0],
@@ -199,28 +230,48 @@ pub const TCMU_GENL_VERSION: u8 = 2;
 /// Multicast group the kernel sends device events to.
 pub const TCMU_GENL_MCGRP_CONFIG: &str = "config";
 
-// enum tcmu_genl_cmd
+// enum tcmu_genl_cmd: the commands of the netlink family.
+/// Netlink command: unused (0).
 pub const TCMU_CMD_UNSPEC: u8 = 0;
+/// Netlink command: the kernel announces a new device.
 pub const TCMU_CMD_ADDED_DEVICE: u8 = 1;
+/// Netlink command: the kernel announces a device's removal.
 pub const TCMU_CMD_REMOVED_DEVICE: u8 = 2;
+/// Netlink command: the kernel asks to change a device's configuration (size, write cache, `dev_config`).
 pub const TCMU_CMD_RECONFIG_DEVICE: u8 = 3;
+/// Netlink command: user space's reply to [`TCMU_CMD_ADDED_DEVICE`].
 pub const TCMU_CMD_ADDED_DEVICE_DONE: u8 = 4;
+/// Netlink command: user space's reply to [`TCMU_CMD_REMOVED_DEVICE`].
 pub const TCMU_CMD_REMOVED_DEVICE_DONE: u8 = 5;
+/// Netlink command: user space's reply to [`TCMU_CMD_RECONFIG_DEVICE`].
 pub const TCMU_CMD_RECONFIG_DEVICE_DONE: u8 = 6;
+/// Netlink command: user space says which replies it sends.
 pub const TCMU_CMD_SET_FEATURES: u8 = 7;
+/// The highest netlink command number.
 pub const TCMU_CMD_MAX: u8 = 7;
 
-// enum tcmu_genl_attr
+// enum tcmu_genl_attr: the attributes of its messages.
+/// Netlink attribute: unused (0).
 pub const TCMU_ATTR_UNSPEC: u16 = 0;
+/// Netlink attribute: the device's name (string).
 pub const TCMU_ATTR_DEVICE: u16 = 1;
+/// Netlink attribute: the minor number of the device's UIO device (`u32`).
 pub const TCMU_ATTR_MINOR: u16 = 2;
+/// Netlink attribute: padding for 64-bit attributes.
 pub const TCMU_ATTR_PAD: u16 = 3;
+/// Netlink attribute: the new `dev_config` string.
 pub const TCMU_ATTR_DEV_CFG: u16 = 4;
+/// Netlink attribute: the new device size in bytes (`u64`).
 pub const TCMU_ATTR_DEV_SIZE: u16 = 5;
+/// Netlink attribute: the new write cache setting (`u8`).
 pub const TCMU_ATTR_WRITECACHE: u16 = 6;
+/// Netlink attribute: the status of a reply (`i32`, 0 or a negative errno).
 pub const TCMU_ATTR_CMD_STATUS: u16 = 7;
+/// Netlink attribute: the device's index, which identifies it in replies (`u32`).
 pub const TCMU_ATTR_DEVICE_ID: u16 = 8;
+/// Netlink attribute: whether user space replies to the kernel's commands (`u8`).
 pub const TCMU_ATTR_SUPP_KERN_CMD_REPLY: u16 = 9;
+/// The highest netlink attribute number.
 pub const TCMU_ATTR_MAX: u16 = 9;
 
 #[cfg(test)]

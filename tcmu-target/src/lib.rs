@@ -39,6 +39,7 @@
 //! the configfs backstore and its export, the UIO device, netlink
 //! reconfiguration and signals.
 
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod adopted;

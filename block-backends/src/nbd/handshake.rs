@@ -47,10 +47,10 @@ pub(super) fn handshake(stream: &mut Stream, export: &str) -> Result<ExportInfo,
 
     // Without fixed newstyle, NBD_OPT_EXPORT_NAME is the only option a
     // server is sure to understand (others may make it hang up).
-    if client_flags & FLAG_FIXED_NEWSTYLE != 0 {
-        if let Some(info) = option_go(stream, export)? {
-            return Ok(info);
-        }
+    if client_flags & FLAG_FIXED_NEWSTYLE != 0
+        && let Some(info) = option_go(stream, export)?
+    {
+        return Ok(info);
     }
     option_export_name(stream, export, no_zeroes)
 }

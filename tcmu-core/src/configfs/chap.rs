@@ -8,7 +8,12 @@ pub enum IscsiAuth {
     /// portal may log in.
     None,
     /// One-way CHAP: an initiator logs in with this user name and secret.
-    Chap { user: String, password: String },
+    Chap {
+        /// The CHAP user name.
+        user: String,
+        /// The CHAP secret.
+        password: String,
+    },
 }
 
 impl std::fmt::Debug for IscsiAuth {

@@ -24,5 +24,5 @@ pub use iqn::{check_iqn, default_iqn};
 pub use iscsi::{IscsiConfig, IscsiExport};
 pub use loopback::LoopbackExport;
 pub use modules::{TARGET_ROOT, ensure_target_root, load_modules};
-pub use portal::{ISCSI_DEFAULT_PORT, parse_portal, portal_dir_name};
+pub use portal::{ISCSI_DEFAULT_PORT, parse_portal};
 pub use user_backstore::UserBackstore;

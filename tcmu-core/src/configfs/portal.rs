@@ -48,7 +48,7 @@ pub(super) fn check_portal(addr: &SocketAddr) -> Result<(), String> {
 
 /// The name of a portal's directory under `np/`: `A.B.C.D:PORT` or
 /// `[IPV6]:PORT`.
-pub fn portal_dir_name(addr: &SocketAddr) -> String {
+pub(crate) fn portal_dir_name(addr: &SocketAddr) -> String {
     addr.to_string()
 }
 

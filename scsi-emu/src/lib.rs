@@ -69,7 +69,6 @@
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
-#![deny(missing_docs)]
 
 mod async_block_device;
 mod async_emulator;

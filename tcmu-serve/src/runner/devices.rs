@@ -204,10 +204,8 @@ impl Devices {
                 -(errno as i32)
             }
         };
-        if awaited {
-            if let Err(e) = netlink.reply(&event, status) {
-                log::error!("{event}: answering: {e}");
-            }
+        if awaited && let Err(e) = netlink.reply(&event, status) {
+            log::error!("{event}: answering: {e}");
         }
     }
 

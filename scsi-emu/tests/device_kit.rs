@@ -275,13 +275,17 @@ fn a_correct_device_passes_the_check() {
     check_device(|| Ram::new(48), CheckOptions::default());
 }
 
+// The broken-device tests below run the check with a fixed seed: a random
+// search misses a bug now and then (one run in about a hundred missed the
+// resize bug in 128 cases), and a test must catch it on every run.
 #[test]
 fn the_check_names_the_lost_fua_write() {
     let broken = || Ram {
         loses_fua_writes: true,
         ..Ram::new(48)
     };
-    let failure = try_check_device(broken, CheckOptions::default().resize(false)).unwrap_err();
+    let failure =
+        try_check_device(broken, CheckOptions::default().seed(1).resize(false)).unwrap_err();
     let message = failure.message();
     assert!(message.contains("WRITE(16) FUA LBA"), "{message}");
     assert!(message.contains(": LBA "), "{message}");
@@ -297,7 +301,7 @@ fn the_check_names_a_written_block_reported_deallocated() {
         lba_status_lies: true,
         ..Ram::new(48)
     };
-    let failure = try_check_device(broken, CheckOptions::default()).unwrap_err();
+    let failure = try_check_device(broken, CheckOptions::default().seed(1)).unwrap_err();
     let message = failure.message();
     assert!(
         message.contains(": deallocated, but it holds written data"),
@@ -328,7 +332,7 @@ fn the_check_names_stale_data_after_unmap_on_a_device_claiming_lbprz() {
         stale_after_unmap: true,
         ..Ram::new(48)
     };
-    let failure = try_check_device(broken, CheckOptions::default()).unwrap_err();
+    let failure = try_check_device(broken, CheckOptions::default().seed(1)).unwrap_err();
     let message = failure.message();
     // UNMAP, or WRITE SAME of zeros with UNMAP, which then unmaps.
     assert!(message.contains(" UNMAP LBA "), "{message}");
@@ -345,7 +349,7 @@ fn the_check_names_a_vectored_read_that_repeats_its_first_buffer() {
         vectored_reads_repeat: true,
         ..Ram::new(48)
     };
-    let failure = try_check_device(broken, CheckOptions::default()).unwrap_err();
+    let failure = try_check_device(broken, CheckOptions::default().seed(1)).unwrap_err();
     let message = failure.message();
     // The buffer of a read of 9 or more 512-byte blocks spans two pages,
     // two ring segments: only such a read shows the bug.
@@ -391,7 +395,7 @@ fn the_check_names_old_data_in_blocks_that_came_back_with_a_resize() {
         data: Mutex::new(vec![0; 200 * BS]),
         blocks: 16.into(),
     };
-    let failure = try_check_device(broken, CheckOptions::default().cases(128)).unwrap_err();
+    let failure = try_check_device(broken, CheckOptions::default().seed(1).cases(128)).unwrap_err();
     let message = failure.message();
     assert!(message.contains(". resize to "), "{message}");
     assert!(message.contains("blocks that came with step"), "{message}");
@@ -489,8 +493,11 @@ impl BlockDevice for FailingUnmap {
 
 #[test]
 fn the_check_names_a_command_that_fails() {
-    let failure =
-        try_check_device(|| FailingUnmap(Ram::new(48)), CheckOptions::default()).unwrap_err();
+    let failure = try_check_device(
+        || FailingUnmap(Ram::new(48)),
+        CheckOptions::default().seed(1),
+    )
+    .unwrap_err();
     let message = failure.message();
     // Shrunk to the one UNMAP (or WRITE SAME with UNMAP) that fails.
     assert!(message.contains("  1. "), "{message}");

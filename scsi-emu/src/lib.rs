@@ -66,6 +66,33 @@
 //! assert_eq!(&data[8..16], b"TCMU-RS ");
 //! assert_eq!(&data[16..32], b"tiny disk       ");
 //! ```
+//!
+//! # Guide: write a device, test it, serve it
+//!
+//! 1. **Write it.** Implement [`BlockDevice`] as above: four methods are
+//!    enough, and every other one has a default. Declare what more the
+//!    device can do in [`DeviceCapabilities`] (unmap, unmapped blocks read
+//!    as zeros, a volatile write cache, all-or-nothing writes, ...) and
+//!    implement the matching methods; the emulator advertises exactly
+//!    that and emulates the rest (WRITE SAME, COMPARE AND WRITE, VERIFY,
+//!    EXTENDED COPY, ...). A device whose requests wait on the network
+//!    implements [`AsyncBlockDevice`] instead, so that many commands wait
+//!    at once without a thread each.
+//! 2. **Test it without root.** With this crate's feature `test-utils`,
+//!    the `testing` module serves the device through the real emulator
+//!    and the real ring and serving loop over an in-process simulated
+//!    kernel: `testing::TestLun` sends typed commands (`read`, `write`,
+//!    `unmap`, `compare_and_write`, `sync`, raw CDBs, many in flight at
+//!    once) and shows status, sense and data; `testing::check_device`
+//!    drives random command sequences against a model of the medium and
+//!    panics with a shrunk, readable counterexample when the device and
+//!    its declared capabilities disagree. Both run in `cargo test`; the
+//!    example `tcmu-target/examples/test_my_device.rs` shows a device
+//!    crate doing it.
+//! 3. **Serve it.** `tcmu_target::Target::builder(device).name("my-disk")
+//!    .start()` makes it a SCSI disk of the running kernel (TCMU, as root)
+//!    and exports it through tcm_loop or iSCSI; `tcmu-serve` does the same
+//!    from the command line for the devices of `block-backends`.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -9,6 +9,40 @@
 //! [dev-dependencies]
 //! scsi-emu = { version = "0.1", features = ["test-utils"] }
 //! ```
+//!
+//! A test of a device (here a RAM disk) then reads:
+//!
+//! ```
+//! use scsi_emu::testing::{CheckOptions, TestLun, check_device};
+//! use scsi_emu::{BlockDevice, BlockError};
+//! use std::sync::Mutex;
+//!
+//! struct Ram(Mutex<Vec<u8>>);
+//!
+//! impl BlockDevice for Ram {
+//!     fn block_size(&self) -> u32 { 512 }
+//!     fn num_blocks(&self) -> u64 { 64 }
+//!     fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+//!         let at = lba as usize * 512;
+//!         buf.copy_from_slice(&self.0.lock().unwrap()[at..at + buf.len()]);
+//!         Ok(())
+//!     }
+//!     fn write(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+//!         let at = lba as usize * 512;
+//!         self.0.lock().unwrap()[at..at + buf.len()].copy_from_slice(buf);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let ram = || Ram(Mutex::new(vec![0; 64 * 512]));
+//! let lun = TestLun::new(ram()).unwrap();
+//! lun.write(8, &[0xAB; 1024]).unwrap();
+//! assert_eq!(lun.read(9, 1).unwrap(), vec![0xAB; 512]);
+//! lun.shutdown().unwrap();
+//!
+//! // Random command sequences against a model of the medium.
+//! check_device(ram, CheckOptions::default().cases(4).resize(false));
+//! ```
 
 mod cdb;
 mod check;

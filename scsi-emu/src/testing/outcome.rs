@@ -45,23 +45,9 @@ impl Outcome {
     }
 }
 
-/// The status as SAM names it.
-fn status_name(status: ScsiStatus) -> &'static str {
-    match status {
-        ScsiStatus::Good => "GOOD",
-        ScsiStatus::CheckCondition => "CHECK CONDITION",
-        ScsiStatus::ConditionMet => "CONDITION MET",
-        ScsiStatus::Busy => "BUSY",
-        ScsiStatus::ReservationConflict => "RESERVATION CONFLICT",
-        ScsiStatus::TaskSetFull => "TASK SET FULL",
-        ScsiStatus::AcaActive => "ACA ACTIVE",
-        ScsiStatus::TaskAborted => "TASK ABORTED",
-    }
-}
-
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(status_name(self.status))?;
+        write!(f, "{}", self.status)?;
         if let Some(sense) = &self.sense {
             write!(f, " ({sense})")?;
         }

@@ -78,6 +78,15 @@ impl Openings {
         let minor = event.minor;
         let results = self.results_tx.clone();
         let bell = self.bell_tx.try_clone();
+        // Kept to answer the event if no thread can be started: the
+        // kernel waits for an answer either way.
+        let unstarted = OpeningEnded {
+            event: event.clone(),
+            awaited,
+            name: name.clone(),
+            dev_config: dev_config.clone(),
+            result: Err((Errno::EAGAIN, String::new())),
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("open-uio{minor}"))
             .spawn(move || {
@@ -94,11 +103,14 @@ impl Openings {
                     let _ = bell.write(&[1]);
                 }
             });
-        match spawned {
-            Ok(_) => {
-                self.running.insert(minor);
-            }
-            Err(e) => log::error!("uio{minor}: cannot start a thread to open it: {e}"),
+        self.running.insert(minor);
+        if let Err(e) = spawned {
+            let why = format!("cannot start a thread to open it: {e}");
+            let _ = self.results_tx.send(OpeningEnded {
+                result: Err((Errno::EAGAIN, why)),
+                ..unstarted
+            });
+            let _ = (&self.bell_tx).write(&[1]);
         }
     }
 

@@ -9,6 +9,7 @@ use crate::copy_registry::CopyRegistry;
 use crate::emulator::Emulator;
 use crate::executor::Executor;
 use crate::identity::LunIdentity;
+use crate::port_groups::PortGroupSource;
 
 /// How many threads poll the futures of an [`AsyncEmulator`] by default.
 /// They only poll (the device's own I/O happens elsewhere), so two keep up
@@ -96,6 +97,12 @@ impl<D: AsyncBlockDevice> AsyncEmulator<D> {
     /// See [`Emulator::with_max_io_bytes`].
     pub fn with_max_io_bytes(mut self, bytes: u32) -> Self {
         self.emulator = self.emulator.with_max_io_bytes(bytes);
+        self
+    }
+
+    /// See [`Emulator::with_port_groups`].
+    pub fn with_port_groups(mut self, source: impl PortGroupSource) -> Self {
+        self.emulator = self.emulator.with_port_groups(source);
         self
     }
 

@@ -14,6 +14,9 @@ pub(crate) struct Capabilities {
     /// The device's writes of up to this many blocks are all-or-nothing
     /// (WRITE ATOMIC); 0 when it promises nothing.
     pub(crate) atomic_write_blocks: u64,
+    /// The unit reports asymmetric access (REPORT TARGET PORT GROUPS):
+    /// it was given a [`PortGroupSource`](crate::PortGroupSource).
+    pub(crate) port_groups: bool,
 }
 
 impl Capabilities {

@@ -33,6 +33,7 @@ use crate::read_capacity::ReadCapacity16;
 use crate::read_defect_data::ReadDefectData;
 use crate::read_write::Transfer;
 use crate::report_opcodes::{ReportOpcodes, ReportTmf};
+use crate::report_target_port_groups::ReportTargetPortGroups;
 use crate::request_sense::RequestSense;
 use crate::sanitize::Sanitize;
 use crate::start_stop_unit::StartStopUnit;
@@ -65,6 +66,7 @@ pub(crate) enum Command {
     SynchronizeCache(SynchronizeCache),
     ReportOpcodes(ReportOpcodes),
     ReportTmf(ReportTmf),
+    ReportTargetPortGroups(ReportTargetPortGroups),
     ExtendedCopy(ExtendedCopy),
     CopyStatus(ReceiveCopyStatus),
     CopyOperatingParameters(ReceiveCopyResults),
@@ -89,6 +91,10 @@ fn with_lba_status(caps: &Capabilities) -> bool {
 
 fn with_block_erase(caps: &Capabilities) -> bool {
     caps.block_erase()
+}
+
+fn with_port_groups(caps: &Capabilities) -> bool {
+    caps.port_groups
 }
 
 fn with_atomic_write(caps: &Capabilities) -> bool {
@@ -492,6 +498,15 @@ pub(crate) static COMMANDS: &[CommandSpec<Command>] = &[
     },
     CommandSpec {
         opcode: opcode::MAINTENANCE_IN,
+        service_action: Some(maintenance_in::REPORT_TARGET_PORT_GROUPS),
+        name: "REPORT TARGET PORT GROUPS",
+        usage: &[0xA3, 0xFF, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, C],
+        supported: with_port_groups,
+        access: Access::None,
+        decode: |c| ReportTargetPortGroups::decode(c).map(Command::ReportTargetPortGroups),
+    },
+    CommandSpec {
+        opcode: opcode::MAINTENANCE_IN,
         service_action: Some(maintenance_in::REPORT_SUPPORTED_OPERATION_CODES),
         name: "REPORT SUPPORTED OPERATION CODES",
         usage: &[
@@ -622,6 +637,7 @@ mod tests {
         unmap_reads_zeroes: true,
         lba_status: true,
         atomic_write_blocks: u64::MAX,
+        port_groups: true,
     };
 
     fn decode(bytes: &[u8]) -> Result<Command, Sense> {
@@ -718,8 +734,15 @@ mod tests {
         assert_eq!(decode(&cdb), Err(invalid_field(1, 4)));
         let mut mi = [0u8; 12];
         mi[0] = 0xA3;
-        mi[1] = 0x0A; // REPORT TARGET PORT GROUPS
+        mi[1] = 0x0B; // unassigned
         assert_eq!(decode(&mi), Err(invalid_field(1, 4)));
+        // REPORT TARGET PORT GROUPS only for a unit given port groups.
+        mi[1] = 0x0A;
+        assert!(decode(&mi).is_ok());
+        assert_eq!(
+            Command::decode(&mi, &Capabilities::default()).map(|(c, _)| c),
+            Err(invalid_field(1, 4))
+        );
     }
 
     #[test]

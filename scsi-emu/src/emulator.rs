@@ -14,11 +14,13 @@ use crate::copy_registry::CopyRegistry;
 use crate::data_buffer::DataBuffer;
 use crate::identity::LunIdentity;
 use crate::lun::{Lun, not_ready};
+use crate::port_groups::PortGroupSource;
 use crate::response::ScsiResponse;
 use crate::{
     compare_and_write, copy_status, inquiry, lba_status, mode_select, mode_sense, orwrite,
-    prefetch, read_capacity, read_defect_data, read_write, report_opcodes, request_sense, sanitize,
-    start_stop_unit, synchronize_cache, unmap, verify, write_atomic, write_same, xcopy,
+    prefetch, read_capacity, read_defect_data, read_write, report_opcodes,
+    report_target_port_groups, request_sense, sanitize, start_stop_unit, synchronize_cache, unmap,
+    verify, write_atomic, write_same, xcopy,
 };
 
 /// Largest data transfer of one command by default (MAXIMUM TRANSFER
@@ -108,6 +110,26 @@ impl<D: BlockDevice> Emulator<D> {
     {
         let registry = self.leave_copy_registry();
         self.lun_mut().set_max_io_bytes(bytes);
+        match registry {
+            Some(registry) => self.with_copy_registry(registry),
+            None => self,
+        }
+    }
+
+    /// The same logical unit reporting asymmetric access (ALUA) as
+    /// `source` tells, asked again for every INQUIRY and REPORT TARGET
+    /// PORT GROUPS: INQUIRY sets TPGS to implicit and VPD page 0x83 names
+    /// the relative target port and its group while the source reports a
+    /// local port, and REPORT TARGET PORT GROUPS lists the groups. Access
+    /// states only change implicitly (by the source); SET TARGET PORT
+    /// GROUPS is not supported. Enforcing a state (refusing I/O in
+    /// standby) is the transport's business: LIO does it for TCMU.
+    pub fn with_port_groups(mut self, source: impl PortGroupSource) -> Self
+    where
+        D: 'static,
+    {
+        let registry = self.leave_copy_registry();
+        self.lun_mut().set_port_groups(Arc::new(source));
         match registry {
             Some(registry) => self.with_copy_registry(registry),
             None => self,
@@ -270,6 +292,13 @@ impl<D: BlockDevice + 'static> Emulator<D> {
                 report_opcodes::report_opcodes(COMMANDS, &lun.caps, cmd, data)
             }
             Command::ReportTmf(cmd) => report_opcodes::report_tmf(cmd, data),
+            Command::ReportTargetPortGroups(cmd) => {
+                report_target_port_groups::report_target_port_groups(
+                    lun.port_groups.as_deref(),
+                    cmd,
+                    data,
+                )
+            }
             Command::ExtendedCopy(cmd) => {
                 xcopy::extended_copy(lun, self.copy_registry(), cmd, data)
             }

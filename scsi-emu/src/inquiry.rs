@@ -10,6 +10,7 @@ use crate::cdb::{Cdb, invalid_field};
 use crate::data_buffer::DataBuffer;
 use crate::identity::{LunIdentity, ascii_padded};
 use crate::lun::Lun;
+use crate::port_groups::LocalPort;
 use crate::response::{ScsiResponse, send_data_in};
 use crate::vpd;
 
@@ -25,6 +26,8 @@ const CMDQUE: u8 = 0x02;
 /// Byte 5, 3PC: the unit is a copy manager (EXTENDED COPY), for copies
 /// within itself at least.
 const THIRD_PARTY_COPY: u8 = 0x08;
+/// Byte 5, TPGS 01b: asymmetric access with implicit transitions only.
+const TPGS_IMPLICIT: u8 = 0x10;
 /// Length of the standard data we return: through the last of the eight
 /// VERSION DESCRIPTOR fields (bytes 58-73).
 const STANDARD_LEN: usize = 74;
@@ -115,13 +118,20 @@ pub(crate) fn inquiry<D: BlockDevice>(
 ) -> ScsiResponse {
     let identity = lun.identity();
     let identity = &identity;
+    // Asked again every time: an administrator moves ports and changes
+    // states while the unit serves.
+    let ports = lun.current_port_groups();
+    let local_port = ports
+        .as_ref()
+        .filter(|p| p.asymmetric())
+        .and_then(|p| p.local_port);
     let payload = match cmd.page {
-        None => standard_data(identity),
+        None => standard_data(identity, local_port.is_some()),
         Some(page) => {
             let body = match page {
                 VpdPage::SupportedPages => supported_pages(),
                 VpdPage::UnitSerialNumber => identity.serial_bytes(),
-                VpdPage::DeviceIdentification => device_identification(identity),
+                VpdPage::DeviceIdentification => device_identification(identity, local_port),
                 VpdPage::ExtendedInquiry => vpd::extended_inquiry(),
                 VpdPage::BlockLimits => vpd::block_limits(&lun.limits),
                 VpdPage::BlockDeviceCharacteristics => vpd::block_device_characteristics(&lun.caps),
@@ -133,15 +143,16 @@ pub(crate) fn inquiry<D: BlockDevice>(
     send_data_in(data, &payload, cmd.allocation_length)
 }
 
-fn standard_data(identity: &LunIdentity) -> Vec<u8> {
+fn standard_data(identity: &LunIdentity, asymmetric: bool) -> Vec<u8> {
     let mut b = vec![0u8; STANDARD_LEN];
     b[0] = PERIPHERAL_DIRECT_ACCESS;
     b[2] = VERSION_SPC4;
     b[3] = HISUP_RDF2;
     // ADDITIONAL LENGTH: bytes after byte 4.
     b[4] = (STANDARD_LEN - 5) as u8;
-    // Byte 5: no SCCS, ACC, TPGS (LIO handles ALUA) or PROTECT; 3PC.
-    b[5] = THIRD_PARTY_COPY;
+    // Byte 5: no SCCS, ACC or PROTECT; 3PC; TPGS 01b (implicit only)
+    // while the unit reports asymmetric access.
+    b[5] = THIRD_PARTY_COPY | if asymmetric { TPGS_IMPLICIT } else { 0 };
     b[7] = CMDQUE;
     b[8..16].copy_from_slice(&ascii_padded(&identity.vendor, 8));
     b[16..32].copy_from_slice(&ascii_padded(&identity.product, 16));
@@ -172,23 +183,59 @@ const CODE_SET_ASCII: u8 = 0x2;
 /// ASSOCIATION 0 (the logical unit) with the given DESIGNATOR TYPE.
 const LU_T10_VENDOR_ID: u8 = 0x1;
 const LU_NAA: u8 = 0x3;
+/// ASSOCIATION 1 (the target port) with DESIGNATOR TYPE 4 (relative
+/// target port) and 5 (target port group).
+const PORT_RELATIVE: u8 = 0x14;
+const PORT_GROUP: u8 = 0x15;
+/// PIV: the PROTOCOL IDENTIFIER field is valid.
+const PIV: u8 = 0x80;
 
 /// VPD 0x83: an NAA designator (what Linux uses for the disk's WWN) and a
-/// T10 vendor ID designator (vendor + serial, readable by people).
-fn device_identification(identity: &LunIdentity) -> Vec<u8> {
+/// T10 vendor ID designator (vendor + serial, readable by people); with
+/// asymmetric access also the port the command came through and its
+/// group, which is how an initiator tells its paths' groups apart.
+fn device_identification(identity: &LunIdentity, local_port: Option<LocalPort>) -> Vec<u8> {
     let mut body = Vec::new();
-    push_designator(&mut body, CODE_SET_BINARY, LU_NAA, &identity.naa());
+    push_designator(&mut body, None, CODE_SET_BINARY, LU_NAA, &identity.naa());
     let mut t10 = ascii_padded(&identity.vendor, 8);
     t10.extend_from_slice(&identity.serial_bytes());
-    push_designator(&mut body, CODE_SET_ASCII, LU_T10_VENDOR_ID, &t10);
+    push_designator(&mut body, None, CODE_SET_ASCII, LU_T10_VENDOR_ID, &t10);
+    if let Some(port) = local_port {
+        let [hi, lo] = port.relative_port.to_be_bytes();
+        push_designator(
+            &mut body,
+            port.protocol,
+            CODE_SET_BINARY,
+            PORT_RELATIVE,
+            &[0, 0, hi, lo],
+        );
+        let [hi, lo] = port.group_id.to_be_bytes();
+        push_designator(
+            &mut body,
+            port.protocol,
+            CODE_SET_BINARY,
+            PORT_GROUP,
+            &[0, 0, hi, lo],
+        );
+    }
     body
 }
 
-fn push_designator(out: &mut Vec<u8>, code_set: u8, assoc_and_type: u8, designator: &[u8]) {
-    // PROTOCOL IDENTIFIER 0 and PIV 0: the designators are not tied to a
-    // transport protocol.
+/// One designation descriptor. Designators of the logical unit carry no
+/// protocol; a port's names its transport's when it is known.
+fn push_designator(
+    out: &mut Vec<u8>,
+    protocol: Option<u8>,
+    code_set: u8,
+    assoc_and_type: u8,
+    designator: &[u8],
+) {
+    let (protocol, piv) = match protocol {
+        Some(p) => ((p & 0x0F) << 4, PIV),
+        None => (0, 0),
+    };
     let len = u8::try_from(designator.len()).unwrap_or(u8::MAX);
-    out.extend_from_slice(&[code_set, assoc_and_type, 0, len]);
+    out.extend_from_slice(&[protocol | code_set, piv | assoc_and_type, 0, len]);
     out.extend_from_slice(&designator[..usize::from(len)]);
 }
 
@@ -364,6 +411,54 @@ mod tests {
         assert!(
             b.windows(8).any(|w| w == naa),
             "VPD 0x83 carries the new NAA designator"
+        );
+    }
+
+    struct Unreadable;
+    impl crate::PortGroupSource for Unreadable {
+        fn port_groups(&self) -> std::io::Result<crate::PortGroups> {
+            Err(std::io::Error::other("configfs is gone"))
+        }
+    }
+
+    #[test]
+    fn tpgs_is_implicit_while_a_local_port_is_reported() {
+        let emu = emulator(VecDevice::new(512, 8))
+            .with_port_groups(crate::port_groups::two_gateways(true));
+        let (_, b) = run(&emu, cdb(false, 0, 36), 36);
+        assert_eq!(b[5], 0x18, "3PC and TPGS 01b");
+        for source in [
+            crate::port_groups::two_gateways(false),
+            crate::PortGroups::default(),
+        ] {
+            let emu = emulator(VecDevice::new(512, 8)).with_port_groups(source);
+            let (_, b) = run(&emu, cdb(false, 0, 36), 36);
+            assert_eq!(b[5], 0x08, "no local port or no groups: no TPGS");
+        }
+        let emu = emulator(VecDevice::new(512, 8)).with_port_groups(Unreadable);
+        let (resp, b) = run(&emu, cdb(false, 0, 36), 36);
+        assert_eq!(resp.status, ScsiStatus::Good);
+        assert_eq!(b[5], 0x08, "an unreadable source reports no TPGS");
+    }
+
+    #[test]
+    fn vpd_device_identification_names_the_port_and_its_group() {
+        let emu = emulator(VecDevice::new(512, 8))
+            .with_port_groups(crate::port_groups::two_gateways(true));
+        let (resp, b) = run(&emu, cdb(true, 0x83, 255), 255);
+        // As without ALUA, then two 8-byte port designators.
+        assert_eq!(resp, ScsiResponse::data_in(34 + 16));
+        assert_eq!(&b[..4], &[0x00, 0x83, 0x00, 30 + 16]);
+        // iSCSI (5) with PIV; target port association; types 4 and 5.
+        assert_eq!(&b[34..42], &[0x51, 0x94, 0, 4, 0, 0, 0, 1]);
+        assert_eq!(&b[42..50], &[0x51, 0x95, 0, 4, 0, 0, 0, 1]);
+        let emu = emulator(VecDevice::new(512, 8))
+            .with_port_groups(crate::port_groups::two_gateways(false));
+        let (resp, _) = run(&emu, cdb(true, 0x83, 255), 255);
+        assert_eq!(
+            resp,
+            ScsiResponse::data_in(34),
+            "no local port, no designators"
         );
     }
 }

@@ -14,7 +14,9 @@
 //! STOP UNIT, READ CAPACITY(10/16), READ and WRITE (6/10/12/16, with FUA),
 //! VERIFY(10/16), WRITE AND VERIFY(10/16), COMPARE AND WRITE, WRITE
 //! SAME(10/16), SYNCHRONIZE CACHE(10/16), REPORT SUPPORTED OPERATION
-//! CODES and REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS; UNMAP when the
+//! CODES and REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS; REPORT TARGET
+//! PORT GROUPS (ALUA, implicit transitions) when given a
+//! [`PortGroupSource`]; UNMAP when the
 //! device can unmap, GET LBA STATUS when it reports block mapping, WRITE
 //! ATOMIC(16) when its writes are all-or-nothing;
 //! EXTENDED COPY(LID1), RECEIVE COPY STATUS(LID1) and RECEIVE COPY
@@ -132,12 +134,14 @@ mod mode_sense;
 mod model_tests;
 mod opcode;
 mod orwrite;
+mod port_groups;
 mod prefetch;
 mod range_lock;
 mod read_capacity;
 mod read_defect_data;
 mod read_write;
 mod report_opcodes;
+mod report_target_port_groups;
 mod request_sense;
 mod response;
 mod sanitize;
@@ -177,6 +181,10 @@ pub use device_filter::DeviceFilter;
 pub use emulator::{DEFAULT_MAX_IO_BYTES, Emulator};
 pub use extent::{Extent, ExtentStatus, Provisioning};
 pub use identity::{DEFAULT_VENDOR, LunIdentity, MAX_SERIAL_LEN};
+pub use port_groups::{
+    AccessState, LocalPort, PortGroupSource, PortGroups, SupportedStates, TargetPortGroup,
+    TransitionCause,
+};
 pub use response::ScsiResponse;
 pub use scsi_sense_codes::ScsiStatus;
 pub use write_flags::WriteFlags;

@@ -6,8 +6,8 @@
 //! and the copy registry holds it to reach the unit from EXTENDED COPY on
 //! another one.
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use scsi_sense_codes::{AdditionalSense, Sense, SenseKey};
 
@@ -20,6 +20,7 @@ use crate::device_capabilities::DeviceCapabilities;
 use crate::identity::LunIdentity;
 use crate::limits::Limits;
 use crate::mode_page::ModeState;
+use crate::port_groups::{self, PortGroupSource, PortGroups};
 use crate::range_lock::RangeLocks;
 use crate::sanitize_state::SanitizeState;
 use crate::write_flags::WriteFlags;
@@ -62,6 +63,9 @@ pub(crate) struct Lun<D> {
     pub(crate) copy_statuses: CopyStatuses,
     /// A sanitize running or failed: most commands are refused then.
     pub(crate) sanitize: SanitizeState,
+    /// Where the target port groups come from, when the unit reports
+    /// asymmetric access.
+    pub(crate) port_groups: Option<Arc<dyn PortGroupSource>>,
 }
 
 impl<D: BlockDevice> Lun<D> {
@@ -73,6 +77,7 @@ impl<D: BlockDevice> Lun<D> {
             unmap_reads_zeroes: declared.unmap && declared.unmap_reads_zeroes,
             lba_status: declared.lba_status,
             atomic_write_blocks: declared.atomic_write_blocks,
+            port_groups: false,
         };
         let limits = Limits::new(device.block_size(), max_io_bytes, &caps);
         let modes = ModeState::new(declared.write_cache);
@@ -89,7 +94,20 @@ impl<D: BlockDevice> Lun<D> {
             capacity_changed: AtomicBool::new(false),
             copy_statuses: CopyStatuses::default(),
             sanitize: SanitizeState::default(),
+            port_groups: None,
         }
+    }
+
+    /// Report asymmetric access as `source` tells.
+    pub(crate) fn set_port_groups(&mut self, source: Arc<dyn PortGroupSource>) {
+        self.port_groups = Some(source);
+        self.caps.port_groups = true;
+    }
+
+    /// The current port groups; `None` when the unit has no source or it
+    /// cannot tell.
+    pub(crate) fn current_port_groups(&self) -> Option<PortGroups> {
+        self.port_groups.as_deref().and_then(port_groups::current)
     }
 
     /// Accept at most `bytes` of data per command.

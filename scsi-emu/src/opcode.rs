@@ -68,6 +68,7 @@ pub(crate) mod sanitize_action {
 
 /// Service actions of MAINTENANCE IN.
 pub(crate) mod maintenance_in {
+    pub(crate) const REPORT_TARGET_PORT_GROUPS: u8 = 0x0A;
     pub(crate) const REPORT_SUPPORTED_OPERATION_CODES: u8 = 0x0C;
     pub(crate) const REPORT_SUPPORTED_TMFS: u8 = 0x0D;
 }

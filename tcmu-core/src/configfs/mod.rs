@@ -6,6 +6,7 @@
 //! error half-way through a setup leaves nothing behind; call `remove` to
 //! see the errors.
 
+mod alua;
 mod attribute;
 mod backstore;
 mod chap;
@@ -17,6 +18,7 @@ mod modules;
 mod portal;
 mod user_backstore;
 
+pub use alua::{AccessType, AluaGroup, AluaMember};
 pub use backstore::{Backstore, BackstoreConfig, valid_name};
 pub use chap::IscsiAuth;
 pub use error::ConfigfsError;

@@ -5,6 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::alua::{self, AluaGroup};
 use super::attribute::{io_err, write_attr};
 use super::error::ConfigfsError;
 
@@ -149,6 +150,26 @@ impl UserBackstore {
         // The attribute reads "T10 VPD Unit Serial Number: <serial>".
         let serial = text.rsplit(": ").next().unwrap_or("").trim();
         Ok(serial.to_string())
+    }
+
+    /// The backstore's ALUA target port groups (`alua/<group>/`), sorted
+    /// by id, without the kernel's `default_tg_pt_gp` and without groups
+    /// whose id was never set; each with its member LUNs.
+    pub fn alua_groups(&self) -> Result<Vec<AluaGroup>, ConfigfsError> {
+        // Member ports live in the fabrics' trees beside `core/`:
+        // the directory is `<root>/core/user_<hba>/<name>`.
+        let root = self
+            .dir
+            .ancestors()
+            .nth(3)
+            .ok_or_else(|| ConfigfsError::Io {
+                path: self.dir.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a backstore directory below a configfs target root",
+                ),
+            })?;
+        alua::read_groups(&self.dir, root)
     }
 
     /// Block new commands (the kernel answers them BUSY) and reset the

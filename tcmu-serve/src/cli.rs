@@ -159,6 +159,23 @@ pub struct DeviceArgs {
     /// log in and write (demo mode).
     #[arg(long)]
     pub iscsi_no_auth: bool,
+    /// iSCSI: the tag of the target portal group (default 1). Gateways
+    /// exporting one image under one target name each use their own.
+    #[arg(long, value_name = "TAG")]
+    pub iscsi_tpg: Option<u16>,
+    /// iSCSI: serve as one of several gateways of one image, laid out as
+    /// ceph-iscsi does it: the TPG tags of every gateway, the owner's first.
+    /// ALUA groups `ao` (the owner's, active/optimized) and `ano<TAG>`
+    /// (active/non-optimized) are made in the backstore and the LUN joins
+    /// its own gateway's; an `rbd:` image is then written only while this
+    /// gateway holds its exclusive lock. Give every gateway the same
+    /// --serial.
+    #[arg(long, value_name = "TAG,TAG...", value_delimiter = ',')]
+    pub alua_gateways: Vec<u16>,
+    /// The unit serial number (VPD page 0x80), from which the disk's
+    /// WWN is derived (default: a new random one).
+    #[arg(long)]
+    pub serial: Option<String>,
     /// Largest command in bytes the kernel may send (hw_max_sectors).
     #[arg(long, default_value = "1MiB")]
     pub max_io: String,

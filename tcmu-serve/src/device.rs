@@ -34,6 +34,9 @@ fn start_with<D: Servable>(device: D, plan: &Plan) -> Result<Target, String> {
         .dev_config(plan.backend.dev_config())
         .max_io_bytes(plan.max_io_bytes)
         .export(plan.export.clone());
+    if let Some(serial) = &plan.serial {
+        builder = builder.serial(serial.clone());
+    }
     if let Some(workers) = plan.workers {
         builder = builder.workers(workers);
     }

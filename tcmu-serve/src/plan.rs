@@ -19,6 +19,8 @@ pub struct Plan {
     /// How to open the device; its size, when not given, comes from the file.
     pub device: DeviceOptions,
     pub name: String,
+    /// The unit serial (None: a new one).
+    pub serial: Option<String>,
     pub export: Export,
     pub max_io_bytes: u32,
     /// Data area and command ring in MiB (None: the kernel's default).
@@ -36,6 +38,11 @@ impl Plan {
         plan(args)
     }
 }
+
+/// The implicit transition time reported for gateway ALUA groups: a
+/// failover takes the new gateway a lock break and acquisition, each
+/// bounded by the RBD timeout.
+const ALUA_TRANSITION_SECS: u32 = 30;
 
 fn plan(args: DeviceArgs) -> Result<Plan, String> {
     let Some(backend) = &args.backend else {
@@ -120,6 +127,16 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
             "invalid name {name:?}: use letters, digits, '-', '_' and '.'"
         ));
     }
+    if let Some(serial) = &args.serial
+        && (serial.is_empty()
+            || serial.len() > scsi_emu::MAX_SERIAL_LEN
+            || !serial.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(format!(
+            "invalid --serial {serial:?}: use 1 to {} printable ASCII characters without spaces",
+            scsi_emu::MAX_SERIAL_LEN
+        ));
+    }
     let export = args.export;
     // Which of them go together is clap's business; whether they apply
     // depends on --export's value.
@@ -128,6 +145,8 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
             (args.chap_user.is_some(), "--chap-user"),
             (args.chap_password_file.is_some(), "--chap-password-file"),
             (args.iscsi_no_auth, "--iscsi-no-auth"),
+            (args.iscsi_tpg.is_some(), "--iscsi-tpg"),
+            (!args.alua_gateways.is_empty(), "--alua-gateways"),
         ] {
             if given {
                 return Err(format!("{flag} only applies to --export iscsi"));
@@ -156,12 +175,21 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
                 iqn: iqn.unwrap_or_else(|| configfs::default_iqn(&name)),
                 portal,
                 auth,
+                tpg_tag: args.iscsi_tpg.unwrap_or(1),
+                alua: (!args.alua_gateways.is_empty()).then(|| configfs::GatewayAlua {
+                    gateways: args.alua_gateways.clone(),
+                    implicit_transition_secs: ALUA_TRANSITION_SECS,
+                }),
             };
-            config.validate()?;
+            config
+                .validate()
+                .map_err(|e| format!("invalid iSCSI export: {e}"))?;
             Export::Iscsi {
                 iqn: Some(config.iqn),
                 portal: config.portal,
                 auth: config.auth,
+                tpg_tag: config.tpg_tag,
+                alua: config.alua,
             }
         }
     };
@@ -177,6 +205,7 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
             faults,
         },
         name,
+        serial: args.serial,
         export,
         max_io_bytes: max_io as u32,
         data_area_mb,
@@ -427,14 +456,7 @@ mod tests {
 
     /// The iSCSI configuration of a plan, as the target will make it.
     fn iscsi_config(p: &Plan) -> configfs::IscsiConfig {
-        match &p.export {
-            Export::Iscsi { iqn, portal, auth } => configfs::IscsiConfig {
-                iqn: iqn.clone().expect("the plan names the IQN"),
-                portal: *portal,
-                auth: auth.clone(),
-            },
-            other => panic!("not iSCSI: {other:?}"),
-        }
+        p.export.iscsi_config(&p.name).expect("an iSCSI export")
     }
 
     #[test]
@@ -562,6 +584,76 @@ mod tests {
             let err = iscsi(argv).unwrap_err();
             assert!(err.contains(want), "{argv:?}: {err}");
             assert!(!err.contains('\n'), "{argv:?}: one line, got {err}");
+        }
+    }
+
+    #[test]
+    fn gateways_of_one_image_name_their_tpg_and_alua_groups() {
+        let p = iscsi(&[
+            "--export",
+            "iscsi:iqn.2026-12.org.example:img@127.0.0.2:3260",
+            "--iscsi-no-auth",
+            "--iscsi-tpg",
+            "2",
+            "--alua-gateways",
+            "1,2",
+            "--serial",
+            "img-0001",
+        ])
+        .unwrap();
+        let c = iscsi_config(&p);
+        assert_eq!(c.tpg_tag, 2);
+        let alua = c.alua.expect("ALUA groups");
+        assert_eq!(alua.gateways, [1, 2]);
+        assert_eq!(alua.group_of(2).as_deref(), Some("ano2"));
+        assert_eq!(p.serial.as_deref(), Some("img-0001"));
+        // Without the flags: TPG 1, no groups, a new serial.
+        let c = iscsi_config(&iscsi(&["--export", "iscsi", "--iscsi-no-auth"]).unwrap());
+        assert_eq!((c.tpg_tag, c.alua), (1, None));
+    }
+
+    #[test]
+    fn bad_gateway_flags_are_one_line_errors() {
+        for (extra, why) in [
+            (
+                &["--export", "iscsi", "--iscsi-no-auth", "--iscsi-tpg", "0"][..],
+                "TPG tag 0",
+            ),
+            (
+                &[
+                    "--export",
+                    "iscsi",
+                    "--iscsi-no-auth",
+                    "--iscsi-tpg",
+                    "3",
+                    "--alua-gateways",
+                    "1,2",
+                ][..],
+                "not among",
+            ),
+            (
+                &[
+                    "--export",
+                    "iscsi",
+                    "--iscsi-no-auth",
+                    "--alua-gateways",
+                    "1,1",
+                ][..],
+                "twice",
+            ),
+            (
+                &["--export", "loop", "--alua-gateways", "1"][..],
+                "only applies to --export iscsi",
+            ),
+            (
+                &["--export", "loop", "--iscsi-tpg", "2"][..],
+                "only applies to --export iscsi",
+            ),
+            (&["--serial", "has space"][..], "invalid --serial"),
+            (&["--serial", ""][..], "invalid --serial"),
+        ] {
+            let err = iscsi(extra).unwrap_err();
+            assert!(err.contains(why) && !err.contains('\n'), "{extra:?}: {err}");
         }
     }
 }

@@ -13,11 +13,12 @@ use tcmu_core::server::ServeOptions;
 use tcmu_core::uio::UioDevice;
 use tcmu_core::{AsyncCommandHandler, PendingCommand, Ring};
 
+use crate::configfs_port_groups::ConfigfsPortGroups;
 use crate::error::TargetError;
 use crate::naming::uio_minor;
 use crate::reconfig::{Decision, decide, restore_attribute};
 use crate::ring_thread::RingThread;
-use crate::servable::{Servable, Unit};
+use crate::servable::{Servable, Unit, UnitOptions};
 
 /// How long to wait for the UIO device of an enabled backstore to appear.
 const UIO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,7 +90,12 @@ impl AdoptedLun {
         let ring = Ring::new(uio.map())?;
         let serial = backstore.unit_serial()?;
         let identity = LunIdentity::new(serial.clone(), device.product());
-        let unit = device.into_unit(identity, max_io_bytes, None)?;
+        let options = UnitOptions {
+            max_io_bytes,
+            registry: None,
+            port_groups: Some(Arc::new(ConfigfsPortGroups::new(backstore.clone()))),
+        };
+        let unit = device.into_unit(identity, options)?;
         let decider = unit.clone();
         let current_config = dev_config.clone();
         let decide =

@@ -2,22 +2,24 @@
 //! ring thread, netlink watcher and export, in that order.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use scsi_emu::{BlockSize, CopyRegistry, LunIdentity};
+use scsi_emu::{BlockSize, CopyRegistry, LunIdentity, PortGroupSource};
 use tcmu_core::Ring;
 use tcmu_core::configfs::{
-    self, Backstore, BackstoreConfig, ConfigfsError, IscsiConfig, IscsiExport, LoopbackExport,
+    self, Backstore, BackstoreConfig, ConfigfsError, IscsiExport, LoopbackExport, UserBackstore,
 };
 use tcmu_core::server::ServeOptions;
 use tcmu_core::uio::{UioDevice, UioError};
 
+use crate::configfs_port_groups::ConfigfsPortGroups;
 use crate::error::TargetError;
 use crate::export::Export;
 use crate::naming::{loop_wwn, new_serial, uio_minor};
 use crate::reconfig::ReconfigWatcher;
 use crate::ring_thread::RingThread;
-use crate::servable::Servable;
+use crate::servable::{Servable, UnitOptions};
 use crate::target::Target;
 
 /// Settings of a [`Target`]; start it with [`TargetBuilder::start`].
@@ -156,18 +158,10 @@ impl<D: Servable> TargetBuilder<D> {
             return Err(ConfigfsError::BadName(name).into());
         }
 
-        let iscsi = match &self.export {
-            Export::Iscsi { iqn, portal, auth } => {
-                let config = IscsiConfig {
-                    iqn: iqn.clone().unwrap_or_else(|| configfs::default_iqn(&name)),
-                    portal: *portal,
-                    auth: auth.clone(),
-                };
-                config.validate().map_err(TargetError::Config)?;
-                Some(config)
-            }
-            _ => None,
-        };
+        let iscsi = self.export.iscsi_config(&name);
+        if let Some(config) = &iscsi {
+            config.validate().map_err(TargetError::Config)?;
+        }
 
         let mut modules = vec!["configfs", "target_core_mod", "target_core_user"];
         if self.export == Export::Loopback {
@@ -234,9 +228,15 @@ impl<D: Servable> TargetBuilder<D> {
         }
         let ring = Ring::new(uio.map())?;
         let identity = LunIdentity::new(serial.clone(), self.device.product());
-        let unit = self
-            .device
-            .into_unit(identity, self.max_io_bytes, self.copy_registry)?;
+        let options = UnitOptions {
+            max_io_bytes: self.max_io_bytes,
+            registry: self.copy_registry,
+            // ALUA groups an administrator (or the export) adds to the
+            // backstore are reported from then on.
+            port_groups: UserBackstore::from_uio_name(root, backstore.uio_name())
+                .map(|b| Arc::new(ConfigfsPortGroups::new(b)) as Arc<dyn PortGroupSource>),
+        };
+        let unit = self.device.into_unit(identity, options)?;
         let reconfig = match uio_minor(uio.path()) {
             Some(minor) => ReconfigWatcher::spawn(
                 minor,

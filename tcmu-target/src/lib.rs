@@ -44,6 +44,7 @@
 
 mod adopted;
 mod builder;
+mod configfs_port_groups;
 mod error;
 mod export;
 mod naming;
@@ -60,4 +61,4 @@ pub use export::Export;
 pub use servable::{AsyncDevice, Servable};
 pub use signals::Signals;
 pub use target::{ForceStop, Target};
-pub use tcmu_core::configfs::IscsiAuth;
+pub use tcmu_core::configfs::{GatewayAlua, IscsiAuth};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use scsi_emu::{
     AsyncBlockDevice, AsyncEmulator, BlockDevice, Blocking, CopyRegistry, Emulator, LunIdentity,
+    PortGroupSource,
 };
 use tcmu_core::AsyncCommandHandler;
 
@@ -26,9 +27,19 @@ pub trait Servable: Send + 'static {
     fn into_unit(
         self,
         identity: LunIdentity,
-        max_io_bytes: u32,
-        registry: Option<CopyRegistry>,
+        options: UnitOptions,
     ) -> std::io::Result<Arc<Self::Unit>>;
+}
+
+/// How the unit over a device is set up.
+#[doc(hidden)]
+pub struct UnitOptions {
+    /// The largest data transfer of one command.
+    pub max_io_bytes: u32,
+    /// EXTENDED COPY between the units of this process.
+    pub registry: Option<CopyRegistry>,
+    /// Where ALUA's target port groups come from.
+    pub port_groups: Option<Arc<dyn PortGroupSource>>,
 }
 
 /// A logical unit a target serves: it executes the ring's commands, and
@@ -65,11 +76,13 @@ impl<D: BlockDevice + 'static> Servable for D {
     fn into_unit(
         self,
         identity: LunIdentity,
-        max_io_bytes: u32,
-        registry: Option<CopyRegistry>,
+        options: UnitOptions,
     ) -> std::io::Result<Arc<Emulator<D>>> {
-        let mut emulator = Emulator::new(self, identity).with_max_io_bytes(max_io_bytes);
-        if let Some(registry) = registry {
+        let mut emulator = Emulator::new(self, identity).with_max_io_bytes(options.max_io_bytes);
+        if let Some(source) = options.port_groups {
+            emulator = emulator.with_port_groups(source);
+        }
+        if let Some(registry) = options.registry {
             emulator = emulator.with_copy_registry(registry);
         }
         Ok(Arc::new(emulator))
@@ -107,11 +120,14 @@ impl<D: AsyncBlockDevice> Servable for AsyncDevice<D> {
     fn into_unit(
         self,
         identity: LunIdentity,
-        max_io_bytes: u32,
-        registry: Option<CopyRegistry>,
+        options: UnitOptions,
     ) -> std::io::Result<Arc<AsyncEmulator<D>>> {
-        let mut emulator = AsyncEmulator::new(self.0, identity)?.with_max_io_bytes(max_io_bytes);
-        if let Some(registry) = registry {
+        let mut emulator =
+            AsyncEmulator::new(self.0, identity)?.with_max_io_bytes(options.max_io_bytes);
+        if let Some(source) = options.port_groups {
+            emulator = emulator.with_port_groups(source);
+        }
+        if let Some(registry) = options.registry {
             emulator = emulator.with_copy_registry(registry);
         }
         Ok(Arc::new(emulator))

@@ -1,5 +1,8 @@
-//! The iSCSI export: an LIO target with TPG 1, LUN 0 and one portal, with
-//! CHAP or without authentication, created in order and removed in reverse.
+//! The iSCSI export: an LIO target with one TPG (tag 1 unless told), LUN 0
+//! and one portal, with CHAP or without authentication, and optionally
+//! the ALUA groups of a gateway among several; created in order and
+//! removed in reverse. Gateways of one kernel share the target, each with
+//! a TPG of its own.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::attribute::{io_err, mkdir, rmdir, write_attr};
 use super::chap::{IscsiAuth, check_chap_value};
 use super::error::ConfigfsError;
+use super::gateway_alua::GatewayAlua;
 use super::iqn::check_iqn;
 use super::portal::{check_portal, portal_dir_name};
 
@@ -20,6 +24,10 @@ pub struct IscsiConfig {
     pub portal: SocketAddr,
     /// Who may log in.
     pub auth: IscsiAuth,
+    /// The TPG's tag (1 unless several gateways share the target).
+    pub tpg_tag: u16,
+    /// The ALUA groups of a gateway among several, when it is one.
+    pub alua: Option<GatewayAlua>,
 }
 
 impl IscsiConfig {
@@ -28,6 +36,12 @@ impl IscsiConfig {
     pub fn validate(&self) -> Result<(), String> {
         check_iqn(&self.iqn)?;
         check_portal(&self.portal)?;
+        if self.tpg_tag == 0 {
+            return Err("invalid TPG tag 0: tags start at 1".into());
+        }
+        if let Some(alua) = &self.alua {
+            alua.validate(self.tpg_tag)?;
+        }
         if let IscsiAuth::Chap { user, password } = &self.auth {
             check_chap_value("CHAP user", user, 1)?;
             check_chap_value("CHAP password", password, 12)?;
@@ -87,6 +101,8 @@ struct IscsiParts {
     link: bool,
     portal: bool,
     enabled: bool,
+    /// The LUN was put in an ALUA group.
+    alua_member: bool,
 }
 
 /// An LIO iSCSI target exporting one backstore as LUN 0 of TPG 1 on one
@@ -102,16 +118,20 @@ pub struct IscsiExport {
     np_dir: PathBuf,
     url: String,
     parts: IscsiParts,
+    /// The ALUA groups made (or found) in the backstore, removed last.
+    alua_groups: Vec<PathBuf>,
     removed: bool,
 }
 
 impl IscsiExport {
     /// Create target `config.iqn` under `root` (normally [`TARGET_ROOT`](super::TARGET_ROOT);
-    /// load `iscsi_target_mod` first) with TPG 1 in demo mode
-    /// (`generate_node_acls=1`, writable), LUN 0 linked to
-    /// `backstore_dir`, a portal on `config.portal`, CHAP if asked for, and
-    /// enable it. A target with that name must not exist yet. On error
-    /// nothing is left behind.
+    /// load `iscsi_target_mod` first) with TPG `config.tpg_tag` in demo
+    /// mode (`generate_node_acls=1`, writable), LUN 0 linked to
+    /// `backstore_dir`, the LUN in its ALUA group if `config.alua` says
+    /// (the groups are made in the backstore), a portal on
+    /// `config.portal`, CHAP if asked for, and enable it. The target may
+    /// exist (another gateway's), its TPG must not. On error nothing is
+    /// left behind.
     pub fn create(
         root: &Path,
         backstore_dir: &Path,
@@ -135,26 +155,32 @@ impl IscsiExport {
             });
         }
         let mut export = Self::at(tree, target_dir, backstore_dir, config);
-        if export.target_dir.symlink_metadata().is_ok() {
+        if export.tpg_dir.symlink_metadata().is_ok() {
             return Err(ConfigfsError::Io {
-                path: export.target_dir.clone(),
+                path: export.tpg_dir.clone(),
                 source: io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    "an iSCSI target with this name already exists",
+                    "an iSCSI target with this name and TPG already exists",
                 ),
             });
         }
-        if !fabric.exists() {
-            export.tree.mkdir(&fabric)?;
-        }
-        export.tree.mkdir(&export.target_dir)?;
+        // Removed again when the last TPG is, whoever made it.
         export.parts.target = true;
+        if export.target_dir.symlink_metadata().is_err() {
+            if !fabric.exists() {
+                export.tree.mkdir(&fabric)?;
+            }
+            export.tree.mkdir(&export.target_dir)?;
+        }
         export.tree.mkdir(&export.tpg_dir)?;
         export.parts.tpg = true;
         export.tree.mkdir(&export.lun_dir)?;
         export.parts.lun = true;
         export.tree.symlink(backstore_dir, &export.link)?;
         export.parts.link = true;
+        if let Some(alua) = &config.alua {
+            export.join_alua_group(backstore_dir, alua, config.tpg_tag)?;
+        }
         export.tree.mkdir(&export.np_dir)?;
         export.parts.portal = true;
         let attrib = export.tpg_dir.join("attrib");
@@ -183,13 +209,44 @@ impl IscsiExport {
         Ok(export)
     }
 
+    /// Make (or reuse) the gateway groups in the backstore and put the LUN
+    /// in its own.
+    fn join_alua_group(
+        &mut self,
+        backstore_dir: &Path,
+        alua: &GatewayAlua,
+        tag: u16,
+    ) -> Result<(), ConfigfsError> {
+        for group in alua.groups() {
+            let dir = backstore_dir.join("alua").join(&group.name);
+            if dir.symlink_metadata().is_err() {
+                self.tree.mkdir(&dir)?;
+            }
+            self.alua_groups.push(dir.clone());
+            // The kernel takes an id once; a group left by an earlier run
+            // has it already.
+            let id = std::fs::read_to_string(dir.join("tg_pt_gp_id")).unwrap_or_default();
+            if id.trim() != group.id.to_string() {
+                self.tree
+                    .write(&dir.join("tg_pt_gp_id"), &group.id.to_string())?;
+            }
+            for (name, value) in alua.attributes(&group) {
+                self.tree.write(&dir.join(name), &value)?;
+            }
+        }
+        let own = alua.group_of(tag).unwrap_or_default();
+        self.tree.write(&self.lun_dir.join("alua_tg_pt_gp"), &own)?;
+        self.parts.alua_member = true;
+        Ok(())
+    }
+
     fn at(
         tree: Box<dyn Tree>,
         target_dir: PathBuf,
         backstore_dir: &Path,
         config: &IscsiConfig,
     ) -> IscsiExport {
-        let tpg_dir = target_dir.join("tpgt_1");
+        let tpg_dir = target_dir.join(format!("tpgt_{}", config.tpg_tag));
         let lun_dir = tpg_dir.join("lun/lun_0");
         IscsiExport {
             tree,
@@ -200,6 +257,7 @@ impl IscsiExport {
             lun_dir,
             url: config.url(),
             parts: IscsiParts::default(),
+            alua_groups: Vec::new(),
             removed: false,
         }
     }
@@ -227,6 +285,7 @@ impl IscsiExport {
             lun: true,
             link: true,
             portal: false,
+            alua_member: false,
             enabled: std::fs::read_to_string(export.tpg_dir.join("enable"))
                 .is_ok_and(|t| t.trim() == "1"),
         };
@@ -244,7 +303,8 @@ impl IscsiExport {
     }
 
     /// Disable the TPG, then remove the portal, the LUN link, the LUN, the
-    /// TPG and the target.
+    /// TPG, the target when no other gateway's TPG is left in it, and the
+    /// ALUA groups made in the backstore.
     pub fn remove(mut self) -> Result<(), ConfigfsError> {
         self.remove_inner()
     }
@@ -287,10 +347,30 @@ impl IscsiExport {
             self.parts.tpg = false;
         }
         if self.parts.target {
-            tree.rmdir(&self.target_dir)?;
+            if !self.other_tpgs_left() {
+                tree.rmdir(&self.target_dir)?;
+            }
             self.parts.target = false;
         }
+        // The LUN left its group with it; the groups go last.
+        self.parts.alua_member = false;
+        for dir in std::mem::take(&mut self.alua_groups).iter().rev() {
+            if dir.symlink_metadata().is_ok() {
+                tree.rmdir(dir)?;
+            }
+        }
         Ok(())
+    }
+}
+
+impl IscsiExport {
+    /// Whether another gateway's TPG is still in the target.
+    fn other_tpgs_left(&self) -> bool {
+        std::fs::read_dir(&self.target_dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("tpgt_"))
+        })
     }
 }
 
@@ -312,6 +392,8 @@ mod tests {
             iqn: "iqn.2026-11.org.tcmu-rs:d".into(),
             portal: "127.0.0.1:3260".parse().unwrap(),
             auth,
+            tpg_tag: 1,
+            alua: None,
         }
     }
 
@@ -425,6 +507,15 @@ mod tests {
                 for group in ["lun", "np"] {
                     // Fails (like configfs) while LUNs or portals remain.
                     rmdir(&path.join(group))?;
+                }
+            }
+            // An ALUA group's or a LUN's attributes go with it.
+            let parent = path.parent().and_then(|p| p.file_name());
+            if parent.is_some_and(|n| n == "alua" || n == "lun") {
+                for entry in std::fs::read_dir(path).unwrap().flatten() {
+                    if entry.file_type().unwrap().is_file() {
+                        std::fs::remove_file(entry.path()).unwrap();
+                    }
                 }
             }
             rmdir(path)
@@ -616,5 +707,127 @@ mod tests {
         found.remove().unwrap();
         assert_eq!(tree.ops(), teardown_ops());
         assert!(targets(&root).is_empty());
+    }
+
+    #[test]
+    fn two_gateways_share_the_target_each_in_its_alua_group() {
+        let (_tmp, root, bs1) = scratch("gateways");
+        let bs2 = root.join("core/user_0/d2");
+        for bs in [&bs1, &bs2] {
+            std::fs::create_dir_all(bs.join("alua")).unwrap();
+        }
+        let gateway = |tag: u16, portal: &str| {
+            let mut c = config(IscsiAuth::None);
+            c.tpg_tag = tag;
+            c.portal = portal.parse().unwrap();
+            c.alua = Some(GatewayAlua {
+                gateways: vec![1, 2],
+                implicit_transition_secs: 30,
+            });
+            c
+        };
+        let tree = FakeTree::new(&root);
+        let gw1 = IscsiExport::create_in(
+            Box::new(tree.clone()),
+            &root,
+            &bs1,
+            &gateway(1, "127.0.0.1:3260"),
+        )
+        .unwrap();
+        tree.ops();
+        let gw2 = IscsiExport::create_in(
+            Box::new(tree.clone()),
+            &root,
+            &bs2,
+            &gateway(2, "127.0.0.2:3260"),
+        )
+        .unwrap();
+        let ops = tree.ops();
+        assert_eq!(ops[0], format!("mkdir {T}/tpgt_2"), "the target is shared");
+        assert!(ops.contains(&"mkdir core/user_0/d2/alua/ao".to_string()));
+        assert!(ops.contains(&"write core/user_0/d2/alua/ano2/tg_pt_gp_id=2".to_string()));
+        assert!(ops.contains(&"write core/user_0/d2/alua/ano2/alua_access_state=1".to_string()));
+        assert!(ops.contains(&"write core/user_0/d2/alua/ao/alua_access_state=0".to_string()));
+        let member = format!("write {T}/tpgt_2/lun/lun_0/alua_tg_pt_gp=ano2");
+        let at = ops
+            .iter()
+            .position(|o| *o == member)
+            .expect("LUN joins ano2");
+        assert!(
+            at < ops.iter().position(|o| o.ends_with("enable=1")).unwrap(),
+            "in its group before the TPG is enabled"
+        );
+        assert_eq!(
+            gw2.url(),
+            "iscsi://127.0.0.2:3260/iqn.2026-11.org.tcmu-rs:d/0"
+        );
+        // A third export of TPG 2 is refused.
+        let err = IscsiExport::create_in(
+            Box::new(tree.clone()),
+            &root,
+            &bs2,
+            &gateway(2, "127.0.0.2:3260"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        tree.ops();
+
+        gw1.remove().unwrap();
+        let ops = tree.ops();
+        assert!(
+            !ops.contains(&format!("rmdir {T}")),
+            "gateway 2 still uses it"
+        );
+        assert!(ops.contains(&"rmdir core/user_0/d/alua/ao".to_string()));
+        assert_eq!(targets(&root), ["iqn.2026-11.org.tcmu-rs:d"]);
+        gw2.remove().unwrap();
+        let ops = tree.ops();
+        assert!(
+            ops.contains(&format!("rmdir {T}")),
+            "the last one removes it"
+        );
+        assert_eq!(ops.last().unwrap(), "rmdir core/user_0/d2/alua/ao");
+        assert!(targets(&root).is_empty());
+        assert_eq!(std::fs::read_dir(bs2.join("alua")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn alua_groups_left_by_an_earlier_run_are_reused() {
+        let (_tmp, root, bs) = scratch("reuse");
+        let ao = bs.join("alua/ao");
+        std::fs::create_dir_all(&ao).unwrap();
+        std::fs::write(ao.join("tg_pt_gp_id"), "1\n").unwrap();
+        let mut c = config(IscsiAuth::None);
+        c.alua = Some(GatewayAlua {
+            gateways: vec![1],
+            implicit_transition_secs: 30,
+        });
+        let tree = FakeTree::new(&root);
+        let export = IscsiExport::create_in(Box::new(tree.clone()), &root, &bs, &c).unwrap();
+        let ops = tree.ops();
+        assert!(
+            !ops.iter().any(|o| o.contains("mkdir core/user_0/d/alua")),
+            "{ops:?}"
+        );
+        assert!(
+            !ops.iter().any(|o| o.contains("tg_pt_gp_id")),
+            "the id is set once"
+        );
+        assert!(ops.contains(&format!("write {T}/tpgt_1/lun/lun_0/alua_tg_pt_gp=ao")));
+        export.remove().unwrap();
+        assert!(!ao.exists());
+    }
+
+    #[test]
+    fn a_bad_tag_or_alua_list_is_refused() {
+        let mut c = config(IscsiAuth::None);
+        c.tpg_tag = 0;
+        assert!(c.validate().unwrap_err().contains("TPG tag 0"));
+        c.tpg_tag = 3;
+        c.alua = Some(GatewayAlua {
+            gateways: vec![1, 2],
+            implicit_transition_secs: 30,
+        });
+        assert!(c.validate().unwrap_err().contains("not among"));
     }
 }

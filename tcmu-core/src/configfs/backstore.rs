@@ -218,6 +218,16 @@ impl Backstore {
         }
         self.removed = true;
         if !self.dir.as_os_str().is_empty() {
+            // ALUA groups someone added (configfs refuses to remove a
+            // backstore that still has them); the kernel's own default
+            // group goes with the backstore.
+            if let Ok(groups) = std::fs::read_dir(self.dir.join("alua")) {
+                for group in groups.flatten() {
+                    if group.file_name() != "default_tg_pt_gp" {
+                        rmdir(&group.path())?;
+                    }
+                }
+            }
             rmdir(&self.dir)?;
         }
         if self.created_hba {

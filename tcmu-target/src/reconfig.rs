@@ -228,6 +228,17 @@ fn apply<D: BlockDevice>(
 /// event), so the value is read back and written again until it stays.
 pub(crate) fn restore_attribute(dir: &Path, attribute: &str, value: &str) -> io::Result<()> {
     let path = dir.join("attrib").join(attribute);
+    // Let the refused write finish first: a dev_config store goes on to
+    // rename the UIO device from the stored string, and a second store
+    // racing with that makes the kernel warn (kvasprintf sees the string
+    // change under it). Stored means it no longer reads `value`.
+    for _ in 0..20 {
+        if !std::fs::read_to_string(&path).is_ok_and(|v| v.trim_end() == value) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     for _ in 0..10 {
         std::fs::write(&path, value)?;
         std::thread::sleep(Duration::from_millis(50));

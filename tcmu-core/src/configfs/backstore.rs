@@ -77,9 +77,6 @@ pub struct Backstore {
     dir: PathBuf,
     hba_dir: PathBuf,
     created_hba: bool,
-    /// Taken over from a dead handler: its HBA directory goes too if this
-    /// backstore was the last one in it.
-    attached: bool,
     uio_name: String,
     removed: bool,
 }
@@ -106,7 +103,6 @@ impl Backstore {
             dir: dir.clone(),
             hba_dir,
             created_hba,
-            attached: false,
             uio_name: config.uio_name(),
             removed: false,
         };
@@ -160,7 +156,6 @@ impl Backstore {
             dir,
             hba_dir,
             created_hba: false,
-            attached: true,
             removed: false,
         })
     }
@@ -230,11 +225,18 @@ impl Backstore {
             }
             rmdir(&self.dir)?;
         }
-        if self.created_hba {
-            rmdir(&self.hba_dir)?;
-        } else if self.attached {
-            // Still holding other backstores: it stays (rmdir refuses).
-            let _ = std::fs::remove_dir(&self.hba_dir);
+        // The HBA goes with its last backstore, whoever made it: another
+        // process (a second gateway, say) may have made it, or use it
+        // still, in which case it stays.
+        let others = std::fs::read_dir(&self.hba_dir)
+            .map(|entries| entries.flatten().any(|e| e.path().is_dir()))
+            .unwrap_or(false);
+        if !others && self.hba_dir.exists() {
+            match rmdir(&self.hba_dir) {
+                // Someone made a backstore in it meanwhile.
+                Err(e) if !self.created_hba => log::debug!("{e}"),
+                r => r?,
+            }
         }
         Ok(())
     }

@@ -347,6 +347,8 @@ pub fn block_error(errno: i32) -> BlockError {
 /// in flight and releases the image's exclusive lock), then the cluster
 /// connection. With the cluster unreachable that takes a few
 /// [`RbdOptions::timeout`]s: three with the only OSD down, in the tests.
+/// In failover mode, a session that a background acquisition or reconnect
+/// is still using is closed when that work ends.
 pub struct RbdDevice {
     /// The session requests run on, and the lock in failover mode.
     gate: Gate,
@@ -930,6 +932,15 @@ mod tests {
             timeout: Duration::from_secs(7),
         };
         assert!(e.to_string().contains("within 7 s"), "{e}");
+        let e = RbdError::NoExclusiveLock {
+            pool: "rbd".into(),
+            image: "disk".into(),
+        };
+        assert!(
+            e.to_string()
+                .contains("rbd feature enable rbd/disk exclusive-lock"),
+            "{e}"
+        );
         let e = RbdError::Config {
             path: Some("/nonexistent/ceph.conf".into()),
             errno: 2,

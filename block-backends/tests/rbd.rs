@@ -1096,8 +1096,8 @@ fn write_retrying(dev: &Blocking<RbdDevice>, offset: u64, data: &[u8]) -> u32 {
     }
 }
 
-/// `ceph osd blocklist ls`'s entries.
-fn blocklist(cluster: &Cluster) -> String {
+/// `ceph osd blocklist ls`'s entries (client address, expiry).
+fn blocklist(cluster: &Cluster) -> Vec<String> {
     let out = Command::new("timeout")
         .arg("60")
         .arg("ceph")
@@ -1113,7 +1113,11 @@ fn blocklist(cluster: &Cluster) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     // Entries go to stdout, the count ("listed N entries") to stderr.
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|line| !line.trim().is_empty())
+        .collect()
 }
 
 #[test]
@@ -1128,6 +1132,8 @@ fn failover_first_write_takes_the_lock() {
         assert_eq!(a.lock_state(), LockState::Unlocked);
 
         let data = pattern(0, 65536, 21);
+        // Whatever changes the image needs the lock: BUSY at once.
+        assert_eq!(a.unmap(Extent::new(0, 1)), Err(BlockError::Busy), "unmap");
         assert_eq!(a.write(0, &data), Err(BlockError::Busy), "first write");
         write_retrying(&a, 0, &data);
         assert_eq!(a.lock_state(), LockState::Locked);
@@ -1153,16 +1159,19 @@ fn failover_second_gateway_fences_the_first() {
         assert_eq!(a.lock_state(), LockState::Locked);
 
         // B takes the image over: BUSY first, then its write passes.
+        let blocklisted = blocklist(cluster);
         let p2 = pattern(at, 65536, 32);
         assert_eq!(b.write(at / 4096, &p2), Err(BlockError::Busy));
         let started = Instant::now();
         write_retrying(&b, at, &p2);
         note(TEST, &format!("B took the lock in {:?}", started.elapsed()));
         assert_eq!(b.lock_state(), LockState::Locked);
-        assert!(
-            !blocklist(cluster).trim().is_empty(),
-            "breaking A's lock blocklisted no client"
-        );
+        let new: Vec<String> = blocklist(cluster)
+            .into_iter()
+            .filter(|entry| !blocklisted.contains(entry))
+            .collect();
+        assert!(!new.is_empty(), "breaking A's lock blocklisted no client");
+        note(TEST, &format!("blocklisted: {new:?}"));
 
         // A is fenced: its write is refused (BUSY) and does not land.
         let p3 = pattern(at, 65536, 33);
@@ -1246,4 +1255,73 @@ fn failover_needs_the_exclusive_lock_feature() {
             cluster.connect(&image.name, 512);
         },
     );
+}
+
+#[test]
+fn failover_takeover_under_load_loses_no_acknowledged_write() {
+    const TEST: &str = "failover_takeover_under_load_loses_no_acknowledged_write";
+    const SLOTS: u64 = 16;
+    const SLOT: usize = 65536;
+    const BASE: u64 = 8 << 20;
+    with_cluster(TEST, false, |cluster| {
+        let image = lock_image(cluster, "lock-load");
+        let a = Arc::new(gateway(cluster, &image.name));
+        let b = gateway(cluster, &image.name);
+        write_retrying(&a, 0, &pattern(0, 4096, 50));
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
+        // A writes slot after slot until its first failure; then, as an
+        // initiator would, it moves to the other path and writes no more
+        // through A.
+        let writer = {
+            let (a, stop) = (Arc::clone(&a), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut slots = vec![(None, Vec::new()); SLOTS as usize];
+                let mut first_error = None;
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let slot = i % SLOTS;
+                    let offset = BASE + slot * SLOT as u64;
+                    let record: &mut (Option<u64>, Vec<u64>) = &mut slots[slot as usize];
+                    match a.write(offset / 4096, &pattern(offset, SLOT, i)) {
+                        Ok(()) => *record = (Some(i), Vec::new()),
+                        Err(e) => {
+                            // It may have landed before the fence.
+                            record.1.push(i);
+                            first_error = Some(e);
+                            break;
+                        }
+                    }
+                    i += 1;
+                }
+                (slots, first_error, i)
+            })
+        };
+        thread::sleep(Duration::from_millis(300));
+        write_retrying(&b, 0, &pattern(0, 4096, 51));
+        let (slots, first_error, writes) = writer.join().expect("writer");
+        note(TEST, &format!("A wrote {writes} times before the takeover"));
+        assert_eq!(first_error, Some(BlockError::Busy), "A's first failure");
+        assert_ne!(a.lock_state(), LockState::Locked);
+
+        let region = || read_bytes(&b, BASE, SLOTS as usize * SLOT);
+        let held = region();
+        for (slot, (acked, failed)) in slots.iter().enumerate() {
+            let offset = BASE + slot as u64 * SLOT as u64;
+            let data = &held[slot * SLOT..(slot + 1) * SLOT];
+            let fits = acked
+                .iter()
+                .chain(failed)
+                .any(|&seed| data == pattern(offset, SLOT, seed).as_slice())
+                || (acked.is_none() && data.iter().all(|&x| x == 0));
+            assert!(
+                fits,
+                "slot {slot}: holds none of the writes it may hold \
+                 (last acknowledged {acked:?}, failed after it {failed:?})"
+            );
+        }
+        // Nothing of A's lands later.
+        thread::sleep(Duration::from_secs(1));
+        assert!(region() == held, "the region changed after the takeover");
+    });
 }

@@ -65,11 +65,36 @@
 //! and hide the loss); the cache is for those who accept that. An image
 //! whose own configuration (`rbd config image set`) turns the cache on
 //! overrides this.
+//!
+//! Two gateways (failover): with [`RbdOptions::failover`], two processes
+//! may serve the same image to a multipath initiator that uses one of them
+//! at a time, and only the one holding the image's exclusive lock writes.
+//! The image needs the exclusive-lock feature ([`RbdError::NoExclusiveLock`]
+//! otherwise). librbd is told never to take or hand over the lock by
+//! itself (`rbd_auto_exclusive_lock_until_manual_request` off) and its
+//! cache is off, so that no acknowledged write waits in a volatile cache.
+//! A write (or UNMAP, WRITE SAME) without the lock starts acquiring it in
+//! the background and is answered [`BlockError::Busy`] at once; the
+//! initiator's retry passes once the lock is held. Acquiring breaks the
+//! current owner's lock, and librbd blocklists the owner's client first
+//! (`rbd_blocklist_on_break_lock`), so none of the old owner's writes can
+//! land afterwards. The old owner then sees its requests fail (blocklisted,
+//! or a write refused without the lock): it logs that the lock was lost,
+//! answers them [`BlockError::Busy`] and, at its next request, opens a new
+//! session (a new client) in the background, closing the fenced one when
+//! its last request has finished. Reads and SYNCHRONIZE CACHE never take
+//! the lock, so path checkers reading through both gateways do not move it;
+//! a SYNCHRONIZE CACHE without the lock succeeds at once (without the cache
+//! every acknowledged write is on the OSDs already, and librbd would refuse
+//! a flush without the lock).
+//! [`RbdDevice::lock_state`] tells where the lock stands; dropping the
+//! device releases it.
 
 use std::ffi::CString;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -77,10 +102,15 @@ use nix::errno::Errno;
 use scsi_emu::{AsyncBlockDevice, BlockError, BlockSize, DeviceCapabilities, Extent};
 
 use deadlines::Deadlines;
+use lock::Gate;
+pub use lock::LockState;
+use session::{OpenError, SessionParams};
 
 mod deadlines;
 #[allow(unsafe_code)]
 mod ffi;
+mod lock;
+mod session;
 
 /// Which image to open, and as whom.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -121,6 +151,12 @@ pub struct RbdOptions {
     /// Use librbd's write cache (`rbd_cache`), a volatile write cache for
     /// SCSI; see the [module](self) documentation. Default off.
     pub cache: bool,
+    /// Failover between two gateways serving the image: write only while
+    /// holding the image's exclusive lock, taking it (and fencing its
+    /// owner) when a write arrives without it; see "Two gateways" in the
+    /// [module](self) documentation. Needs the image's exclusive-lock
+    /// feature; turns [`cache`](Self::cache) off. Default off.
+    pub failover: bool,
 }
 
 impl Default for RbdOptions {
@@ -129,6 +165,7 @@ impl Default for RbdOptions {
             block_size: 512,
             timeout: Duration::from_secs(10),
             cache: false,
+            failover: false,
         }
     }
 }
@@ -225,6 +262,18 @@ pub enum RbdError {
         /// The errno.
         errno: i32,
     },
+    /// Failover was asked for, but the image lacks the exclusive-lock
+    /// feature.
+    #[error(
+        "RBD image {pool}/{image} needs the exclusive-lock feature for failover \
+         (rbd feature enable {pool}/{image} exclusive-lock)"
+    )]
+    NoExclusiveLock {
+        /// The pool.
+        pool: String,
+        /// The image.
+        image: String,
+    },
     /// The image size is not a whole, non-zero number of blocks.
     #[error("RBD image size {size} is not a non-zero multiple of the block size {block_size}")]
     BadSize {
@@ -293,12 +342,16 @@ pub fn block_error(errno: i32) -> BlockError {
 
 /// An RBD image as an [`AsyncBlockDevice`]. See the [module](self) documentation.
 ///
-/// Dropping it closes the image (`rbd_close` waits for the requests still
+/// Dropping it releases the image's exclusive lock if held in failover
+/// mode, then closes the image (`rbd_close` waits for the requests still
 /// in flight and releases the image's exclusive lock), then the cluster
 /// connection. With the cluster unreachable that takes a few
 /// [`RbdOptions::timeout`]s: three with the only OSD down, in the tests.
+/// In failover mode, a session that a background acquisition or reconnect
+/// is still using is closed when that work ends.
 pub struct RbdDevice {
-    image: ffi::Image,
+    /// The session requests run on, and the lock in failover mode.
+    gate: Gate,
     /// "pool/image", for messages.
     name: String,
     block_size: u32,
@@ -325,6 +378,7 @@ impl fmt::Debug for RbdDevice {
             .field("object_size", &self.object_size)
             .field("timeout", &self.timeout)
             .field("cache", &self.cache)
+            .field("lock_state", &self.gate.lock_state())
             .finish_non_exhaustive()
     }
 }
@@ -390,68 +444,58 @@ impl RbdDevice {
             })
             .transpose()?;
 
-        let mut cluster =
-            ffi::Cluster::create(client_id.as_deref()).map_err(|errno| RbdError::Create {
-                client_id: spec.client_id.clone(),
-                errno,
-            })?;
-        cluster
-            .read_conf(conf.as_deref())
-            .map_err(|errno| RbdError::Config {
-                path: spec.conf.clone(),
-                errno,
-            })?;
         let secs = options.timeout.as_secs().max(1);
         let timeout = Duration::from_secs(secs);
-        let value = CString::new(secs.to_string()).expect("digits have no NUL");
-        for option in [
-            c"client_mount_timeout",
-            c"rados_mon_op_timeout",
-            c"rados_osd_op_timeout",
-        ] {
-            cluster
-                .set(option, &value)
-                .map_err(|errno| RbdError::SetOption {
-                    option: option.to_str().unwrap_or("?"),
-                    errno,
-                })?;
-        }
-        let cache = if options.cache { c"true" } else { c"false" };
-        cluster
-            .set(c"rbd_cache", cache)
-            .map_err(|errno| RbdError::SetOption {
-                option: "rbd_cache",
+        let params = SessionParams {
+            pool,
+            image: image_name,
+            client_id,
+            conf,
+            timeout_secs: secs,
+            cache: options.cache && !options.failover,
+            failover: options.failover,
+        };
+        let image = session::open(&params).map_err(|e| match e {
+            OpenError::Create(errno) => RbdError::Create {
+                client_id: spec.client_id.clone(),
+                errno,
+            },
+            OpenError::Config(errno) => RbdError::Config {
+                path: spec.conf.clone(),
+                errno,
+            },
+            OpenError::SetOption(option, errno) => RbdError::SetOption { option, errno },
+            OpenError::Connect(errno) => RbdError::Connect { errno, timeout },
+            OpenError::Pool(errno) if errno == Errno::ENOENT as i32 => RbdError::NoPool {
+                pool: spec.pool.clone(),
+            },
+            OpenError::Pool(errno) => RbdError::Pool {
+                pool: spec.pool.clone(),
+                errno,
+            },
+            OpenError::Image(errno) if errno == Errno::ENOENT as i32 => RbdError::NoImage {
+                pool: spec.pool.clone(),
+                image: spec.image.clone(),
+            },
+            OpenError::Image(errno) => RbdError::Open {
+                pool: spec.pool.clone(),
+                image: spec.image.clone(),
+                errno,
+            },
+        })?;
+        if options.failover {
+            let features = image.features().map_err(|errno| RbdError::Open {
+                pool: spec.pool.clone(),
+                image: spec.image.clone(),
                 errno,
             })?;
-        cluster
-            .connect()
-            .map_err(|errno| RbdError::Connect { errno, timeout })?;
-        let ioctx = ffi::IoCtx::create(cluster, &pool).map_err(|errno| {
-            if errno == Errno::ENOENT as i32 {
-                RbdError::NoPool {
-                    pool: spec.pool.clone(),
-                }
-            } else {
-                RbdError::Pool {
-                    pool: spec.pool.clone(),
-                    errno,
-                }
-            }
-        })?;
-        let image = ffi::Image::open(ioctx, &image_name).map_err(|errno| {
-            if errno == Errno::ENOENT as i32 {
-                RbdError::NoImage {
+            if features & ffi::RBD_FEATURE_EXCLUSIVE_LOCK == 0 {
+                return Err(RbdError::NoExclusiveLock {
                     pool: spec.pool.clone(),
                     image: spec.image.clone(),
-                }
-            } else {
-                RbdError::Open {
-                    pool: spec.pool.clone(),
-                    image: spec.image.clone(),
-                    errno,
-                }
+                });
             }
-        })?;
+        }
         let info = image.stat().map_err(|errno| RbdError::Size { errno })?;
         let request_bound = timeout * 2 + Duration::from_secs(1);
         let deadlines = Deadlines::start((request_bound / 8).min(Duration::from_secs(1)))
@@ -462,14 +506,17 @@ impl RbdDevice {
             info.size,
             info.object_size
         );
+        if options.failover {
+            log::info!("RBD image {spec}: failover mode: writes need the exclusive lock");
+        }
         Ok(RbdDevice {
-            image,
+            gate: Gate::new(spec.to_string(), params, image),
             name: spec.to_string(),
             block_size,
             num_blocks: AtomicU64::new(num_blocks),
             object_size: info.object_size,
             timeout,
-            cache: options.cache,
+            cache: options.cache && !options.failover,
             request_bound,
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
@@ -482,7 +529,8 @@ impl RbdDevice {
     /// device's; the new number of blocks.
     pub fn refresh_size(&self) -> Result<u64, RbdError> {
         let size = self
-            .image
+            .gate
+            .session()
             .size()
             .map_err(|errno| RbdError::Size { errno })?;
         let blocks = blocks_of(size, self.block_size)?;
@@ -507,6 +555,12 @@ impl RbdDevice {
     /// "pool/image".
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where the image's exclusive lock stands for this device; always
+    /// [`LockState::Unlocked`] without [`RbdOptions::failover`].
+    pub fn lock_state(&self) -> LockState {
+        self.gate.lock_state()
     }
 
     /// The most requests that were in flight at once so far.
@@ -535,10 +589,12 @@ impl RbdDevice {
         op: Op,
         offset: u64,
         len: usize,
-        submit: impl FnOnce() -> Result<ffi::Pending, i32>,
+        submit: impl FnOnce(&ffi::Image) -> Result<ffi::Pending, i32>,
     ) -> Result<(usize, Vec<u8>), BlockError> {
+        let session = self.gate.admit(op.writes())?;
         let _counted = InFlight::enter(self);
-        let pending = submit().map_err(|errno| self.failed(op, offset, len, errno))?;
+        let pending =
+            submit(&session).map_err(|errno| self.failed(op, offset, len, errno, &session))?;
         let deadline = Instant::now() + self.request_bound;
         self.deadlines.watch(deadline, pending.watch());
         let outcome = std::future::poll_fn(|cx| match pending.poll_outcome(cx) {
@@ -555,7 +611,7 @@ impl RbdDevice {
                 }
                 Err(_) => {
                     let errno = i32::try_from(-result).unwrap_or(Errno::EIO as i32);
-                    Err(self.failed(op, offset, len, errno))
+                    Err(self.failed(op, offset, len, errno, &session))
                 }
             },
             None => {
@@ -572,7 +628,24 @@ impl RbdDevice {
         }
     }
 
-    fn failed(&self, op: Op, offset: u64, len: usize, errno: i32) -> BlockError {
+    fn failed(
+        &self,
+        op: Op,
+        offset: u64,
+        len: usize,
+        errno: i32,
+        session: &Arc<ffi::Image>,
+    ) -> BlockError {
+        if self.gate.lost(session, op.needs_lock(), errno) {
+            // Another gateway has the image: the initiator's retry goes
+            // through a new session (or the other gateway).
+            log::debug!(
+                "RBD image {}: {op} of {len} bytes at {offset} failed: {} (lock lost)",
+                self.name,
+                describe(errno)
+            );
+            return BlockError::Busy;
+        }
         let error = op.error(errno);
         let hint = match Errno::from_raw(errno) {
             Errno::ETIMEDOUT => " (cluster unreachable or OSDs down?)",
@@ -613,7 +686,7 @@ impl RbdDevice {
         if len == 0 {
             return Ok(());
         }
-        self.run(op, offset, len, || self.image.aio_write_zeroes(offset, len))
+        self.run(op, offset, len, |image| image.aio_write_zeroes(offset, len))
             .await
             .map(drop)
     }
@@ -628,6 +701,12 @@ impl RbdDevice {
     }
 }
 
+impl Drop for RbdDevice {
+    fn drop(&mut self) {
+        self.gate.close();
+    }
+}
+
 /// The kinds of request, for messages and error mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -639,6 +718,18 @@ enum Op {
 }
 
 impl Op {
+    /// Whether the request changes the image (and so needs the lock in
+    /// failover mode).
+    fn writes(self) -> bool {
+        matches!(self, Op::Write | Op::Unmap | Op::WriteZeroes)
+    }
+
+    /// Whether librbd refuses the request (`EROFS`) without the lock in
+    /// manual lock mode: writes, and flushes too.
+    fn needs_lock(self) -> bool {
+        self.writes() || self == Op::Flush
+    }
+
     /// The [`BlockError`] for this request failing with `errno`.
     ///
     /// A failed flush may mean that writes librbd's cache acknowledged
@@ -691,7 +782,7 @@ impl AsyncBlockDevice for RbdDevice {
             return Ok(());
         }
         let (n, data) = self
-            .run(Op::Read, offset, len, || self.image.aio_read(offset, len))
+            .run(Op::Read, offset, len, |image| image.aio_read(offset, len))
             .await?;
         if n != len || data.len() != len {
             // librbd clips reads at the end of the image: it shrank.
@@ -710,15 +801,18 @@ impl AsyncBlockDevice for RbdDevice {
         if len == 0 {
             return Ok(());
         }
-        self.run(Op::Write, offset, len, || {
-            self.image.aio_write(offset, buf.to_vec())
+        self.run(Op::Write, offset, len, |image| {
+            image.aio_write(offset, buf.to_vec())
         })
         .await
         .map(drop)
     }
 
     async fn flush(&self) -> Result<(), BlockError> {
-        self.run(Op::Flush, 0, 0, || self.image.aio_flush())
+        if self.gate.flush_is_moot() {
+            return Ok(());
+        }
+        self.run(Op::Flush, 0, 0, |image| image.aio_flush())
             .await
             .map(drop)
     }
@@ -838,6 +932,15 @@ mod tests {
             timeout: Duration::from_secs(7),
         };
         assert!(e.to_string().contains("within 7 s"), "{e}");
+        let e = RbdError::NoExclusiveLock {
+            pool: "rbd".into(),
+            image: "disk".into(),
+        };
+        assert!(
+            e.to_string()
+                .contains("rbd feature enable rbd/disk exclusive-lock"),
+            "{e}"
+        );
         let e = RbdError::Config {
             path: Some("/nonexistent/ceph.conf".into()),
             errno: 2,

@@ -25,7 +25,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use block_backends::{RbdDevice, RbdError, RbdOptions, RbdSpec};
+use block_backends::{LockState, RbdDevice, RbdError, RbdOptions, RbdSpec};
 use nix::fcntl::{Flock, FlockArg};
 use scsi_emu::{BlockDevice, BlockError, Blocking, Extent};
 
@@ -172,10 +172,26 @@ struct TestImage<'a> {
 impl<'a> TestImage<'a> {
     /// `rbd create --size SIZE` (rbd's units: 64M, 1049088B, ...).
     fn create(cluster: &'a Cluster, tag: &str, size: &str) -> TestImage<'a> {
+        TestImage::with_features(cluster, tag, size, None)
+    }
+
+    /// `rbd create --size SIZE --image-feature FEATURES`, or the cluster's
+    /// default features for `None`.
+    fn with_features(
+        cluster: &'a Cluster,
+        tag: &str,
+        size: &str,
+        features: Option<&str>,
+    ) -> TestImage<'a> {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("test-{}-{n}-{tag}", std::process::id());
-        cluster.rbd(&["create", "--size", size, &format!("rbd/{name}")]);
+        let spec = format!("rbd/{name}");
+        let mut args = vec!["create", "--size", size, &spec];
+        if let Some(features) = features {
+            args.extend(["--image-feature", features]);
+        }
+        cluster.rbd(&args);
         TestImage { cluster, name }
     }
 }
@@ -659,6 +675,7 @@ fn librbd_cache_can_be_turned_on() {
                     block_size: 512,
                     timeout: TIMEOUT,
                     cache: true,
+                    ..RbdOptions::default()
                 },
             )
             .expect("connect with the cache"),
@@ -1009,5 +1026,302 @@ fn passes_the_device_check() {
             },
             scsi_emu::testing::CheckOptions::default(),
         );
+    });
+}
+
+/// Logs of the device on stderr when `RBD_TEST_LOG` is set (to see the
+/// lock change hands).
+fn init_log() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= log::Level::Info
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "[{}] {}",
+                    record.level(),
+                    record.args()
+                );
+            }
+        }
+        fn flush(&self) {}
+    }
+    if std::env::var_os("RBD_TEST_LOG").is_some() && log::set_logger(&Stderr).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+/// An image with the exclusive-lock feature, for failover.
+fn lock_image<'a>(cluster: &'a Cluster, tag: &str) -> TestImage<'a> {
+    TestImage::with_features(cluster, tag, "64M", Some("layering,exclusive-lock"))
+}
+
+/// A gateway: a device in failover mode.
+fn gateway(cluster: &Cluster, image: &str) -> Blocking<RbdDevice> {
+    init_log();
+    Blocking(
+        RbdDevice::connect_with(
+            cluster.spec(image),
+            RbdOptions {
+                block_size: 4096,
+                timeout: TIMEOUT,
+                failover: true,
+                ..RbdOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("connect to rbd/{image} for failover: {e}")),
+    )
+}
+
+/// How long a write is retried while the device answers BUSY.
+const BUSY_BOUND: Duration = Duration::from_secs(30);
+
+/// Writes `data` at byte `offset`, retrying as an initiator does while
+/// the device answers BUSY (bounded); how many times it was BUSY.
+fn write_retrying(dev: &Blocking<RbdDevice>, offset: u64, data: &[u8]) -> u32 {
+    let deadline = Instant::now() + BUSY_BOUND;
+    let mut busy = 0;
+    loop {
+        match dev.write(offset / 4096, data) {
+            Ok(()) => return busy,
+            Err(BlockError::Busy) if Instant::now() < deadline => {
+                busy += 1;
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("write at {offset} after {busy} BUSY answers: {e}"),
+        }
+    }
+}
+
+/// `ceph osd blocklist ls`'s entries (client address, expiry).
+fn blocklist(cluster: &Cluster) -> Vec<String> {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("ceph")
+        .arg("--conf")
+        .arg(&cluster.conf)
+        .args(["osd", "blocklist", "ls"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ceph");
+    assert!(
+        out.status.success(),
+        "ceph osd blocklist ls failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Entries go to stdout, the count ("listed N entries") to stderr.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|line| !line.trim().is_empty())
+        .collect()
+}
+
+#[test]
+fn failover_first_write_takes_the_lock() {
+    with_cluster("failover_first_write_takes_the_lock", false, |cluster| {
+        let image = lock_image(cluster, "lock-first");
+        let a = gateway(cluster, &image.name);
+        assert_eq!(a.lock_state(), LockState::Unlocked);
+        assert!(!a.capabilities().write_cache);
+        // Reads need no lock.
+        assert!(read_bytes(&a, 0, 4096).iter().all(|&b| b == 0));
+        assert_eq!(a.lock_state(), LockState::Unlocked);
+
+        let data = pattern(0, 65536, 21);
+        // Whatever changes the image needs the lock: BUSY at once.
+        assert_eq!(a.unmap(Extent::new(0, 1)), Err(BlockError::Busy), "unmap");
+        assert_eq!(a.write(0, &data), Err(BlockError::Busy), "first write");
+        write_retrying(&a, 0, &data);
+        assert_eq!(a.lock_state(), LockState::Locked);
+        // Now writes, zeroing and flushes pass at once.
+        a.write(16, &data).expect("write with the lock");
+        a.write_zeroes(Extent::new(32, 4))
+            .expect("write zeroes with the lock");
+        a.flush().expect("flush");
+        assert_same(&read_bytes(&a, 0, 65536), &data, "written");
+    });
+}
+
+#[test]
+fn failover_second_gateway_fences_the_first() {
+    const TEST: &str = "failover_second_gateway_fences_the_first";
+    with_cluster(TEST, false, |cluster| {
+        let image = lock_image(cluster, "lock-fence");
+        let a = gateway(cluster, &image.name);
+        let b = gateway(cluster, &image.name);
+        let at = 1 << 20;
+        let p1 = pattern(at, 65536, 31);
+        write_retrying(&a, at, &p1);
+        assert_eq!(a.lock_state(), LockState::Locked);
+
+        // B takes the image over: BUSY first, then its write passes.
+        let blocklisted = blocklist(cluster);
+        let p2 = pattern(at, 65536, 32);
+        assert_eq!(b.write(at / 4096, &p2), Err(BlockError::Busy));
+        let started = Instant::now();
+        write_retrying(&b, at, &p2);
+        note(TEST, &format!("B took the lock in {:?}", started.elapsed()));
+        assert_eq!(b.lock_state(), LockState::Locked);
+        let new: Vec<String> = blocklist(cluster)
+            .into_iter()
+            .filter(|entry| !blocklisted.contains(entry))
+            .collect();
+        assert!(!new.is_empty(), "breaking A's lock blocklisted no client");
+        note(TEST, &format!("blocklisted: {new:?}"));
+
+        // A is fenced: its write is refused (BUSY) and does not land.
+        let p3 = pattern(at, 65536, 33);
+        assert_eq!(a.write(at / 4096, &p3), Err(BlockError::Busy), "A fenced");
+        assert_ne!(a.lock_state(), LockState::Locked);
+        assert_same(&read_bytes(&b, at, 65536), &p2, "B's write, not A's");
+
+        // A takes the image back with a new client; B is fenced in turn.
+        let started = Instant::now();
+        write_retrying(&a, at, &p3);
+        note(
+            TEST,
+            &format!("A took the lock back in {:?}", started.elapsed()),
+        );
+        assert_eq!(a.lock_state(), LockState::Locked);
+        let p4 = pattern(at, 65536, 34);
+        assert_eq!(b.write(at / 4096, &p4), Err(BlockError::Busy), "B fenced");
+        assert_ne!(b.lock_state(), LockState::Locked);
+        assert_same(&read_bytes(&a, at, 65536), &p3, "A's last write");
+        // A keeps writing without BUSY.
+        let p5 = pattern(at, 65536, 35);
+        write_bytes(&a, at, &p5);
+        assert_same(&read_bytes(&a, at, 65536), &p5, "A's write after");
+
+        // Fenced B reads again through a new client of its own (BUSY while
+        // it reconnects), without taking the lock from A.
+        let deadline = Instant::now() + BUSY_BOUND;
+        let mut back = vec![0u8; 65536];
+        while let Err(e) = b.read(at / 4096, &mut back) {
+            assert_eq!(e, BlockError::Busy, "read through fenced B");
+            assert!(Instant::now() < deadline, "B did not reconnect");
+            thread::sleep(Duration::from_millis(100));
+        }
+        assert_same(&back, &p5, "read through B after it reconnected");
+        assert_eq!(b.lock_state(), LockState::Unlocked);
+        assert_eq!(a.lock_state(), LockState::Locked);
+        write_bytes(&a, at, &p1);
+    });
+}
+
+#[test]
+fn failover_reads_do_not_take_the_lock() {
+    with_cluster("failover_reads_do_not_take_the_lock", false, |cluster| {
+        let image = lock_image(cluster, "lock-reads");
+        let a = gateway(cluster, &image.name);
+        let b = gateway(cluster, &image.name);
+        let data = pattern(0, 65536, 41);
+        write_retrying(&a, 0, &data);
+        for i in 0..50u64 {
+            assert_same(&read_bytes(&b, 0, 65536), &data, "read through B");
+            let more = pattern(65536, 4096, 100 + i);
+            write_bytes(&a, 65536, &more);
+        }
+        assert_eq!(a.lock_state(), LockState::Locked);
+        assert_eq!(b.lock_state(), LockState::Unlocked);
+        b.flush().expect("a flush needs no lock");
+        assert_eq!(a.lock_state(), LockState::Locked);
+        write_bytes(&a, 0, &data);
+    });
+}
+
+#[test]
+fn failover_needs_the_exclusive_lock_feature() {
+    with_cluster(
+        "failover_needs_the_exclusive_lock_feature",
+        false,
+        |cluster| {
+            let image = TestImage::with_features(cluster, "lock-none", "16M", Some("layering"));
+            let err = RbdDevice::connect_with(
+                cluster.spec(&image.name),
+                RbdOptions {
+                    timeout: TIMEOUT,
+                    failover: true,
+                    ..RbdOptions::default()
+                },
+            )
+            .unwrap_err();
+            assert!(matches!(err, RbdError::NoExclusiveLock { .. }), "{err:?}");
+            assert!(err.to_string().contains("exclusive-lock"), "{err}");
+            // Without failover the image is fine.
+            cluster.connect(&image.name, 512);
+        },
+    );
+}
+
+#[test]
+fn failover_takeover_under_load_loses_no_acknowledged_write() {
+    const TEST: &str = "failover_takeover_under_load_loses_no_acknowledged_write";
+    const SLOTS: u64 = 16;
+    const SLOT: usize = 65536;
+    const BASE: u64 = 8 << 20;
+    with_cluster(TEST, false, |cluster| {
+        let image = lock_image(cluster, "lock-load");
+        let a = Arc::new(gateway(cluster, &image.name));
+        let b = gateway(cluster, &image.name);
+        write_retrying(&a, 0, &pattern(0, 4096, 50));
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
+        // A writes slot after slot until its first failure; then, as an
+        // initiator would, it moves to the other path and writes no more
+        // through A.
+        let writer = {
+            let (a, stop) = (Arc::clone(&a), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut slots = vec![(None, Vec::new()); SLOTS as usize];
+                let mut first_error = None;
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let slot = i % SLOTS;
+                    let offset = BASE + slot * SLOT as u64;
+                    let record: &mut (Option<u64>, Vec<u64>) = &mut slots[slot as usize];
+                    match a.write(offset / 4096, &pattern(offset, SLOT, i)) {
+                        Ok(()) => *record = (Some(i), Vec::new()),
+                        Err(e) => {
+                            // It may have landed before the fence.
+                            record.1.push(i);
+                            first_error = Some(e);
+                            break;
+                        }
+                    }
+                    i += 1;
+                }
+                (slots, first_error, i)
+            })
+        };
+        thread::sleep(Duration::from_millis(300));
+        write_retrying(&b, 0, &pattern(0, 4096, 51));
+        let (slots, first_error, writes) = writer.join().expect("writer");
+        note(TEST, &format!("A wrote {writes} times before the takeover"));
+        assert_eq!(first_error, Some(BlockError::Busy), "A's first failure");
+        assert_ne!(a.lock_state(), LockState::Locked);
+
+        let region = || read_bytes(&b, BASE, SLOTS as usize * SLOT);
+        let held = region();
+        for (slot, (acked, failed)) in slots.iter().enumerate() {
+            let offset = BASE + slot as u64 * SLOT as u64;
+            let data = &held[slot * SLOT..(slot + 1) * SLOT];
+            let fits = acked
+                .iter()
+                .chain(failed)
+                .any(|&seed| data == pattern(offset, SLOT, seed).as_slice())
+                || (acked.is_none() && data.iter().all(|&x| x == 0));
+            assert!(
+                fits,
+                "slot {slot}: holds none of the writes it may hold \
+                 (last acknowledged {acked:?}, failed after it {failed:?})"
+            );
+        }
+        // Nothing of A's lands later.
+        thread::sleep(Duration::from_secs(1));
+        assert!(region() == held, "the region changed after the takeover");
     });
 }

@@ -15,7 +15,7 @@
 //! just drops its handle: the buffer stays alive until librbd completes
 //! the request, so librbd never writes into freed memory.
 
-use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
@@ -109,6 +109,34 @@ unsafe extern "C" {
         zero_flags: c_int,
         op_flags: c_int,
     ) -> c_int;
+    fn rbd_get_features(image: ImageHandle, features: *mut u64) -> c_int;
+    fn rbd_is_exclusive_lock_owner(image: ImageHandle, is_owner: *mut c_int) -> c_int;
+    fn rbd_lock_acquire(image: ImageHandle, lock_mode: LockMode) -> c_int;
+    fn rbd_lock_release(image: ImageHandle) -> c_int;
+    fn rbd_lock_get_owners(
+        image: ImageHandle,
+        lock_mode: *mut LockMode,
+        lock_owners: *mut *mut c_char,
+        max_lock_owners: *mut usize,
+    ) -> c_int;
+    fn rbd_lock_get_owners_cleanup(lock_owners: *mut *mut c_char, lock_owner_count: usize);
+    fn rbd_lock_break(image: ImageHandle, lock_mode: LockMode, lock_owner: *const c_char) -> c_int;
+}
+
+/// `rbd_lock_mode_t`: a C enum without negative values, int-sized.
+type LockMode = c_uint;
+const RBD_LOCK_MODE_EXCLUSIVE: LockMode = 0;
+
+/// `RBD_FEATURE_EXCLUSIVE_LOCK` of `<rbd/features.h>`.
+pub(super) const RBD_FEATURE_EXCLUSIVE_LOCK: u64 = 1 << 2;
+
+/// Who holds an image's lock, from `rbd_lock_get_owners`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LockOwners {
+    /// Whether the lock is held in exclusive mode (not shared).
+    pub(super) exclusive: bool,
+    /// The owners' client addresses, as `rbd_lock_break` takes them.
+    pub(super) owners: Vec<CString>,
 }
 
 /// A negative return value as a positive errno; `Ok` otherwise.
@@ -231,7 +259,9 @@ pub(super) struct Image {
 // once (librbd serialises internally), and the handle is not tied to the
 // thread that opened it.
 unsafe impl Send for Image {}
-// SAFETY: as above; `&self` methods only make those thread-safe calls.
+// SAFETY: as above; `&self` methods only make those thread-safe calls
+// (the exclusive lock calls too: librbd serialises them on the image's
+// own locks).
 unsafe impl Sync for Image {}
 
 impl Image {
@@ -318,6 +348,90 @@ impl Image {
             // provisioning).
             unsafe { rbd_aio_write_zeroes(image, offset, len, c, 0, 0) }
         })
+    }
+}
+
+impl Image {
+    /// `rbd_get_features`: the image's feature bits (`RBD_FEATURE_*`).
+    pub(super) fn features(&self) -> Result<u64, i32> {
+        let mut features = 0u64;
+        // SAFETY: the image is open; `features` is a valid out-pointer.
+        check(unsafe { rbd_get_features(self.handle, &mut features) })?;
+        Ok(features)
+    }
+
+    /// `rbd_is_exclusive_lock_owner`: whether this client holds the
+    /// image's exclusive lock.
+    pub(super) fn is_lock_owner(&self) -> Result<bool, i32> {
+        let mut owner: c_int = 0;
+        // SAFETY: the image is open; `owner` is a valid out-pointer.
+        check(unsafe { rbd_is_exclusive_lock_owner(self.handle, &mut owner) })?;
+        Ok(owner != 0)
+    }
+
+    /// `rbd_lock_acquire` in exclusive mode; blocks until librbd has the
+    /// lock or gives up.
+    pub(super) fn lock_acquire(&self) -> Result<(), i32> {
+        // SAFETY: the image is open; the mode is a valid rbd_lock_mode_t.
+        check(unsafe { rbd_lock_acquire(self.handle, RBD_LOCK_MODE_EXCLUSIVE) })
+    }
+
+    /// `rbd_lock_release`.
+    pub(super) fn lock_release(&self) -> Result<(), i32> {
+        // SAFETY: the image is open.
+        check(unsafe { rbd_lock_release(self.handle) })
+    }
+
+    /// `rbd_lock_get_owners`; nobody (no owners) when librbd says
+    /// `ENOENT`.
+    pub(super) fn lock_owners(&self) -> Result<LockOwners, i32> {
+        let mut room = 4usize;
+        loop {
+            let mut slots: Vec<*mut c_char> = vec![ptr::null_mut(); room];
+            let mut count = room;
+            let mut mode: LockMode = RBD_LOCK_MODE_EXCLUSIVE;
+            // SAFETY: the image is open; `slots` has `count` writable
+            // entries; `mode` and `count` are valid out-pointers.
+            let r = unsafe {
+                rbd_lock_get_owners(self.handle, &mut mode, slots.as_mut_ptr(), &mut count)
+            };
+            if r == -(nix::libc::ENOENT) {
+                return Ok(LockOwners {
+                    exclusive: true,
+                    owners: Vec::new(),
+                });
+            }
+            if r == -(nix::libc::ERANGE) && count > room {
+                // Too small an array: librbd said how many there are.
+                room = count;
+                continue;
+            }
+            check(r)?;
+            let count = count.min(room);
+            let owners = slots[..count]
+                .iter()
+                .filter(|p| !p.is_null())
+                // SAFETY: librbd filled the first `count` entries with
+                // NUL-terminated strings of its own, valid until cleanup.
+                .map(|&p| unsafe { CStr::from_ptr(p) }.to_owned())
+                .collect();
+            // SAFETY: the first `count` entries are librbd's strings,
+            // freed exactly once here and not used afterwards (copied).
+            unsafe { rbd_lock_get_owners_cleanup(slots.as_mut_ptr(), count) };
+            return Ok(LockOwners {
+                exclusive: mode == RBD_LOCK_MODE_EXCLUSIVE,
+                owners,
+            });
+        }
+    }
+
+    /// `rbd_lock_break` of `owner`'s exclusive lock. librbd blocklists the
+    /// owner's client first when `rbd_blocklist_on_break_lock` is set.
+    /// `EBUSY` when someone else holds the lock by now.
+    pub(super) fn lock_break(&self, owner: &CStr) -> Result<(), i32> {
+        // SAFETY: the image is open; `owner` is NUL-terminated and outlives
+        // the call; the mode is a valid rbd_lock_mode_t.
+        check(unsafe { rbd_lock_break(self.handle, RBD_LOCK_MODE_EXCLUSIVE, owner.as_ptr()) })
     }
 }
 

@@ -338,6 +338,7 @@ fn connect_rbd(
             RbdOptions::default().timeout,
             std::time::Duration::from_secs,
         ),
+        failover: options.failover,
         ..RbdOptions::default()
     };
     let rbd_spec = RbdSpec {
@@ -411,6 +412,9 @@ pub struct DeviceOptions {
     pub io_engine: IoEngine,
     /// `--inject-fault` values.
     pub faults: Vec<FaultSpec>,
+    /// `--alua-gateways`: several gateways serve the image; an `rbd:`
+    /// image is written only while this one holds its exclusive lock.
+    pub failover: bool,
 }
 
 /// Which requests an injected fault fails.

@@ -203,6 +203,7 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
             direct: args.direct,
             io_engine,
             faults,
+            failover: !args.alua_gateways.is_empty(),
         },
         name,
         serial: args.serial,
@@ -607,9 +608,19 @@ mod tests {
         assert_eq!(alua.gateways, [1, 2]);
         assert_eq!(alua.group_of(2).as_deref(), Some("ano2"));
         assert_eq!(p.serial.as_deref(), Some("img-0001"));
+        assert!(
+            p.device.failover,
+            "gateways share an image: RBD failover mode"
+        );
         // Without the flags: TPG 1, no groups, a new serial.
         let c = iscsi_config(&iscsi(&["--export", "iscsi", "--iscsi-no-auth"]).unwrap());
         assert_eq!((c.tpg_tag, c.alua), (1, None));
+        assert!(
+            !iscsi(&["--export", "iscsi", "--iscsi-no-auth"])
+                .unwrap()
+                .device
+                .failover
+        );
     }
 
     #[test]

@@ -215,10 +215,10 @@ impl<D: Servable> TargetBuilder<D> {
             serial
         };
         if let Some(t) = self.cmd_time_out {
-            backstore.set_attrib("cmd_time_out", &t.as_secs().max(1).to_string())?;
+            set_timeout(&backstore, "cmd_time_out", t.as_secs().max(1), reattached)?;
         }
         if let Some(t) = self.qfull_time_out {
-            backstore.set_attrib("qfull_time_out", &t.as_secs().to_string())?;
+            set_timeout(&backstore, "qfull_time_out", t.as_secs(), reattached)?;
         }
         // Task management reaches the ring only when asked for (Linux 5.9+).
         if backstore.dir().join("attrib/tmr_notification").exists() {
@@ -310,5 +310,30 @@ impl Target {
             qfull_time_out: None,
             copy_registry: None,
         }
+    }
+}
+
+/// Set a timeout attribute. The kernel refuses `cmd_time_out` while the
+/// backstore is exported, as a reattached one still is (by the export of
+/// the handler that died): then an unchanged value is left alone and a
+/// changed one is kept as it was, with a warning.
+fn set_timeout(
+    backstore: &Backstore,
+    name: &str,
+    secs: u64,
+    reattached: bool,
+) -> Result<(), ConfigfsError> {
+    let value = secs.to_string();
+    if reattached && backstore.attrib(name).is_ok_and(|v| v == value) {
+        return Ok(());
+    }
+    match backstore.set_attrib(name, &value) {
+        Err(e) if reattached => {
+            log::warn!(
+                "attrib/{name} stays as it was ({e}); it changes once the backstore is no longer exported"
+            );
+            Ok(())
+        }
+        r => r,
     }
 }

@@ -171,6 +171,11 @@ impl Backstore {
         self.view().set_attrib(name, value)
     }
 
+    /// The value of `attrib/<name>`, trimmed.
+    pub fn attrib(&self, name: &str) -> Result<String, ConfigfsError> {
+        self.view().attrib(name)
+    }
+
     /// The unit serial number configured in `wwn/vpd_unit_serial`.
     pub fn unit_serial(&self) -> Result<String, ConfigfsError> {
         self.view().unit_serial()

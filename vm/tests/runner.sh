@@ -31,6 +31,8 @@ RN_SERIAL=runner-serial-0001
 # restoreconfig puts the loopback LUN back into its ALUA group, and LIO
 # (target_core_alua.c) tells the initiator that the inquiry data changed.
 RN_KLOG_EXPECTED+="|Inquiry data has changed"
+# So does moving a LUN between ALUA groups and changing a group's state.
+RN_KLOG_EXPECTED+="|Asymmetric access state changed"
 
 runner_start() {
   rn_prepare "$RN_DIR" targetcli dbus-daemon sg_inq fio mkfs.ext4 e2fsck || return
@@ -73,6 +75,40 @@ runner_file_grows_through_dev_size() {
   size=$(blockdev --getsize64 "$RN_DEV")
   ((size == 128 << 20)) || fail "the disk is $size bytes after the rescan" || return
   must "e2fsck after growing" e2fsck -f -n "$RN_DEV"
+}
+
+# ceph-iscsi's ALUA group of the owner's TPG, with the LUN in it: the
+# runner answers from configfs (TPGS, VPD 0x83, REPORT TARGET PORT GROUPS),
+# and a state the administrator writes shows at once.
+runner_alua_from_configfs() {
+  local bs=$RN_HBA/rfile0 ao out
+  [[ -b "$RN_DEV" ]] || fail "no disk from the previous step" || return
+  ao=$bs/alua/ao
+  mkdir "$ao" || fail "cannot create ALUA group ao" || return
+  rn_write "$ao/tg_pt_gp_id" 1 && rn_write "$ao/alua_access_type" 1 &&
+    rn_write "$ao/nonop_delay_msecs" 0 && rn_write "$ao/implicit_trans_secs" 45 &&
+    rn_write "$ao/alua_access_state" 0 || fail "cannot configure group ao" || return
+  rn_write "$RN_LOOP_TPG/lun/lun_0/alua_tg_pt_gp" ao || fail "cannot move the LUN into ao" || return
+  out=$(timeout 30 sg_inq "$RN_DEV" 2>&1)
+  grep 'TPGS=' <<< "$out"
+  grep -q 'TPGS=1' <<< "$out" || fail "INQUIRY does not say TPGS=1" || return
+  out=$(timeout 30 sg_vpd -p di "$RN_DEV" 2>&1)
+  echo "$out"
+  grep -qi 'relative target port: 0x' <<< "$out" || fail "no relative target port in VPD 0x83" || return
+  grep -qiE 'target port group: 0x0*1\b' <<< "$out" || fail "VPD 0x83 does not name target port group 1" || return
+  out=$(timeout 30 sg_rtpg -d "$RN_DEV" 2>&1)
+  echo "$out"
+  grep -A1 -i 'target port group id *: *0x1' <<< "$out" | grep -qi 'active/optimized' ||
+    fail "REPORT TARGET PORT GROUPS: group 1 is not active/optimized" || return
+  rn_write "$ao/alua_access_state" 1 || fail "cannot make group ao non-optimized" || return
+  out=$(timeout 30 sg_rtpg -d "$RN_DEV" 2>&1)
+  echo "$out"
+  grep -A1 -i 'target port group id *: *0x1' <<< "$out" | grep -qiE 'active/non.?optimized' ||
+    fail "the state written to configfs does not show" || return
+  # Back as it was: the LUN in the default group, ao gone.
+  rn_write "$RN_LOOP_TPG/lun/lun_0/alua_tg_pt_gp" default_tg_pt_gp || fail "cannot move the LUN back" || return
+  rmdir "$ao" || fail "cannot remove group ao" || return
+  must "read after the ALUA changes" dd if="$RN_DEV" of=/dev/null bs=4k count=16 iflag=direct status=none
 }
 
 runner_unknown_subtype_fails_enable() {
@@ -228,6 +264,7 @@ step runner_start runner_start
 step runner_refuses_a_second_runner runner_refuses_a_second_runner
 step runner_file_as_ceph_iscsi_makes_it runner_file_as_ceph_iscsi_makes_it
 step runner_file_grows_through_dev_size runner_file_grows_through_dev_size
+step runner_alua_from_configfs runner_alua_from_configfs
 step runner_unknown_subtype_fails_enable runner_unknown_subtype_fails_enable
 step runner_bad_path_fails_enable runner_bad_path_fails_enable
 step runner_standalone_serves_beside runner_standalone_serves_beside

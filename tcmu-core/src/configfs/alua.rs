@@ -97,7 +97,9 @@ pub struct AluaMember {
     /// The SCSI transport protocol identifier
     /// (`statistics/scsi_transport/proto_id`); `None` when unreadable.
     pub protocol: Option<u8>,
-    /// Whether the target portal group is enabled (false when unreadable).
+    /// Whether the target portal group is enabled: its `enable` reads 1,
+    /// or its fabric has no such attribute (tcm_loop); false when the TPG
+    /// is gone or unreadable.
     pub enabled: bool,
 }
 
@@ -242,7 +244,13 @@ fn describe_member(root: &Path, fabric: &str, wwn: &str, tpg_tag: u16, lun: &str
     let protocol = read_value(&lun_dir.join("statistics/scsi_transport/proto_id"))
         .ok()
         .and_then(|t| t.parse().ok());
-    let enabled = read_value(&tpg.join("enable")).is_ok_and(|t| t == "1");
+    // A fabric that has no enabling of TPGs (tcm_loop, vhost) serves
+    // every TPG it has.
+    let enable = tpg.join("enable");
+    let enabled = match read_value(&enable) {
+        Ok(t) => t == "1",
+        Err(_) => tpg.is_dir() && !enable.exists(),
+    };
     AluaMember {
         fabric: fabric.to_string(),
         wwn: wwn.to_string(),
@@ -530,6 +538,20 @@ mod tests {
         .unwrap();
         let groups = backstore.alua_groups().unwrap();
         assert_eq!(groups[0].members, [member(1, None, true)]);
+    }
+
+    #[test]
+    fn a_tpg_without_enable_is_enabled_and_a_missing_tpg_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let backstore = fake_tree(root);
+        // tcm_loop's TPGs have no `enable`: they always serve.
+        std::fs::remove_file(root.join(format!("iscsi/{IQN}/tpgt_2/enable"))).unwrap();
+        let groups = backstore.alua_groups().unwrap();
+        assert!(groups[1].members[0].enabled, "{groups:?}");
+        std::fs::remove_dir_all(root.join(format!("iscsi/{IQN}/tpgt_2"))).unwrap();
+        let groups = backstore.alua_groups().unwrap();
+        assert!(!groups[1].members[0].enabled, "{groups:?}");
     }
 
     #[test]

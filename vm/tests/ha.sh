@@ -200,7 +200,7 @@ ha_pause() {
 
 ha_fio_start() {
   HA_FIO_OUT=$VM_RUN/fio-ha-$1.txt
-  "${FIO_VERIFY[@]}" --name="ha-$1" --filename="$HA_MNT/fio-$1.dat" --size=8M --loops=2 \
+  "${FIO_VERIFY[@]}" --name="ha-$1" --filename="$HA_MNT/fio-$1.dat" --size=8M --loops=1 \
     --iodepth=8 --output="$HA_FIO_OUT" &
   HA_FIO=$!
 }

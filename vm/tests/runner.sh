@@ -80,7 +80,17 @@ runner_file_grows_through_dev_size() {
 # ceph-iscsi's ALUA group of the owner's TPG, with the LUN in it: the
 # runner answers from configfs (TPGS, VPD 0x83, REPORT TARGET PORT GROUPS),
 # and a state the administrator writes shows at once.
-runner_alua_from_configfs() {
+# rn_clear_ua DEV: take the unit attentions an ALUA change queues (the
+# first command after it gets one instead of its answer).
+rn_clear_ua() {
+  local i
+  for ((i = 0; i < 5; i++)); do
+    timeout 10 sg_turs "$1" > /dev/null 2>&1 && return 0
+  done
+  fail "TEST UNIT READY keeps failing on $1"
+}
+
+rn_alua_checks() {
   local bs=$RN_HBA/rfile0 ao out
   [[ -b "$RN_DEV" ]] || fail "no disk from the previous step" || return
   ao=$bs/alua/ao
@@ -89,6 +99,7 @@ runner_alua_from_configfs() {
     rn_write "$ao/nonop_delay_msecs" 0 && rn_write "$ao/implicit_trans_secs" 45 &&
     rn_write "$ao/alua_access_state" 0 || fail "cannot configure group ao" || return
   rn_write "$RN_LOOP_TPG/lun/lun_0/alua_tg_pt_gp" ao || fail "cannot move the LUN into ao" || return
+  rn_clear_ua "$RN_DEV" || return
   out=$(timeout 30 sg_inq "$RN_DEV" 2>&1)
   grep 'TPGS=' <<< "$out"
   grep -q 'TPGS=1' <<< "$out" || fail "INQUIRY does not say TPGS=1" || return
@@ -101,13 +112,24 @@ runner_alua_from_configfs() {
   grep -A1 -i 'target port group id *: *0x1' <<< "$out" | grep -qi 'active/optimized' ||
     fail "REPORT TARGET PORT GROUPS: group 1 is not active/optimized" || return
   rn_write "$ao/alua_access_state" 1 || fail "cannot make group ao non-optimized" || return
+  rn_clear_ua "$RN_DEV" || return
   out=$(timeout 30 sg_rtpg -d "$RN_DEV" 2>&1)
   echo "$out"
   grep -A1 -i 'target port group id *: *0x1' <<< "$out" | grep -qiE 'active/non.?optimized' ||
     fail "the state written to configfs does not show" || return
-  # Back as it was: the LUN in the default group, ao gone.
-  rn_write "$RN_LOOP_TPG/lun/lun_0/alua_tg_pt_gp" default_tg_pt_gp || fail "cannot move the LUN back" || return
-  rmdir "$ao" || fail "cannot remove group ao" || return
+}
+
+runner_alua_from_configfs() {
+  local rc=0 ao=$RN_HBA/rfile0/alua/ao
+  rn_alua_checks || rc=1
+  # Back as it was, whatever failed: the LUN in the default group, ao gone
+  # (the backstore cannot be removed while it has a group).
+  if [[ -d "$ao" ]]; then
+    rn_write "$RN_LOOP_TPG/lun/lun_0/alua_tg_pt_gp" default_tg_pt_gp || fail "cannot move the LUN back" || return
+    rmdir "$ao" || fail "cannot remove group ao" || return
+  fi
+  ((rc == 0)) || return 1
+  rn_clear_ua "$RN_DEV" || return
   must "read after the ALUA changes" dd if="$RN_DEV" of=/dev/null bs=4k count=16 iflag=direct status=none
 }
 

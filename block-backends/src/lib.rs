@@ -45,5 +45,5 @@ pub use memory::{CHUNK_SIZE, MemoryDevice, MemoryDeviceError};
 pub use nbd::{NbdAddress, NbdAddressParseError, NbdDevice, NbdError, NbdOptions};
 pub use qcow::{QcowDevice, QcowError, QcowOptions};
 #[cfg(feature = "rbd")]
-pub use rbd::{LockState, RbdDevice, RbdError, RbdOptions, RbdSpec};
+pub use rbd::{FailoverSwitch, LockState, RbdDevice, RbdError, RbdOptions, RbdSpec};
 pub use wrappers::{FaultInjector, ReadOnly};

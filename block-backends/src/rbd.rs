@@ -274,6 +274,17 @@ pub enum RbdError {
         /// The image.
         image: String,
     },
+    /// Failover was asked for on a device with librbd's write cache on.
+    #[error(
+        "RBD image {pool}/{image}: failover needs librbd's write cache off \
+         (writes it acknowledged would be lost with the gateway)"
+    )]
+    FailoverWithCache {
+        /// The pool.
+        pool: String,
+        /// The image.
+        image: String,
+    },
     /// The image size is not a whole, non-zero number of blocks.
     #[error("RBD image size {size} is not a non-zero multiple of the block size {block_size}")]
     BadSize {
@@ -367,6 +378,75 @@ pub struct RbdDevice {
     failures: AtomicU64,
     /// Wakes waiters of requests past `request_bound`.
     deadlines: Deadlines,
+}
+
+/// Switches an [`RbdDevice`] opened without [`RbdOptions::failover`] to
+/// failover mode ([`RbdDevice::failover_switch`]); cheap to clone, and
+/// usable after the device is gone (it then changes nothing that matters).
+#[derive(Clone)]
+pub struct FailoverSwitch {
+    gate: Gate,
+    /// "pool/image".
+    name: String,
+    cache: bool,
+}
+
+impl FailoverSwitch {
+    /// From the next write on, writes need the exclusive lock, for good:
+    /// for a server that learns only after opening that another gateway
+    /// serves the image (tcmu-runner's way: ceph-iscsi creates the ALUA
+    /// groups after the device). `Ok(true)` when the mode changed,
+    /// `Ok(false)` when it was on already.
+    ///
+    /// Refused for an image without the exclusive-lock feature, and with
+    /// librbd's write cache on (writes acknowledged from it would be lost
+    /// with the gateway).
+    pub fn enable(&self) -> Result<bool, RbdError> {
+        let (pool, image) = self.name.split_once('/').unwrap_or((&self.name, ""));
+        if self.cache {
+            return Err(RbdError::FailoverWithCache {
+                pool: pool.to_string(),
+                image: image.to_string(),
+            });
+        }
+        let features = self
+            .gate
+            .session()
+            .features()
+            .map_err(|errno| RbdError::Open {
+                pool: pool.to_string(),
+                image: image.to_string(),
+                errno,
+            })?;
+        if features & ffi::RBD_FEATURE_EXCLUSIVE_LOCK == 0 {
+            return Err(RbdError::NoExclusiveLock {
+                pool: pool.to_string(),
+                image: image.to_string(),
+            });
+        }
+        let changed = self.gate.enter_failover();
+        if changed {
+            log::info!(
+                "RBD image {}: failover mode from now on: writes need the exclusive lock",
+                self.name
+            );
+        }
+        Ok(changed)
+    }
+
+    /// Whether the device is in failover mode.
+    pub fn is_on(&self) -> bool {
+        self.gate.in_failover()
+    }
+}
+
+impl fmt::Debug for FailoverSwitch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailoverSwitch")
+            .field("image", &self.name)
+            .field("on", &self.is_on())
+            .finish()
+    }
 }
 
 impl fmt::Debug for RbdDevice {
@@ -561,6 +641,22 @@ impl RbdDevice {
     /// [`LockState::Unlocked`] without [`RbdOptions::failover`].
     pub fn lock_state(&self) -> LockState {
         self.gate.lock_state()
+    }
+
+    /// Switches a device opened without [`RbdOptions::failover`] to
+    /// failover mode, for good; see [`FailoverSwitch::enable`].
+    pub fn enable_failover(&self) -> Result<bool, RbdError> {
+        self.failover_switch().enable()
+    }
+
+    /// A handle that switches this device to failover mode later, from
+    /// wherever the server learns that another gateway serves the image.
+    pub fn failover_switch(&self) -> FailoverSwitch {
+        FailoverSwitch {
+            gate: self.gate.clone(),
+            name: self.name.clone(),
+            cache: self.cache,
+        }
     }
 
     /// The most requests that were in flight at once so far.

@@ -1251,10 +1251,56 @@ fn failover_needs_the_exclusive_lock_feature() {
             .unwrap_err();
             assert!(matches!(err, RbdError::NoExclusiveLock { .. }), "{err:?}");
             assert!(err.to_string().contains("exclusive-lock"), "{err}");
-            // Without failover the image is fine.
-            cluster.connect(&image.name, 512);
+            // Without failover the image is fine, and switching it on
+            // later is refused the same way.
+            let dev = cluster.connect(&image.name, 512);
+            let err = dev.enable_failover().unwrap_err();
+            assert!(matches!(err, RbdError::NoExclusiveLock { .. }), "{err:?}");
+            assert_eq!(dev.lock_state(), LockState::Unlocked);
+            write_bytes(&dev, 0, &pattern(0, 4096, 51));
         },
     );
+}
+
+/// tcmu-runner's order (ceph-iscsi creates the ALUA groups after the
+/// device is open): two devices opened without failover, switched to it
+/// afterwards, behave as gateways from then on.
+#[test]
+fn failover_switched_on_after_open() {
+    const TEST: &str = "failover_switched_on_after_open";
+    with_cluster(TEST, false, |cluster| {
+        let image = lock_image(cluster, "lock-late");
+        let a = cluster.connect(&image.name, 4096);
+        let b = cluster.connect(&image.name, 4096);
+        // Before: librbd hands the lock over between writers by itself.
+        let p1 = pattern(0, 65536, 61);
+        write_bytes(&a, 0, &p1);
+        write_bytes(&b, 65536, &p1);
+        assert_eq!(a.lock_state(), LockState::Unlocked);
+
+        assert_eq!(a.enable_failover(), Ok(true));
+        assert_eq!(a.enable_failover(), Ok(false), "a second time");
+        assert_eq!(b.enable_failover(), Ok(true));
+        // A's first write now acquires the lock explicitly (BUSY first).
+        let p2 = pattern(0, 65536, 62);
+        assert_eq!(a.write(0, &p2), Err(BlockError::Busy));
+        write_retrying(&a, 0, &p2);
+        assert_eq!(a.lock_state(), LockState::Locked);
+        // B takes it over and fences A, whose writes no longer land.
+        let p3 = pattern(0, 65536, 63);
+        assert_eq!(b.write(0, &p3), Err(BlockError::Busy));
+        write_retrying(&b, 0, &p3);
+        assert_eq!(b.lock_state(), LockState::Locked);
+        let p4 = pattern(0, 65536, 64);
+        assert_eq!(a.write(0, &p4), Err(BlockError::Busy), "A fenced");
+        assert_same(&read_bytes(&b, 0, 65536), &p3, "B's write, not A's");
+        // A's new session is in failover mode too: it takes the lock back
+        // explicitly, and B is fenced in turn.
+        write_retrying(&a, 0, &p4);
+        assert_eq!(a.lock_state(), LockState::Locked);
+        assert_eq!(b.write(0, &p1), Err(BlockError::Busy), "B fenced");
+        assert_same(&read_bytes(&a, 0, 65536), &p4, "A's write");
+    });
 }
 
 #[test]

@@ -13,7 +13,7 @@ use tcmu_core::server::ServeOptions;
 use tcmu_core::uio::UioDevice;
 use tcmu_core::{AsyncCommandHandler, PendingCommand, Ring};
 
-use crate::configfs_port_groups::ConfigfsPortGroups;
+use crate::configfs_port_groups::{AluaObserver, ConfigfsPortGroups};
 use crate::error::TargetError;
 use crate::naming::uio_minor;
 use crate::reconfig::{Decision, decide, restore_attribute};
@@ -61,6 +61,29 @@ impl AdoptedLun {
         how: Adoption,
         serve: ServeOptions,
     ) -> Result<AdoptedLun, TargetError> {
+        Self::adopt_with(device, backstore, how, serve, None)
+    }
+
+    /// [`adopt`](Self::adopt), telling `observer` the backstore's ALUA
+    /// groups whenever they are read: once before serving starts, then on
+    /// every INQUIRY and REPORT TARGET PORT GROUPS.
+    pub fn adopt_observing_alua<D: Servable>(
+        device: D,
+        backstore: UserBackstore,
+        how: Adoption,
+        serve: ServeOptions,
+        observer: AluaObserver,
+    ) -> Result<AdoptedLun, TargetError> {
+        Self::adopt_with(device, backstore, how, serve, Some(observer))
+    }
+
+    fn adopt_with<D: Servable>(
+        device: D,
+        backstore: UserBackstore,
+        how: Adoption,
+        serve: ServeOptions,
+        observer: Option<AluaObserver>,
+    ) -> Result<AdoptedLun, TargetError> {
         let (block_size, blocks) = device.geometry();
         let hw_block_size = backstore.attrib_number("hw_block_size")?;
         let dev_size = backstore.attrib_number("dev_size")?;
@@ -90,10 +113,22 @@ impl AdoptedLun {
         let ring = Ring::new(uio.map())?;
         let serial = backstore.unit_serial()?;
         let identity = LunIdentity::new(serial.clone(), device.product());
+        let port_groups = match observer {
+            Some(observer) => {
+                let groups = ConfigfsPortGroups::observed(backstore.clone(), observer);
+                // Before the first command: a restarted handler finds the
+                // groups in place already.
+                if let Err(e) = groups.read() {
+                    log::warn!("{}: reading its ALUA groups: {e}", backstore.name());
+                }
+                groups
+            }
+            None => ConfigfsPortGroups::new(backstore.clone()),
+        };
         let options = UnitOptions {
             max_io_bytes,
             registry: None,
-            port_groups: Some(Arc::new(ConfigfsPortGroups::new(backstore.clone()))),
+            port_groups: Some(Arc::new(port_groups)),
         };
         let unit = device.into_unit(identity, options)?;
         let decider = unit.clone();

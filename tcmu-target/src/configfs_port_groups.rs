@@ -13,27 +13,64 @@ use scsi_emu::{
     AccessState, LocalPort, PortGroupSource, PortGroups, SupportedStates, TargetPortGroup,
     TransitionCause,
 };
+use std::sync::Arc;
+
 use tcmu_core::configfs::{AluaGroup, UserBackstore};
 
+/// Told the backstore's ALUA groups whenever they are read (on adoption,
+/// and on every INQUIRY and REPORT TARGET PORT GROUPS): how a handler
+/// learns that another gateway serves the same image, since ceph-iscsi
+/// creates the groups after the device is open.
+pub type AluaObserver = Arc<dyn Fn(&[AluaGroup]) + Send + Sync>;
+
 /// The port groups of one backstore, from configfs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ConfigfsPortGroups {
     backstore: UserBackstore,
+    observer: Option<AluaObserver>,
 }
 
 impl ConfigfsPortGroups {
     pub(crate) fn new(backstore: UserBackstore) -> Self {
-        ConfigfsPortGroups { backstore }
+        ConfigfsPortGroups {
+            backstore,
+            observer: None,
+        }
+    }
+
+    /// The same, telling `observer` what every read found.
+    pub(crate) fn observed(backstore: UserBackstore, observer: AluaObserver) -> Self {
+        ConfigfsPortGroups {
+            backstore,
+            observer: Some(observer),
+        }
+    }
+
+    /// Reads the groups now, telling the observer.
+    pub(crate) fn read(&self) -> std::io::Result<Vec<AluaGroup>> {
+        let groups = self
+            .backstore
+            .alua_groups()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if let Some(observer) = &self.observer {
+            observer(&groups);
+        }
+        Ok(groups)
+    }
+}
+
+impl std::fmt::Debug for ConfigfsPortGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigfsPortGroups")
+            .field("backstore", &self.backstore)
+            .field("observed", &self.observer.is_some())
+            .finish()
     }
 }
 
 impl PortGroupSource for ConfigfsPortGroups {
     fn port_groups(&self) -> std::io::Result<PortGroups> {
-        let groups = self
-            .backstore
-            .alua_groups()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(port_groups(&groups))
+        Ok(port_groups(&self.read()?))
     }
 }
 

@@ -56,9 +56,10 @@ mod target;
 
 pub use adopted::{AdoptedLun, Adoption};
 pub use builder::TargetBuilder;
+pub use configfs_port_groups::AluaObserver;
 pub use error::TargetError;
 pub use export::Export;
 pub use servable::{AsyncDevice, Servable};
 pub use signals::Signals;
 pub use target::{ForceStop, Target};
-pub use tcmu_core::configfs::{GatewayAlua, IscsiAuth};
+pub use tcmu_core::configfs::{AccessType, AluaGroup, GatewayAlua, IscsiAuth};

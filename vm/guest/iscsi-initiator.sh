@@ -95,6 +95,14 @@ iscsi_find_disk() {
 }
 
 # iscsi_login IQN: log in to IQN on the portal; sets ISCSI_DEV.
+# iscsi_disk_of ADDR: the disk name (sdX) of the session through portal
+# ADDR:3260, or nothing.
+iscsi_disk_of() {
+  timeout 30 iscsiadm -m session -P 3 2> /dev/null | awk -v p="$1:3260," '
+    /Current Portal:/ { here = index($3, p) == 1 }
+    here && /Attached scsi disk/ { print $4; exit }'
+}
+
 iscsi_login() {
   must "iscsiadm login to $1" iscsiadm -m node -T "$1" -p "$ISCSI_PORTAL" --login || return
   iscsi_find_disk "$1"

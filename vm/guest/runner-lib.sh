@@ -145,10 +145,11 @@ rn_unexpose() {
   RN_DEV=""
 }
 
-# rn_run_runner: start the runner; its output goes to $RN_OUT-N.*.
+# rn_run_runner [ARG...]: start the runner with ARGs; its output goes to
+# $RN_OUT-N.*.
 rn_run_runner() {
   RN_STARTS=$((RN_STARTS + 1))
-  serve_start "$RN_OUT-$RN_STARTS" runner || return
+  serve_start "$RN_OUT-$RN_STARTS" runner "$@" || return
   RN_PID=$SERVE_PID
   [[ "$READY" == runner ]] || fail "ready line says '$READY', want 'runner'"
 }

@@ -52,21 +52,14 @@ gw_start() {
     fail "group states are not ao=0, ano2=1"
 }
 
-# gw_disk_of ADDR: the disk of the session through portal ADDR:3260.
-gw_disk_of() {
-  timeout 30 iscsiadm -m session -P 3 2> /dev/null | awk -v p="$1:3260," '
-    /Current Portal:/ { here = index($3, p) == 1 }
-    here && /Attached scsi disk/ { print "/dev/" $4; exit }'
-}
-
 gw_login() {
   local n=$1 i
   ISCSI_PORTAL=${GW_ADDR[n]}:3260
   iscsi_discover "$GW_IQN" > /dev/null || true # lists the other TPG too; only ours matters
   must "iscsiadm login through ${GW_ADDR[n]}" iscsiadm -m node -T "$GW_IQN" -p "$ISCSI_PORTAL" --login || return
   for ((i = 0; i < 300; i++)); do
-    GW_DEV[n]=$(gw_disk_of "${GW_ADDR[n]}")
-    [[ -n "${GW_DEV[n]}" && -b "${GW_DEV[n]}" ]] && break
+    GW_DEV[n]=/dev/$(iscsi_disk_of "${GW_ADDR[n]}")
+    [[ "${GW_DEV[n]}" != /dev/ && -b "${GW_DEV[n]}" ]] && break
     sleep 0.1
   done
   [[ -b "${GW_DEV[n]}" ]] || fail "no disk through ${GW_ADDR[n]} within 30s" || return

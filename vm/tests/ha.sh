@@ -15,12 +15,23 @@
 # - The dead gateway comes back (a new process, its portal reachable, its
 #   path reinstated); then the other one dies: same again, the other way.
 # - ext4 written across both failovers is e2fsck-clean.
+# Then the same image in ceph-iscsi's layout under `tcmu-serve runner`: two
+# user:rbd backstores (one per gateway) made by configfs writes, ALUA
+# groups ao/ano2 created after the backstores are open (as ceph-iscsi
+# does), TPG 1 and 2 on the two addresses. The runner must switch both
+# devices to failover mode when it sees the groups. One runner serves both
+# gateways here, so a gateway "dies" by its portal being cut off while its
+# device lives on: the other breaks its lock, and the cut-off one, fenced,
+# takes the image back with a new client when the failover goes the other
+# way. Same fio verification, pauses and e2fsck.
 # Sourced by vm/guest/suite (helpers: vm/guest/lib.sh).
 
 # shellcheck source=vm/guest/ceph-cluster.sh
 source "$GUEST_DIR/ceph-cluster.sh"
 # shellcheck source=vm/guest/iscsi-initiator.sh
 source "$GUEST_DIR/iscsi-initiator.sh"
+# shellcheck source=vm/guest/runner-lib.sh
+source "$GUEST_DIR/runner-lib.sh"
 
 HA_IQN=iqn.2026-12.org.tcmu-rs:ha
 HA_IMAGE=ha
@@ -38,8 +49,21 @@ HA_TICKER=""
 HA_FIO=""
 # Kernel log lines before this file: its own are checked for splats.
 HA_DMESG_BASE=$(dmesg | wc -l)
+# standalone: a tcmu-serve per gateway; runner: one runner, ceph-iscsi's layout.
+HA_MODE=standalone
+# The runner's backstores, one per gateway.
+HA_RN_BS=(unused hagw1 hagw2)
 
 ha_out() { echo "$VM_RUN/tcmu-serve-ha$1-${HA_STARTS[$1]}"; }
+
+# ha_log N: the log of the process serving gateway N.
+ha_log() {
+  if [[ "$HA_MODE" == runner ]]; then
+    echo "$RN_OUT-$RN_STARTS.stderr"
+  else
+    echo "$(ha_out "$1").stderr"
+  fi
+}
 
 ha_prepare() {
   local p
@@ -69,13 +93,6 @@ ha_node_set() {
   must "iscsiadm update $2" iscsiadm -m node -T "$HA_IQN" -p "$1" -o update -n "$2" -v "$3"
 }
 
-# ha_disk_of ADDR: the disk of the session through portal ADDR:3260.
-ha_disk_of() {
-  timeout 30 iscsiadm -m session -P 3 2> /dev/null | awk -v p="$1:3260," '
-    /Current Portal:/ { here = index($3, p) == 1 }
-    here && /Attached scsi disk/ { print $4; exit }'
-}
-
 ha_login() {
   local n=$1 portal=${HA_ADDR[1]}:3260 i
   portal=${HA_ADDR[n]}:3260
@@ -87,7 +104,7 @@ ha_login() {
   ha_node_set "$portal" node.session.timeo.replacement_timeout 5 || return
   must "login through $portal" iscsiadm -m node -T "$HA_IQN" -p "$portal" --login || return
   for ((i = 0; i < 300; i++)); do
-    HA_PATH[n]=$(ha_disk_of "${HA_ADDR[n]}")
+    HA_PATH[n]=$(iscsi_disk_of "${HA_ADDR[n]}")
     [[ -n "${HA_PATH[n]}" && -b "/dev/${HA_PATH[n]}" ]] && break
     sleep 0.1
   done
@@ -235,23 +252,31 @@ ha_mend() {
   must "nft delete chain" nft delete chain inet ha "cut$1"
 }
 
-# ha_failover FROM TO: kill gateway FROM under fio and the ticker; I/O
-# must go on through TO within HA_BOUND s, FROM's client blocklisted.
+# ha_failover FROM TO: kill gateway FROM under fio and the ticker (under
+# the runner: cut it off only); I/O must go on through TO within
+# HA_BOUND s, FROM's client blocklisted.
 ha_failover() {
-  local from=$1 to=$2 name=fail$1 t0 pause
+  local from=$1 to=$2 name=fail$1 t0 pause acquired
+  [[ "$HA_MODE" == standalone ]] || name=$HA_MODE-fail$1
   [[ -n "$HA_MAP" ]] && mountpoint -q "$HA_MNT" || fail "skipped: no file system on the multipath device" || return
-  [[ -n "${HA_PID[from]}" ]] || fail "skipped: gateway $from is not running" || return
+  [[ "$HA_MODE" == runner || -n "${HA_PID[from]}" ]] || fail "skipped: gateway $from is not running" || return
   local before
   before=$(ha_blocklisted)
+  acquired=$(grep -c 'exclusive lock acquired' "$(ha_log "$to")")
   ha_ticker_start "$name"
   ha_fio_start "$name"
   sleep 5
   t0=$(date +%s.%N)
-  echo "killing gateway $from at $t0"
-  kill -KILL "${HA_PID[from]}"
-  ha_cut "$from" || return
-  wait "${HA_PID[from]}" 2> /dev/null
-  HA_PID[from]=""
+  if [[ "$HA_MODE" == runner ]]; then
+    echo "cutting gateway $from off at $t0 (its device lives on)"
+    ha_cut "$from" || return
+  else
+    echo "killing gateway $from at $t0"
+    kill -KILL "${HA_PID[from]}"
+    ha_cut "$from" || return
+    wait "${HA_PID[from]}" 2> /dev/null
+    HA_PID[from]=""
+  fi
   ha_fio_wait || { ha_ticker_stop; return 1; }
   ha_ticker_stop
   dmsetup status "$HA_MAP"
@@ -259,8 +284,8 @@ ha_failover() {
   info "failover $from -> $to: longest write pause ${pause}s"
   echo "$pause" > "$VM_RUN/ha-pause-$name.txt"
   awk -v p="$pause" -v b="$HA_BOUND" 'BEGIN { exit !(p < b) }' || fail "writes paused ${pause}s, more than ${HA_BOUND}s" || return
-  grep -iE 'lock|fenced|session' "$(ha_out "$to").stderr" | tail -n 8
-  grep -q 'exclusive lock acquired' "$(ha_out "$to").stderr" || fail "gateway $to did not take the lock" || return
+  grep -iE 'lock|fenced|session' "$(ha_log "$to")" | tail -n 8
+  (($(grep -c 'exclusive lock acquired' "$(ha_log "$to")") > acquired)) || fail "gateway $to did not take the lock" || return
   local after
   after=$(ha_blocklisted)
   echo "blocklisted clients: $before before, $after after"
@@ -272,11 +297,11 @@ ha_blocklisted() {
   timeout 60 ceph -c "$CEPH_CONF" osd blocklist ls 2> /dev/null | grep -cE '^[0-9.:]+/[0-9]+'
 }
 
-# ha_comes_back N: a new gateway N, its portal reachable, its path in use
-# again by multipath.
+# ha_comes_back N: a new gateway N (under the runner: the same one), its
+# portal reachable, its path in use again by multipath.
 ha_comes_back() {
   local n=$1 i dev
-  ha_start "$n" || return
+  if [[ "$HA_MODE" == standalone ]]; then ha_start "$n" || return; fi
   ha_mend "$n" || return
   dev=${HA_PATH[n]}
   for ((i = 0; i < 600; i++)); do
@@ -333,6 +358,106 @@ ha_teardown() {
   [[ -z "$left" && -z "$(iscsi_targets)" ]] || fail "configfs not clean: $(tr '\n' ' ' <<< "$left") $(iscsi_targets)"
 }
 
+# ha_runner_start: the runner, without D-Bus (nothing here calls it).
+ha_runner_start() {
+  HA_MODE=runner
+  HA_PATH=(unused "" "")
+  # Info level: the lock's steps are in the log.
+  RUST_LOG=info rn_run_runner --no-dbus
+}
+
+# ha_ceph_iscsi_layout: what ceph-iscsi makes on a gateway, by configfs
+# writes: the backstore (enabled, so the runner opens the image), its
+# serial, the target's TPGs with the LUN, then the ALUA groups and the
+# LUN's group, then the TPG enabled. Both gateways' share one kernel here.
+ha_ceph_iscsi_layout() {
+  local n bs tpg a name id state
+  for n in 1 2; do
+    bs=$RN_HBA/${HA_RN_BS[n]}
+    rn_backstore "${HA_RN_BS[n]}" \
+      "dev_config=rbd/rbd/$HA_IMAGE;osd_op_timeout=5;conf=$CEPH_CONF,dev_size=$((256 << 20))" ||
+      fail "enable ${HA_RN_BS[n]} failed: $(rn_log | tail -n 1)" || return
+    rn_write "$bs/wwn/vpd_unit_serial" "$HA_SERIAL" || fail "serial write failed" || return
+    rn_write "$bs/attrib/cmd_time_out" 15 || fail "cmd_time_out write failed" || return
+  done
+  if rn_log | grep -q 'implicit ALUA groups'; then
+    fail "failover mode before there are groups"
+    return
+  fi
+  for n in 1 2; do
+    tpg=$CFS/iscsi/$HA_IQN/tpgt_$n
+    mkdir -p "$tpg/lun/lun_0" "$tpg/np/${HA_ADDR[n]}:3260" || fail "cannot create TPG $n" || return
+    ln -s "$RN_HBA/${HA_RN_BS[n]}" "$tpg/lun/lun_0/${HA_RN_BS[n]}" || fail "cannot link LUN 0 of TPG $n" || return
+    for a in authentication=0 generate_node_acls=1 cache_dynamic_acls=1 demo_mode_write_protect=0; do
+      rn_write "$tpg/attrib/${a%=*}" "${a#*=}" || fail "TPG $n: ${a%=*} write failed" || return
+    done
+  done
+  for n in 1 2; do
+    bs=$RN_HBA/${HA_RN_BS[n]}
+    for a in ao:1:0 ano2:2:1; do
+      IFS=: read -r name id state <<< "$a"
+      mkdir "$bs/alua/$name" || fail "cannot create group $name of ${HA_RN_BS[n]}" || return
+      rn_write "$bs/alua/$name/tg_pt_gp_id" "$id" && rn_write "$bs/alua/$name/alua_access_type" 1 &&
+        rn_write "$bs/alua/$name/alua_support_offline" 0 && rn_write "$bs/alua/$name/alua_support_unavailable" 0 &&
+        rn_write "$bs/alua/$name/nonop_delay_msecs" 0 && rn_write "$bs/alua/$name/implicit_trans_secs" 30 &&
+        rn_write "$bs/alua/$name/alua_access_state" "$state" || fail "cannot configure group $name" || return
+    done
+    name=ao
+    ((n == 1)) || name=ano$n
+    rn_write "$CFS/iscsi/$HA_IQN/tpgt_$n/lun/lun_0/alua_tg_pt_gp" "$name" || fail "cannot put LUN 0 of TPG $n in $name" || return
+  done
+  for n in 1 2; do
+    rn_write "$CFS/iscsi/$HA_IQN/tpgt_$n/enable" 1 || fail "cannot enable TPG $n" || return
+  done
+}
+
+# ha_runner_failover_on: the initiator's INQUIRY and REPORT TARGET PORT
+# GROUPS made the runner read the groups: both devices are in failover mode.
+ha_runner_failover_on() {
+  rn_log | grep 'implicit ALUA groups'
+  (($(rn_log | grep -c 'implicit ALUA groups (ao, ano2).*exclusive lock from now on') == 2)) ||
+    fail "the runner did not switch both gateways' devices to failover mode"
+}
+
+# ha_runner_teardown: the initiator's side as in ha_teardown, then the
+# layout removed as ceph-iscsi removes it, then the runner stopped.
+ha_runner_teardown() {
+  local n tpg bs
+  ha_ticker_stop
+  if mountpoint -q "$HA_MNT"; then umount "$HA_MNT"; fi
+  if [[ -n "$HA_MAP" ]]; then
+    dmsetup message "$HA_MAP" 0 fail_if_no_path 2> /dev/null
+    must "remove $HA_MAP" dmsetup remove "$HA_MAP" || return
+    HA_MAP=""
+  fi
+  nft delete table inet ha 2> /dev/null
+  timeout 60 iscsiadm -m node -T "$HA_IQN" --logout || true
+  for n in 1 2; do
+    tpg=$CFS/iscsi/$HA_IQN/tpgt_$n
+    [[ -d "$tpg" ]] || continue
+    rn_write "$tpg/enable" 0
+    rmdir "$tpg/np/${HA_ADDR[n]}:3260" 2> /dev/null
+    rm -f "$tpg/lun/lun_0/${HA_RN_BS[n]}"
+    rmdir "$tpg/lun/lun_0" "$tpg" || fail "cannot remove TPG $n" || return
+  done
+  rmdir "$CFS/iscsi/$HA_IQN" 2> /dev/null
+  for n in 1 2; do
+    bs=$RN_HBA/${HA_RN_BS[n]}
+    [[ -d "$bs" ]] || continue
+    rmdir "$bs/alua/ao" "$bs/alua/ano2" 2> /dev/null
+    rn_bounded_rmdir "$bs" || return
+  done
+  if [[ -n "$RN_PID" ]]; then
+    serve_stop "$RN_PID" TERM 30 || fail "the runner still runs 30s after SIGTERM" || return
+    RN_PID=""
+    ((SERVE_RC == 0)) || fail "the runner exited $SERVE_RC: $(rn_log | tail -n 1)" || return
+  fi
+  rmdir "$RN_HBA" 2> /dev/null
+  local left
+  left=$(cfs_leftovers)
+  [[ -z "$left" && -z "$(iscsi_targets)" ]] || fail "configfs not clean: $(tr '\n' ' ' <<< "$left") $(iscsi_targets)"
+}
+
 step ha_rbd_support ceph_rbd_support
 step ha_cluster_start ceph_cluster_start
 step ha_prepare ha_prepare
@@ -359,6 +484,18 @@ ha_kernel_log() {
 }
 
 step ha_teardown ha_teardown
+step ha_runner_start ha_runner_start
+step ha_runner_ceph_iscsi_layout ha_ceph_iscsi_layout
+step ha_runner_login_1 ha_login 1
+step ha_runner_login_2 ha_login 2
+step ha_runner_multipath_device ha_multipath
+step ha_runner_failover_mode_on ha_runner_failover_on
+step ha_runner_ext4 ha_mkfs
+step ha_runner_failover_1_to_2 ha_failover 1 2
+step ha_runner_gateway_1_comes_back ha_comes_back 1
+step ha_runner_failover_2_to_1 ha_failover 2 1
+step ha_runner_ext4_fsck_clean ha_fsck
+step ha_runner_teardown ha_runner_teardown
 step ha_iscsid_stop iscsid_stop
 step ha_udev_stop ha_udev_stop
 step ha_cluster_stop ceph_cluster_stop
@@ -371,6 +508,7 @@ for ha_pid in "${HA_PID[@]:1}"; do
   if [[ -n "$ha_pid" ]]; then kill -KILL "$ha_pid" 2> /dev/null || true; fi
 done
 nft delete table inet ha 2> /dev/null || true
+rn_teardown || true
 ha_udev_stop || true
 iscsid_kill
 ceph_cluster_kill

@@ -10,6 +10,7 @@
 //!
 //! Without failover the gate admits every request to the one session.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use nix::errno::Errno;
@@ -69,7 +70,11 @@ struct State {
 struct Shared {
     /// "pool/image", for messages.
     name: String,
+    /// As the device was opened; a new session is opened in failover mode
+    /// whatever `params.failover` says once `failover` is set.
     params: SessionParams,
+    /// Failover mode: from the start, or since [`Gate::enter_failover`].
+    failover: AtomicBool,
     /// Requests clone the `Arc`, so that a replaced session is closed when
     /// the last request using it has finished.
     session: RwLock<Arc<ffi::Image>>,
@@ -83,7 +88,8 @@ impl Shared {
 }
 
 /// Admits requests to the current session, and keeps the lock in failover
-/// mode.
+/// mode. A clone is another handle on the same gate.
+#[derive(Clone)]
 pub(super) struct Gate {
     shared: Arc<Shared>,
 }
@@ -94,6 +100,7 @@ impl Gate {
         Gate {
             shared: Arc::new(Shared {
                 name,
+                failover: AtomicBool::new(params.failover),
                 params,
                 session: RwLock::new(Arc::new(image)),
                 state: Mutex::new(State {
@@ -106,8 +113,16 @@ impl Gate {
         }
     }
 
-    fn failover(&self) -> bool {
-        self.shared.params.failover
+    /// Whether failover mode is on.
+    pub(super) fn in_failover(&self) -> bool {
+        self.shared.failover.load(Ordering::Acquire)
+    }
+
+    /// Switches to failover mode for good; false if it was on already.
+    /// The session stays: librbd takes the lock by itself only until the
+    /// first explicit acquisition, which the next write now starts.
+    pub(super) fn enter_failover(&self) -> bool {
+        !self.shared.failover.swap(true, Ordering::AcqRel)
     }
 
     /// The current session, for requests that need no admission.
@@ -118,7 +133,7 @@ impl Gate {
     /// The session a request runs on, or BUSY (while the lock is being
     /// acquired for a write, or a fenced session replaced).
     pub(super) fn admit(&self, writes: bool) -> Result<Arc<ffi::Image>, BlockError> {
-        if !self.failover() {
+        if !self.in_failover() {
             return Ok(self.shared.session());
         }
         let mut state = lock(&self.shared.state);
@@ -143,7 +158,7 @@ impl Gate {
     /// Takes note that a request on `session` failed with `errno`; true
     /// when that means the lock is lost (the request is then BUSY).
     pub(super) fn lost(&self, session: &Arc<ffi::Image>, needs_lock: bool, errno: i32) -> bool {
-        if !self.failover() || !fenced_by(needs_lock, errno) {
+        if !self.in_failover() || !fenced_by(needs_lock, errno) {
             return false;
         }
         if !Arc::ptr_eq(session, &self.shared.session()) {
@@ -170,7 +185,7 @@ impl Gate {
     /// lock. The cache is off there, so every acknowledged write is on the
     /// OSDs already, and librbd refuses a flush without the lock.
     pub(super) fn flush_is_moot(&self) -> bool {
-        self.failover() && self.lock_state() != LockState::Locked
+        self.in_failover() && self.lock_state() != LockState::Locked
     }
 
     /// Where the lock stands.
@@ -239,7 +254,12 @@ fn work(shared: &Shared) {
         }
         if state.fenced {
             log::info!("RBD image {name}: opening a new session (this client is fenced)");
-            match session::open(&shared.params) {
+            // Only failover mode fences, so a new session is opened in it.
+            let params = SessionParams {
+                failover: true,
+                ..shared.params.clone()
+            };
+            match session::open(&params) {
                 Ok(image) => {
                     let old = std::mem::replace(
                         &mut *shared

@@ -16,6 +16,8 @@ use tcmu_target::{AdoptedLun, Adoption, AsyncDevice, Servable};
 use crate::backend::Opened;
 use crate::runner::backing::{self, Geometry};
 use crate::runner::config_string::{self, ConfigError};
+#[cfg(feature = "rbd")]
+use crate::runner::failover;
 use crate::runner::opening::{OpenResult, OpeningEnded, Openings};
 
 /// The served backstores, by the minor number of their UIO device (which,
@@ -323,7 +325,12 @@ fn adopt_opened(
         Opened::Nbd(device) => with(AsyncDevice(device), backstore, how, serve),
         Opened::FileUring(device) => with(AsyncDevice(device), backstore, how, serve),
         #[cfg(feature = "rbd")]
-        Opened::Rbd(device) => with(AsyncDevice(device), backstore, how, serve),
+        Opened::Rbd(device) => {
+            let observer =
+                failover::observer(backstore.name().to_string(), device.failover_switch());
+            AdoptedLun::adopt_observing_alua(AsyncDevice(device), backstore, how, serve, observer)
+                .map_err(|e| e.to_string())
+        }
     }
 }
 

@@ -6,6 +6,9 @@ mod backing;
 mod config_string;
 pub mod dbus;
 mod devices;
+// Only RBD images are shared between gateways.
+#[cfg(feature = "rbd")]
+mod failover;
 mod guard;
 mod listeners;
 mod lock;

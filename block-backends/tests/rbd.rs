@@ -1262,6 +1262,26 @@ fn failover_needs_the_exclusive_lock_feature() {
     );
 }
 
+/// An administrator grows the image while a gateway holds the lock in
+/// failover mode: librbd hands the resize to the lock owner, which does it.
+#[test]
+fn failover_resize_by_another_client_while_locked() {
+    const TEST: &str = "failover_resize_by_another_client_while_locked";
+    with_cluster(TEST, false, |cluster| {
+        let image = lock_image(cluster, "lock-resize");
+        let a = gateway(cluster, &image.name);
+        write_retrying(&a, 0, &pattern(0, 4096, 71));
+        assert_eq!(a.lock_state(), LockState::Locked);
+        let started = Instant::now();
+        let name = format!("rbd/{}", image.name);
+        cluster.rbd(&["resize", "--size", "128M", &name]);
+        note(TEST, &format!("rbd resize took {:?}", started.elapsed()));
+        assert_eq!(a.refresh_size().expect("refresh"), (128 << 20) / 4096);
+        assert_eq!(a.lock_state(), LockState::Locked, "the lock stays");
+        write_bytes(&a, 100 << 20, &pattern(100 << 20, 4096, 72));
+    });
+}
+
 /// tcmu-runner's order (ceph-iscsi creates the ALUA groups after the
 /// device is open): two devices opened without failover, switched to it
 /// afterwards, behave as gateways from then on.

@@ -162,6 +162,9 @@ devices {
 }
 EOF
   local out
+  # udev must have taken in both paths' disks first (the second login may
+  # be seconds old).
+  must "udevadm settle" udevadm settle --timeout=60 || return
   out=$(timeout 60 multipath -v3 2>&1)
   echo "$out" | tail -n 60
   must "udevadm settle" udevadm settle --timeout=60 || return

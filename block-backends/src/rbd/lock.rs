@@ -228,7 +228,16 @@ impl Gate {
             state.closing = true;
             state.lock == LockState::Locked && !state.fenced
         };
-        if held {
+        // A gateway whose lock was broken may not have noticed (nothing
+        // it sent since was refused): librbd would refuse the release.
+        let owner = held && self.shared.session().is_lock_owner().unwrap_or(true);
+        if held && !owner {
+            log::info!(
+                "RBD image {}: the lock had passed to another gateway; nothing to release",
+                self.shared.name
+            );
+        }
+        if owner {
             match self.shared.session().lock_release() {
                 Ok(()) => log::info!("RBD image {}: lock released", self.shared.name),
                 Err(errno) => log::warn!(

@@ -2,7 +2,7 @@
 //! thread that completes each request when its reply arrives.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -149,8 +149,14 @@ pub(super) fn reply_error(value: u32) -> BlockError {
     }
 }
 
+/// How much the reader thread reads from the socket at once: replies that
+/// arrived together (a 16-byte header, and a read's data) come in with
+/// one system call instead of two each. Larger reads bypass the buffer.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// The reader thread: reads replies until the connection ends.
-pub(super) fn reader_loop(shared: Arc<Shared>, mut stream: Stream) {
+pub(super) fn reader_loop(shared: Arc<Shared>, stream: Stream) {
+    let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
     let (errno, why) = loop {
         let mut header = [0u8; 16];
         if let Err(e) = stream.read_exact(&mut header) {

@@ -33,6 +33,7 @@ pub mod ring;
 pub mod server;
 #[cfg(feature = "test-utils")]
 pub mod sim;
+mod spin_policy;
 pub mod uio;
 mod work_queue;
 

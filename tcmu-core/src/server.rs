@@ -29,6 +29,7 @@ use crate::layout::MB_CMD_HEAD;
 use crate::pending::{Completer, PendingCommand};
 use crate::poll::wait_readable;
 use crate::ring::{Command, Reply, Ring, RingEntry, RingError};
+use crate::spin_policy::SpinPolicy;
 use crate::uio::{UioDevice, Wake};
 use crate::work_queue::{Next, SharedNotify, WorkQueue};
 
@@ -73,6 +74,10 @@ pub struct ServeOptions {
     /// before it sleeps until the kernel wakes it (zero: never). Under
     /// load the next command often comes sooner than a wake-up costs.
     pub spin: Duration,
+    /// Spin (up to `spin`) only while it pays: while spins find entries
+    /// and the process's threads are not being preempted, which is what
+    /// an initiator that needs every CPU does to them.
+    pub spin_adaptive: bool,
 }
 
 impl Default for ServeOptions {
@@ -87,6 +92,7 @@ impl Default for ServeOptions {
                 .clamp(4, 8),
             drain_timeout: Duration::from_secs(10),
             spin: DEFAULT_SPIN,
+            spin_adaptive: false,
         }
     }
 }
@@ -170,7 +176,7 @@ where
     let (interrupt_rx, interrupt_tx) = UnixStream::pair()?;
     let ctx = Arc::new(Context {
         map: ring.map().clone(),
-        spin: options.spin,
+        spin: SpinPolicy::new(options.spin, options.spin_adaptive),
         uio,
         handler,
         shared: Mutex::new(Shared {
@@ -230,10 +236,17 @@ pub const DEFAULT_SPIN: Duration = Duration::ZERO;
 
 /// Whether the kernel publishes a new entry within the spin time.
 fn spin_for_entries<D: ?Sized, H: ?Sized>(ctx: &Context<D, H>) -> bool {
-    let spin = ctx.spin;
+    let spin = ctx.spin.budget();
     if spin.is_zero() {
         return false;
     }
+    let hit = spin_once(ctx, spin);
+    ctx.spin.record(hit);
+    hit
+}
+
+/// Watches `cmd_head` for up to `spin`; whether it moved.
+fn spin_once<D: ?Sized, H: ?Sized>(ctx: &Context<D, H>, spin: Duration) -> bool {
     let Ok(seen) = ctx.map.load_u32_acquire(MB_CMD_HEAD) else {
         return false;
     };
@@ -257,7 +270,7 @@ fn spin_for_entries<D: ?Sized, H: ?Sized>(ctx: &Context<D, H>) -> bool {
 struct Context<D: ?Sized, H: ?Sized> {
     /// The shared area, to watch `cmd_head` while spinning.
     map: Arc<crate::mem::SharedMap>,
-    spin: Duration,
+    spin: SpinPolicy,
     uio: Arc<D>,
     handler: Arc<H>,
     shared: Mutex<Shared>,

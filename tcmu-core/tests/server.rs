@@ -198,12 +198,19 @@ fn a_slow_command_does_not_hold_up_the_others() {
 
 #[test]
 fn a_spinning_leader_serves_every_command_and_stops_promptly() {
+    for adaptive in [false, true] {
+        spinning_leader(adaptive);
+    }
+}
+
+fn spinning_leader(adaptive: bool) {
     // A long spin, so that commands arrive both while the leader spins
     // and while it sleeps, and the stop comes while it spins.
     let handler = slow_on_request();
     let options = ServeOptions {
         workers: 2,
         spin: Duration::from_millis(20),
+        spin_adaptive: adaptive,
         ..ServeOptions::default()
     };
     let mut served = Served::start_with(handler.clone(), options);
@@ -214,7 +221,7 @@ fn a_spinning_leader_serves_every_command_and_stops_promptly() {
         got.sort_unstable();
         let mut want = ids.clone();
         want.sort_unstable();
-        assert_eq!(got, want, "round {round}");
+        assert_eq!(got, want, "round {round}, adaptive {adaptive}");
         // Sometimes past the spin, sometimes within it.
         std::thread::sleep(Duration::from_millis(if round % 2 == 0 { 40 } else { 1 }));
     }
@@ -227,7 +234,7 @@ fn a_spinning_leader_serves_every_command_and_stops_promptly() {
     served.stop().unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(2),
-        "{:?}",
+        "adaptive {adaptive}: {:?}",
         started.elapsed()
     );
     assert_eq!(handler.calls.load(Ordering::SeqCst), 15);

@@ -194,9 +194,10 @@ pub struct DeviceArgs {
     pub workers: Option<usize>,
     /// Microseconds the worker reading the ring watches for the next
     /// command before it sleeps (default 0: never). Lower latency under
-    /// load for that much CPU time per wait.
-    #[arg(long, value_name = "MICROSECONDS")]
-    pub spin_us: Option<u64>,
+    /// load for that much CPU time per wait. `auto`: up to 60 µs, only
+    /// while spinning pays (spins find commands, CPUs not contended).
+    #[arg(long, value_name = "MICROSECONDS|auto")]
+    pub spin_us: Option<String>,
     /// Seconds the kernel waits for a command before failing it to the
     /// initiator (attrib/cmd_time_out; kernel default 30).
     #[arg(long, value_name = "SECONDS")]

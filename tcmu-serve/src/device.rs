@@ -41,7 +41,7 @@ fn start_with<D: Servable>(device: D, plan: &Plan) -> Result<Target, String> {
         builder = builder.workers(workers);
     }
     if let Some(spin) = plan.spin {
-        builder = builder.spin(spin);
+        builder = builder.spin(spin.max).spin_adaptive(spin.adaptive);
     }
     if let Some(mib) = plan.data_area_mb {
         builder = builder.data_area_mb(mib);

@@ -26,7 +26,7 @@ pub struct Plan {
     /// Data area and command ring in MiB (None: the kernel's default).
     pub data_area_mb: Option<u32>,
     pub ring_size_mb: Option<u32>,
-    pub spin: Option<Duration>,
+    pub spin: Option<Spin>,
     pub workers: Option<usize>,
     pub cmd_timeout: Option<Duration>,
     pub qfull_timeout: Option<Duration>,
@@ -116,9 +116,7 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
         .as_deref()
         .map(|t| whole_mib("--ring-size", t, 1, 8))
         .transpose()?;
-    if args.spin_us.is_some_and(|us| us > 10_000) {
-        return Err("invalid --spin-us: use at most 10000 (10 ms)".into());
-    }
+    let spin = args.spin_us.as_deref().map(parse_spin).transpose()?;
     let name = args
         .name
         .unwrap_or_else(|| format!("tcmurs-{}", std::process::id()));
@@ -211,11 +209,41 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
         max_io_bytes: max_io as u32,
         data_area_mb,
         ring_size_mb,
-        spin: args.spin_us.map(Duration::from_micros),
+        spin,
         workers: args.workers,
         cmd_timeout: args.cmd_timeout.map(Duration::from_secs),
         qfull_timeout: args.qfull_timeout.map(Duration::from_secs),
     })
+}
+
+/// `--spin-us`: how long the worker reading the ring spins, and whether
+/// only while it pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spin {
+    pub max: Duration,
+    pub adaptive: bool,
+}
+
+/// The most `--spin-us auto` spins at a time.
+const AUTO_SPIN: Duration = Duration::from_micros(60);
+
+fn parse_spin(text: &str) -> Result<Spin, String> {
+    if text == "auto" {
+        return Ok(Spin {
+            max: AUTO_SPIN,
+            adaptive: true,
+        });
+    }
+    match text.parse::<u64>() {
+        Ok(us) if us <= 10_000 => Ok(Spin {
+            max: Duration::from_micros(us),
+            adaptive: false,
+        }),
+        Ok(_) => Err("invalid --spin-us: the most is 10000 (10 ms)".into()),
+        Err(_) => Err(format!(
+            "invalid --spin-us {text:?}: a number of microseconds or auto"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -290,9 +318,25 @@ mod tests {
         );
         assert_eq!(p.spin, None, "the library's default");
         let p = args(&["--size", "1MiB", "--spin-us", "0"]).unwrap();
-        assert_eq!(p.spin, Some(Duration::ZERO));
+        assert_eq!(
+            p.spin,
+            Some(Spin {
+                max: Duration::ZERO,
+                adaptive: false
+            })
+        );
+        let p = args(&["--size", "1MiB", "--spin-us", "auto"]).unwrap();
+        assert_eq!(
+            p.spin,
+            Some(Spin {
+                max: Duration::from_micros(60),
+                adaptive: true
+            })
+        );
         let err = args(&["--size", "1MiB", "--spin-us", "20000"]).unwrap_err();
         assert!(err.contains("invalid --spin-us"), "{err}");
+        let err = args(&["--size", "1MiB", "--spin-us", "fast"]).unwrap_err();
+        assert!(err.contains("a number of microseconds or auto"), "{err}");
         let p = args(&[
             "--size",
             "1MiB",

@@ -104,6 +104,14 @@ impl<D: Servable> TargetBuilder<D> {
         self
     }
 
+    /// Spin (up to [`spin`](Self::spin)) only while it pays: while spins
+    /// find commands and the CPUs are not contended
+    /// ([`ServeOptions::spin_adaptive`](tcmu_core::server::ServeOptions::spin_adaptive)).
+    pub fn spin_adaptive(mut self, adaptive: bool) -> Self {
+        self.serve.spin_adaptive = adaptive;
+        self
+    }
+
     /// How long the kernel lets a command wait for its completion before
     /// failing it to the initiator (`attrib/cmd_time_out`; kernel default
     /// 30 s), and how long a command may wait for room in a full ring

@@ -89,6 +89,15 @@
 //! a flush without the lock).
 //! [`RbdDevice::lock_state`] tells where the lock stands; dropping the
 //! device releases it.
+//!
+//! A server that learns only after opening that another gateway serves the
+//! image (tcmu-runner's situation: ceph-iscsi creates the ALUA groups after
+//! the device) switches failover on later with
+//! [`RbdDevice::failover_switch`]. Until then librbd moves the lock
+//! between writers by itself; from then on, the rules above apply, and the
+//! next write takes the lock explicitly. Growing the image with `rbd
+//! resize` works while a gateway holds the lock: librbd hands the resize
+//! to the owner.
 
 use std::ffi::CString;
 use std::fmt;

@@ -53,6 +53,8 @@ HA_DMESG_BASE=$(dmesg | wc -l)
 HA_MODE=standalone
 # The runner's backstores, one per gateway.
 HA_RN_BS=(unused hagw1 hagw2)
+# The runner's output ($RN_OUT-N.*), apart from runner.sh's.
+RN_OUT=$VM_RUN/ha-runner
 
 ha_out() { echo "$VM_RUN/tcmu-serve-ha$1-${HA_STARTS[$1]}"; }
 

@@ -15,6 +15,9 @@
 #   file_uring       tcmu-serve --backend file: on a tmpfs file, --io-engine io_uring
 #   file_ext4        tcmu-serve --backend file: on ext4, --direct
 #   file_uring_ext4  the same with --io-engine io_uring
+# and the mem backend with each way of waiting for the ring (--spin-us):
+#   mem_spin0  never spins; mem_spin_auto  spins while it pays;
+#   mem_spin60  always spins up to 60 µs
 # and three slow ones where requests wait on a network (for asynchronous
 # completion):
 #   nbd_delay    tcmu-serve --backend nbd+unix: on nbdkit's memory plugin
@@ -318,6 +321,20 @@ start_mem_inline() {
   serve_start
 }
 stop_mem_inline() { serve_stop; }
+
+# The RAM disk with the reading worker's spin set (A/B runs of --spin-us
+# in one boot); the adaptive policy's debug lines (what it decided, how
+# often spins found an entry) go to tcmu-serve.stderr.
+start_mem_spin() {
+  SERVE_ARGS=(--backend mem --size 512MiB --name "bench-mem-spin$1" --spin-us "$1")
+  RUST_LOG=${RUST_LOG:-warn,tcmu_core::spin_policy=debug} serve_start
+}
+start_mem_spin0() { start_mem_spin 0; }
+start_mem_spin_auto() { start_mem_spin auto; }
+start_mem_spin60() { start_mem_spin 60; }
+stop_mem_spin0() { serve_stop; }
+stop_mem_spin_auto() { serve_stop; }
+stop_mem_spin60() { serve_stop; }
 
 start_file() {
   local help
@@ -685,6 +702,9 @@ def kv(path):
 labels = {
     "mem": "tcmu-serve mem",
     "mem_inline": "tcmu-serve mem, --workers 0",
+    "mem_spin0": "tcmu-serve mem, --spin-us 0",
+    "mem_spin_auto": "tcmu-serve mem, --spin-us auto",
+    "mem_spin60": "tcmu-serve mem, --spin-us 60",
     "file": "tcmu-serve file (tmpfs)",
     "file_uring": "tcmu-serve file (tmpfs), io_uring",
     "file_ext4": "tcmu-serve file (ext4 on loop, O_DIRECT)",

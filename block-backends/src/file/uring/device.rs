@@ -16,6 +16,7 @@ use super::super::device::{FileDevice, MAX_BUFFER};
 use super::super::error::FileDeviceError;
 use super::super::options::FileOptions;
 use super::cursor::Cursor;
+use super::pool::BufferPool;
 use super::ring::{Op, Ring};
 
 /// Index of the file among the ring's files: the plain descriptor.
@@ -35,7 +36,9 @@ const DSYNC: u32 = 1;
 /// identical.
 ///
 /// Data passes through buffers the ring owns: the kernel reads into (or
-/// writes from) a page-aligned buffer, copied to (or from) the caller's.
+/// writes from) a page-aligned buffer, copied to (or from) the caller's;
+/// those buffers are reused from request to request (up to 8 MiB of
+/// them are kept free).
 /// A future dropped before its request completes therefore leaves no
 /// memory of the caller's in the kernel's hands, and O_DIRECT never needs
 /// the caller's buffers aligned. Unlike the thread pool, buffered writes
@@ -70,6 +73,8 @@ pub struct UringFileDevice {
     ring: Ring,
     file: FileDevice,
     has_dsync: bool,
+    /// Bounce buffers between requests.
+    buffers: BufferPool,
     /// `fdatasync`s asked of the kernel: flushes, and FUA writes without
     /// an `O_DSYNC` descriptor.
     data_syncs: AtomicU64,
@@ -108,6 +113,7 @@ impl UringFileDevice {
             ring,
             file,
             has_dsync,
+            buffers: BufferPool::default(),
             data_syncs: AtomicU64::new(0),
         })
     }
@@ -223,7 +229,7 @@ impl AsyncBlockDevice for UringFileDevice {
         if total == 0 {
             return Ok(());
         }
-        let mut bounce = AlignedBuf::zeroed(total.min(MAX_BUFFER));
+        let mut bounce = self.buffers.take(total.min(MAX_BUFFER));
         let mut into = Cursor::default();
         let mut done = 0;
         while done < total {
@@ -232,6 +238,7 @@ impl AsyncBlockDevice for UringFileDevice {
             into.scatter(bufs, &bounce.as_slice()[..len]);
             done += len;
         }
+        self.buffers.give(bounce);
         Ok(())
     }
 
@@ -254,7 +261,7 @@ impl AsyncBlockDevice for UringFileDevice {
         } else {
             PLAIN
         };
-        let mut bounce = AlignedBuf::zeroed(total.min(MAX_BUFFER));
+        let mut bounce = self.buffers.take(total.min(MAX_BUFFER));
         let mut from = Cursor::default();
         let mut done = 0;
         while done < total {
@@ -265,6 +272,7 @@ impl AsyncBlockDevice for UringFileDevice {
                 .await?;
             done += len;
         }
+        self.buffers.give(bounce);
         if flags.fua && !self.has_dsync {
             self.data_sync().await?;
         }

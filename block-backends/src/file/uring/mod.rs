@@ -5,6 +5,7 @@
 
 mod cursor;
 mod device;
+mod pool;
 mod ring;
 mod slots;
 #[cfg(test)]

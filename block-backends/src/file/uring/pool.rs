@@ -3,9 +3,10 @@
 //! Every read and write through the ring passes through a page-aligned
 //! buffer the ring owns. Allocating and zeroing one per request cost time
 //! on every request, the most for large ones: reusing them made 1 MiB
-//! reads and writes at QD8 1.2–1.4× faster in the VM benchmark. The pool keeps free buffers in power-of-two sizes from
-//! 4 KiB to 1 MiB, at most [`KEEP_BYTES`] of them in all, and hands out a
-//! free one of the right size before it allocates.
+//! reads and writes at QD8 1.2–1.4× faster in the VM benchmark. The pool
+//! keeps free buffers in power-of-two sizes from 4 KiB to 1 MiB, at most
+//! [`KEEP_BYTES`] of them in all, and hands out a free one of the right
+//! size before it allocates.
 //!
 //! A reused buffer still holds an earlier request's bytes. The device only
 //! ever uses the part it asked the kernel to fill (reads loop until all of

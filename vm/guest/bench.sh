@@ -18,6 +18,10 @@
 # and the mem backend with each way of waiting for the ring (--spin-us):
 #   mem_spin0  never spins; mem_spin_auto  spins while it pays;
 #   mem_spin60  always spins up to 60 µs
+# and, with BENCH_BASELINE=PATH (another tcmu-serve build), the mem and
+# file backstores served by that build, to compare two builds in one boot:
+#   mem_base   $BENCH_BASELINE --backend mem
+#   file_base  $BENCH_BASELINE --backend file: on a tmpfs file
 # and three slow ones where requests wait on a network (for asynchronous
 # completion):
 #   nbd_delay    tcmu-serve --backend nbd+unix: on nbdkit's memory plugin
@@ -154,6 +158,10 @@ write_meta() {
     echo "tcmu_runner=${runner_ver:-unknown}"
     echo "tcmu_serve=${serve_ver:-unknown}"
     echo "tcmu_serve_path=$TCMU_SERVE"
+    if [[ -n "${BENCH_BASELINE:-}" ]]; then
+      echo "baseline=$(bounded 10 "$BENCH_BASELINE" --version 2>&1 | head -n 1 || true)"
+      echo "baseline_path=$BENCH_BASELINE"
+    fi
     echo "cpus=$(nproc)"
     echo "cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
     echo "mem_total_kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
@@ -286,8 +294,8 @@ serve_start() {
   # BENCH_SERVE_FLAGS: extra flags for every tcmu-serve backstore (A/B runs).
   # shellcheck disable=SC2206 # split on purpose
   SERVE_ARGS+=(${BENCH_SERVE_FLAGS:-})
-  echo "${SERVE_ARGS[*]}" > "$BS_OUT/tcmu-serve.args"
-  "$TCMU_SERVE" "${SERVE_ARGS[@]}" > "$BS_OUT/tcmu-serve.stdout" 2> "$BS_OUT/tcmu-serve.stderr" &
+  echo "${SERVE_BIN:-$TCMU_SERVE} ${SERVE_ARGS[*]}" > "$BS_OUT/tcmu-serve.args"
+  "${SERVE_BIN:-$TCMU_SERVE}" "${SERVE_ARGS[@]}" > "$BS_OUT/tcmu-serve.stdout" 2> "$BS_OUT/tcmu-serve.stderr" &
   HPID=$!
   wait_until 60 serve_ready || true
   line=$(sed -n 's/^ready: //p' "$BS_OUT/tcmu-serve.stdout")
@@ -338,7 +346,7 @@ stop_mem_spin60() { serve_stop; }
 
 start_file() {
   local help
-  help=$(bounded 10 "$TCMU_SERVE" --help 2>&1 || true)
+  help=$(bounded 10 "${SERVE_BIN:-$TCMU_SERVE}" --help 2>&1 || true)
   [[ "$help" == *file:* ]] || fail "file backend missing" || return
   SERVE_ARGS=(--backend "file:$FS/bench.img" --create --size 512MiB --name bench-file)
   serve_start
@@ -346,6 +354,31 @@ start_file() {
 stop_file() {
   serve_stop
   rm -f "$FS/bench.img"
+}
+
+# The same two served by the baseline build (BENCH_BASELINE): a regression
+# check of the build under test against an earlier one, side by side.
+baseline_bin() {
+  [[ -n "${BENCH_BASELINE:-}" ]] || fail "BENCH_BASELINE not set" || return
+  [[ -x "$BENCH_BASELINE" ]] || fail "no executable $BENCH_BASELINE" || return
+  SERVE_BIN=$BENCH_BASELINE
+}
+start_mem_base() {
+  baseline_bin || return
+  SERVE_ARGS=(--backend mem --size 512MiB --name bench-mem-base)
+  serve_start
+}
+stop_mem_base() {
+  serve_stop
+  SERVE_BIN=""
+}
+start_file_base() {
+  baseline_bin || return
+  start_file
+}
+stop_file_base() {
+  stop_file
+  SERVE_BIN=""
 }
 
 # The same file served as an async device through io_uring.
@@ -705,7 +738,9 @@ labels = {
     "mem_spin0": "tcmu-serve mem, --spin-us 0",
     "mem_spin_auto": "tcmu-serve mem, --spin-us auto",
     "mem_spin60": "tcmu-serve mem, --spin-us 60",
+    "mem_base": "tcmu-serve mem, baseline build",
     "file": "tcmu-serve file (tmpfs)",
+    "file_base": "tcmu-serve file (tmpfs), baseline build",
     "file_uring": "tcmu-serve file (tmpfs), io_uring",
     "file_ext4": "tcmu-serve file (ext4 on loop, O_DIRECT)",
     "file_uring_ext4": "tcmu-serve file (ext4 on loop, O_DIRECT), io_uring",

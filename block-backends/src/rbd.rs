@@ -132,6 +132,21 @@ pub struct RbdSpec {
     pub conf: Option<PathBuf>,
     /// The client's ID, without `client.`; `None` is `admin`.
     pub client_id: Option<String>,
+    /// What the device's log lines call it besides `pool/image`: the
+    /// backstore or device serving the image, for a process that serves
+    /// one image more than once (two gateways in one test, say). `None`
+    /// names the image alone.
+    pub label: Option<String>,
+}
+
+impl RbdSpec {
+    /// `pool/image`, and the label in parentheses when there is one.
+    fn log_name(&self) -> String {
+        match &self.label {
+            Some(label) => format!("{self} ({label})"),
+            None => self.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for RbdSpec {
@@ -589,18 +604,19 @@ impl RbdDevice {
         let request_bound = timeout * 2 + Duration::from_secs(1);
         let deadlines = Deadlines::start((request_bound / 8).min(Duration::from_secs(1)))
             .map_err(|e| RbdError::Thread(e.to_string()))?;
+        let log_name = spec.log_name();
         let num_blocks = blocks_of(info.size, block_size)?;
         log::info!(
-            "RBD image {spec}: {} bytes in objects of {} bytes, {num_blocks} blocks of {block_size}",
+            "RBD image {log_name}: {} bytes in objects of {} bytes, {num_blocks} blocks of {block_size}",
             info.size,
             info.object_size
         );
         if options.failover {
-            log::info!("RBD image {spec}: failover mode: writes need the exclusive lock");
+            log::info!("RBD image {log_name}: failover mode: writes need the exclusive lock");
         }
         Ok(RbdDevice {
-            gate: Gate::new(spec.to_string(), params, image),
-            name: spec.to_string(),
+            gate: Gate::new(log_name.clone(), params, image),
+            name: log_name,
             block_size,
             num_blocks: AtomicU64::new(num_blocks),
             object_size: info.object_size,
@@ -1016,6 +1032,23 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("NUL"), "{err}");
+    }
+
+    #[test]
+    fn log_lines_name_the_label_after_the_image() {
+        let spec = RbdSpec {
+            pool: "rbd".into(),
+            image: "disk".into(),
+            ..RbdSpec::default()
+        };
+        assert_eq!(spec.log_name(), "rbd/disk");
+        let labelled = RbdSpec {
+            label: Some("gw2".into()),
+            ..spec
+        };
+        assert_eq!(labelled.log_name(), "rbd/disk (gw2)");
+        // Errors name what the cluster knows, the image alone.
+        assert_eq!(labelled.to_string(), "rbd/disk");
     }
 
     #[test]

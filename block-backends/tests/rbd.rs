@@ -86,6 +86,7 @@ impl Cluster {
             image: image.into(),
             conf: Some(self.conf.clone()),
             client_id: None,
+            label: None,
         }
     }
 

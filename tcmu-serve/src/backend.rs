@@ -346,6 +346,7 @@ fn connect_rbd(
         image: spec.image.clone(),
         conf: spec.conf.clone(),
         client_id: spec.id.clone(),
+        label: options.label.clone(),
     };
     let dev = RbdDevice::connect_with(rbd_spec, rbd_options)
         .map_err(|e| format!("rbd:{}/{}: {e}", spec.pool, spec.image))?;
@@ -415,6 +416,10 @@ pub struct DeviceOptions {
     /// `--alua-gateways`: several gateways serve the image; an `rbd:`
     /// image is written only while this one holds its exclusive lock.
     pub failover: bool,
+    /// What the device's log lines call it besides its backing (`--name`,
+    /// or the backstore's name in runner mode): one process may serve an
+    /// image more than once.
+    pub label: Option<String>,
 }
 
 /// Which requests an injected fault fails.

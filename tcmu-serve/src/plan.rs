@@ -202,6 +202,7 @@ fn plan(args: DeviceArgs) -> Result<Plan, String> {
             io_engine,
             faults,
             failover: !args.alua_gateways.is_empty(),
+            label: Some(name.clone()),
         },
         name,
         serial: args.serial,

@@ -20,8 +20,9 @@ pub struct Geometry {
     pub dev_size: u64,
 }
 
-/// Open what `backing` names for a backstore of `geometry`.
-pub fn open(backing: &Backing, geometry: Geometry) -> Result<Opened, String> {
+/// Open what `backing` names for a backstore of `geometry`; the device's
+/// log lines call it `label` (the backstore's name) besides its backing.
+pub fn open(backing: &Backing, geometry: Geometry, label: &str) -> Result<Opened, String> {
     if geometry.dev_size == 0 || geometry.dev_size % u64::from(geometry.block_size) != 0 {
         return Err(format!(
             "dev_size {} is not a whole, non-zero number of {}-byte blocks",
@@ -30,6 +31,7 @@ pub fn open(backing: &Backing, geometry: Geometry) -> Result<Opened, String> {
     }
     let options = DeviceOptions {
         block_size: geometry.block_size,
+        label: Some(label.to_string()),
         ..DeviceOptions::default()
     };
     match backing {
@@ -183,11 +185,11 @@ mod tests {
     fn a_missing_file_is_created_at_the_backstore_size() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("new.img");
-        let opened = open(&Backing::File(path.clone()), geometry(1 << 20)).unwrap();
+        let opened = open(&Backing::File(path.clone()), geometry(1 << 20), "test").unwrap();
         assert_eq!(opened_blocks(opened), 2048);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1 << 20);
         // Opened again at the same size: the same file, kept.
-        let opened = open(&Backing::File(path.clone()), geometry(1 << 20)).unwrap();
+        let opened = open(&Backing::File(path.clone()), geometry(1 << 20), "test").unwrap();
         assert_eq!(opened_blocks(opened), 2048);
     }
 
@@ -196,12 +198,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("small.img");
         std::fs::write(&path, vec![7u8; 4096]).unwrap();
-        let err = open(&Backing::File(path.clone()), geometry(8192))
+        let err = open(&Backing::File(path.clone()), geometry(8192), "test")
             .err()
             .expect("size mismatch");
         assert!(err.contains("4096") && err.contains("8192"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 4096]);
-        let err = open(&Backing::File(path), geometry(1000)).err().unwrap();
+        let err = open(&Backing::File(path), geometry(1000), "test")
+            .err()
+            .unwrap();
         assert!(err.contains("not a whole"), "{err}");
     }
 
@@ -244,9 +248,11 @@ mod tests {
             .expect("qemu-img (package qemu-utils) must be installed");
         assert!(status.success());
         assert_eq!(check(&format!("qcow/{}", path.display())), Ok(()));
-        let opened = open(&Backing::Qcow(path.clone()), geometry(4 << 20)).unwrap();
+        let opened = open(&Backing::Qcow(path.clone()), geometry(4 << 20), "test").unwrap();
         assert_eq!(opened_blocks(opened), 8192);
-        let err = open(&Backing::Qcow(path), geometry(8 << 20)).err().unwrap();
+        let err = open(&Backing::Qcow(path), geometry(8 << 20), "test")
+            .err()
+            .unwrap();
         assert!(err.contains("4194304") && err.contains("8388608"), "{err}");
     }
 }

@@ -296,7 +296,8 @@ fn open_and_adopt(backstore: UserBackstore, how: Adoption, serve: ServeOptions) 
             .set_attrib("cmd_time_out", &secs.to_string())
             .map_err(|e| invalid(e.to_string()))?;
     }
-    let opened = backing::open(&config.backing, geometry).map_err(|e| (Errno::EIO, e))?;
+    let opened =
+        backing::open(&config.backing, geometry, backstore.name()).map_err(|e| (Errno::EIO, e))?;
     let lun = adopt_opened(opened, backstore, how, serve).map_err(|e| (Errno::EIO, e))?;
     if lun.minor().is_none() {
         let _ = lun.stop();

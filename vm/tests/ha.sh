@@ -297,15 +297,13 @@ ha_failover() {
   ((after > before)) || fail "gateway $from's client was not blocklisted"
 }
 
-# ha_lock_taken N: how often gateway N's device logged taking the lock (in
-# runner mode one log holds both devices: their lines name the backstore);
-# 0 (printed by grep -c) is no failure.
+# ha_lock_taken N: how often gateway N's device logged taking the lock; its
+# lines name the device (--name haN, or the backstore in runner mode, where
+# one log holds both). 0 (printed by grep -c) is no failure.
 ha_lock_taken() {
-  if [[ "$HA_MODE" == runner ]]; then
-    grep -c "(${HA_RN_BS[$1]}): exclusive lock acquired" "$(ha_log "$1")" || true
-  else
-    grep -c 'exclusive lock acquired' "$(ha_log "$1")" || true
-  fi
+  local device=ha$1
+  [[ "$HA_MODE" != runner ]] || device=${HA_RN_BS[$1]}
+  grep -c "($device): exclusive lock acquired" "$(ha_log "$1")" || true
 }
 
 # ha_blocklisted: how many clients the cluster has blocklisted.
